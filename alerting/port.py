@@ -1,0 +1,149 @@
+"""The Channel port: what every adapter implements, and the events adapters hand back to the core.
+
+An adapter carries; it never writes to the store. The core owns retries, rate limits, dedup,
+recording and escalation. `send` either returns a Receipt or raises DeliveryError saying whether
+trying again can help.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from alerting.domain import ChannelKind, Level, Purpose, TaskKind
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where a message goes: a person's contact points, or a device."""
+
+    person_id: str | None = None
+    name: str = ""
+    phone: str | None = None  # E.164
+    wecom_userid: str | None = None
+    email: str | None = None
+    device_id: str | None = None
+    device_kind: str | None = None
+
+
+@dataclass(frozen=True)
+class OutboundMessage:
+    delivery_id: str  # also the idempotency key a provider may dedup on
+    alert_id: int
+    channel: ChannelKind
+    purpose: Purpose
+    address: Address
+    level: Level
+    hazard: str
+    exercise: bool
+    title: str
+    text: str  # full text, already marked 演练 for exercises
+    short_text: str  # what fits an SMS with the link
+    spoken_text: str  # what a voice call or a loudspeaker reads out
+    ack_url: str | None
+    attempt: int = 1
+    task: TaskKind | None = None
+    about: str | None = None  # for escalations: whose silence this is about
+    issued_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """The provider took the message. `delivered` only when it also confirmed it reached the recipient."""
+
+    provider: str
+    provider_id: str | None = None
+    delivered: bool = False
+    sandbox: bool = False
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+class DeliveryError(Exception):
+    """A send failed. `retryable` says whether the same send may succeed later."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.code = code
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class ChannelLimits:
+    concurrency: int = 50  # sends in flight at once
+    per_second: float = 1000.0  # token bucket rate
+    burst: int = 100
+
+
+# ---- events adapters hand to the core ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StatusUpdate:
+    """A provider's later word on a delivery (delivered, failed...)."""
+
+    channel: ChannelKind
+    at: datetime
+    delivered: bool
+    delivery_id: str | None = None
+    provider_id: str | None = None
+    error: str | None = None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """Someone (or a device) answered 收到. Identified by the delivery it answers, or by phone for SMS replies."""
+
+    channel: ChannelKind
+    at: datetime
+    delivery_id: str | None = None
+    from_phone: str | None = None
+    feedback: Mapping[str, Any] = field(default_factory=dict)
+    help_needed: bool = False
+
+
+@dataclass(frozen=True)
+class DeviceReport:
+    """A device's ack on the command it was sent (command_id is the delivery id)."""
+
+    device_id: str
+    command_id: str
+    status: str  # received | sounding | done | failed
+    at: datetime
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
+class DeviceStatus:
+    device_id: str
+    online: bool
+    at: datetime
+
+
+InboundEvent = StatusUpdate | Answer | DeviceReport | DeviceStatus
+EventSink = Callable[[InboundEvent], Awaitable[None]]
+
+
+class Channel(Protocol):
+    kind: ChannelKind
+    provider: str  # "sandbox", "twilio", "wecom", "mqtt"...
+    sandbox: bool
+    limits: ChannelLimits
+
+    async def start(self, events: EventSink) -> None:
+        """Connect and begin handing provider events to `events`."""
+        ...
+
+    async def send(self, message: OutboundMessage) -> Receipt: ...
+
+    async def close(self) -> None: ...

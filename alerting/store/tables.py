@@ -1,0 +1,214 @@
+"""The tables. Nothing here is SQLite-only: the same schema runs on PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from alerting.store.types import UTCDateTime
+
+
+def _utc(nullable: bool = False, index: bool = False) -> Any:
+    return Field(default=None, sa_type=UTCDateTime, nullable=nullable, index=index)
+
+
+class OrgUnit(SQLModel, table=True):
+    __tablename__ = "org_unit"
+
+    code: str = Field(primary_key=True, max_length=20)
+    name: str = Field(max_length=100)
+    kind: str = Field(max_length=16)
+    parent_code: str | None = Field(default=None, foreign_key="org_unit.code", index=True)
+    # "/500238/500238101/500238101001/": a subtree is one indexed prefix match
+    path: str = Field(max_length=200, index=True)
+
+
+class Person(SQLModel, table=True):
+    __tablename__ = "person"
+
+    id: str = Field(primary_key=True, max_length=64)
+    name: str = Field(max_length=100)
+    phone: str | None = Field(default=None, max_length=20, index=True)  # E.164
+    wecom_userid: str | None = Field(default=None, max_length=64, index=True)
+    email: str | None = Field(default=None, max_length=200)
+    active: bool = True
+
+
+class Responsibility(SQLModel, table=True):
+    """A person answering for a unit: rank 0 is the primary, 1 and up the backups in order."""
+
+    __tablename__ = "responsibility"
+    __table_args__ = (UniqueConstraint("unit_code", "person_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    unit_code: str = Field(foreign_key="org_unit.code", index=True)
+    person_id: str = Field(foreign_key="person.id", index=True)
+    role: str = Field(max_length=32)
+    rank: int = 0
+
+
+class Device(SQLModel, table=True):
+    __tablename__ = "device"
+
+    id: str = Field(primary_key=True, max_length=64)  # the MQTT device id or broadcast zone id
+    unit_code: str = Field(foreign_key="org_unit.code", index=True)
+    kind: str = Field(max_length=32)
+    name: str = Field(max_length=100)
+    online: bool | None = None
+    status_at: datetime | None = _utc(nullable=True)
+
+
+class DutyShift(SQLModel, table=True):
+    """One shift of the duty roster (值班表) of a township or the county."""
+
+    __tablename__ = "duty_shift"
+
+    id: int | None = Field(default=None, primary_key=True)
+    unit_code: str = Field(foreign_key="org_unit.code", index=True)
+    person_id: str = Field(foreign_key="person.id")
+    rank: int = 0
+    starts_at: datetime = _utc(index=True)
+    ends_at: datetime = _utc(index=True)
+
+
+class Alert(SQLModel, table=True):
+    __tablename__ = "alert"
+
+    id: int | None = Field(default=None, primary_key=True)
+    level: str = Field(max_length=16)
+    hazard: str = Field(max_length=32)
+    title: str = Field(max_length=200)
+    text: str
+    instructions: str = ""
+    status: str = Field(max_length=16, index=True)
+    exercise: bool = False
+    target_units: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # the escalation plan as it was when the alert went out; editing policy later does not change it
+    plan: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = _utc()
+    created_by: str = Field(max_length=100)
+    supersedes_id: int | None = Field(default=None, foreign_key="alert.id")
+    ended_at: datetime | None = _utc(nullable=True)
+    end_reason: str | None = None
+
+
+class Target(SQLModel, table=True):
+    """Someone or something that must answer this alert: one loop to close."""
+
+    __tablename__ = "target"
+    __table_args__ = (
+        UniqueConstraint("alert_id", "person_id", "device_id"),
+        Index("ix_target_alert_state", "alert_id", "state"),
+    )
+
+    id: str = Field(primary_key=True, max_length=32)
+    alert_id: int = Field(foreign_key="alert.id")
+    kind: str = Field(max_length=16)
+    person_id: str | None = Field(default=None, foreign_key="person.id")
+    device_id: str | None = Field(default=None, foreign_key="device.id")
+    unit_code: str = Field(foreign_key="org_unit.code", index=True)
+    role: str = Field(max_length=32)
+    priority: int = 0
+    state: str = Field(max_length=16)
+    step: int = 0  # the escalation step reached
+    answered_at: datetime | None = _utc(nullable=True)
+    answered_by: str | None = None  # person id, or "device"
+    answer_channel: str | None = None
+    feedback: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+
+
+class Delivery(SQLModel, table=True):
+    """One attempt to reach one contact over one channel about one target. Its id is the idempotency key."""
+
+    __tablename__ = "delivery"
+    __table_args__ = (
+        Index("ix_delivery_queue", "state", "priority", "next_attempt_at"),
+        Index("ix_delivery_alert_target", "alert_id", "target_id"),
+    )
+
+    id: str = Field(primary_key=True, max_length=32)
+    alert_id: int = Field(foreign_key="alert.id")
+    target_id: str = Field(foreign_key="target.id")
+    person_id: str | None = Field(default=None, foreign_key="person.id")  # who is contacted
+    device_id: str | None = Field(default=None, foreign_key="device.id")
+    channel: str = Field(max_length=16)
+    purpose: str = Field(max_length=8)
+    step: int = 0
+    priority: int = 0
+    state: str = Field(max_length=16)
+    attempts: int = 0
+    next_attempt_at: datetime = _utc()
+    claimed_by: str | None = None
+    claimed_at: datetime | None = _utc(nullable=True)
+    created_at: datetime = _utc()
+    sent_at: datetime | None = _utc(nullable=True)
+    delivered_at: datetime | None = _utc(nullable=True)
+    provider: str | None = None
+    provider_id: str | None = Field(default=None, index=True)
+    sandbox: bool = False
+    error: str | None = None
+    detail: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+
+
+class Acknowledgement(SQLModel, table=True):
+    """Every answer is kept; `counted` marks the one that closed the target."""
+
+    __tablename__ = "acknowledgement"
+    __table_args__ = (Index("ix_ack_alert_target", "alert_id", "target_id"),)
+
+    id: str = Field(primary_key=True, max_length=32)
+    alert_id: int = Field(foreign_key="alert.id")
+    target_id: str = Field(foreign_key="target.id")
+    person_id: str | None = Field(default=None, foreign_key="person.id")  # who answered
+    delivery_id: str | None = None
+    channel: str = Field(max_length=16)
+    at: datetime = _utc()
+    counted: bool = False
+    on_behalf_reason: str | None = None
+    feedback: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+
+
+class Deadline(SQLModel, table=True):
+    """When the next escalation step of a target is due. In-process timers only wake the engine."""
+
+    __tablename__ = "deadline"
+    __table_args__ = (Index("ix_deadline_due", "state", "due_at"),)
+
+    id: str = Field(primary_key=True, max_length=32)
+    alert_id: int = Field(foreign_key="alert.id", index=True)
+    target_id: str = Field(foreign_key="target.id", index=True)
+    step: int
+    due_at: datetime = _utc()
+    state: str = Field(max_length=16)
+    fence: int = 0  # bumped by every claim, so a stale claimer cannot finish
+    claimed_by: str | None = None
+    fired_at: datetime | None = _utc(nullable=True)
+
+
+class AuditEvent(SQLModel, table=True):
+    """Append-only and hash-chained: hash = sha256(prev_hash + canonical body)."""
+
+    __tablename__ = "audit_event"
+
+    seq: int = Field(primary_key=True)
+    at: datetime = _utc()
+    alert_id: int | None = Field(default=None, index=True)
+    kind: str = Field(max_length=48)
+    actor: str = Field(max_length=100)
+    subject: str | None = Field(default=None, max_length=100, index=True)
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64)
+
+
+class AuditHead(SQLModel, table=True):
+    """One row: the end of the chain. Appending updates it first, which serialises writers."""
+
+    __tablename__ = "audit_head"
+
+    id: int = Field(primary_key=True)
+    seq: int = 0
+    hash: str = Field(max_length=64)

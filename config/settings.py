@@ -1,0 +1,66 @@
+"""Settings: JIAOYING_* environment variables over an optional TOML file over defaults. Read once, passed down."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="JIAOYING_", extra="forbid")
+
+    database_url: str = "sqlite+aiosqlite:///./jiaoying.db"
+    public_url: str = "http://127.0.0.1:8000"
+    secret_key: SecretStr = SecretStr("change-me-in-production")
+    ack_token_ttl_hours: int = 72
+    # API keys as "key:role" pairs, roles duty | auditor | admin
+    api_keys: list[str] = Field(default_factory=list)
+    policy_file: Path | None = None
+
+    mqtt_url: str | None = None  # unset: start the embedded broker
+    mqtt_topic_prefix: str = "jiaoying"
+    mqtt_embedded_port: int = 1883
+
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_from_number: str | None = None
+    twilio_base_url: str = "https://api.twilio.com"
+
+    wecom_corp_id: str | None = None
+    wecom_secret: SecretStr | None = None
+    wecom_agent_id: int | None = None
+    wecom_token: SecretStr | None = None
+    wecom_aes_key: SecretStr | None = None
+    wecom_base_url: str = "https://qyapi.weixin.qq.com"
+
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str | None = None
+    smtp_starttls: bool = True
+
+    broadcast_url: str | None = None
+    broadcast_secret: SecretStr | None = None
+
+    log_level: str = "info"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = os.environ.get("JIAOYING_CONFIG", "jiaoying.toml")
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
