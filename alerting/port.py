@@ -44,6 +44,7 @@ class OutboundMessage:
     spoken_text: str  # what a voice call or a loudspeaker reads out
     ack_url: str | None
     attempt: int = 1
+    step: int = 0  # 0 = first wave, k = escalation step k
     task: TaskKind | None = None
     about: str | None = None  # for escalations: whose silence this is about
     issued_at: datetime | None = None

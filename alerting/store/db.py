@@ -51,9 +51,8 @@ class Database:
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
         """A session whose work is committed on success and rolled back on any error."""
-        async with self._sessions() as session:
-            async with session.begin():
-                yield session
+        async with self._sessions() as session, session.begin():
+            yield session
 
     async def upgrade(self) -> None:
         await asyncio.to_thread(upgrade, self.url)

@@ -125,7 +125,7 @@ class Delivery(SQLModel, table=True):
 
     __tablename__ = "delivery"
     __table_args__ = (
-        Index("ix_delivery_queue", "state", "priority", "next_attempt_at"),
+        Index("ix_delivery_queue", "channel", "state", "priority", "next_attempt_at"),
         Index("ix_delivery_alert_target", "alert_id", "target_id"),
     )
 

@@ -1,0 +1,324 @@
+"""Issuing, reading and lifting alerts. Everything an alert needs is written before anything is sent."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from pydantic import BaseModel, Field, field_validator
+from sqlalchemy import func, insert, select, update
+
+from alerting import audit
+from alerting.clock import Clock
+from alerting.domain import (
+    AlertStatus,
+    ChannelKind,
+    DeadlineState,
+    DeliveryState,
+    Level,
+    Purpose,
+    TargetKind,
+    TargetState,
+)
+from alerting.ids import new_id
+from alerting.plan import Plan, Planner
+from alerting.planning import (
+    PRIORITY_LIFT,
+    delivery_row,
+    device_deliveries,
+    load_contacts,
+    person_deliveries,
+    resolve_targets,
+    target_row,
+)
+from alerting.store.db import Database
+from alerting.store.tables import Alert, Deadline, Delivery, Target
+
+log = structlog.get_logger()
+
+BATCH = 5000
+
+
+class AlertRequest(BaseModel):
+    level: Level
+    hazard: str = Field(min_length=1, max_length=32, examples=["暴雨"])
+    title: str = Field(min_length=1, max_length=200)
+    text: str = Field(min_length=1, max_length=2000)
+    instructions: str = Field(default="", max_length=1000)
+    units: list[str] = Field(min_length=1, description="unit codes; the alert reaches their whole subtree")
+    exercise: bool = False
+
+    @field_validator("units")
+    @classmethod
+    def _distinct(cls, v: list[str]) -> list[str]:
+        return list(dict.fromkeys(c.strip() for c in v))
+
+
+class AlertNotFound(LookupError):
+    def __init__(self, alert_id: int) -> None:
+        super().__init__(f"no alert {alert_id}")
+
+
+class AlertNotActive(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Issued:
+    alert_id: int
+    targets: int
+    deliveries: int
+    by_channel: dict[str, int] = field(default_factory=dict)
+    unreachable: int = 0
+
+
+@dataclass(frozen=True)
+class Lifted:
+    alert_id: int
+    cancelled_deliveries: int
+    lift_notices: int
+
+
+async def _insert_batched(session: Any, table: Any, rows: list[dict[str, Any]]) -> None:
+    for i in range(0, len(rows), BATCH):
+        await session.execute(insert(table), rows[i : i + BATCH])
+
+
+class AlertService:
+    def __init__(self, db: Database, clock: Clock, planner: Planner, wake: Callable[[], None] = lambda: None) -> None:
+        self.db, self.clock, self.planner, self.wake = db, clock, planner, wake
+
+    async def trigger(self, req: AlertRequest, *, actor: str) -> Issued:
+        now = self.clock.now()
+        plan = self.planner.plan_for(req.level, req.hazard, req.units)
+        async with self.db.session() as s:
+            targets = await resolve_targets(s, req.units, plan)
+            alert = Alert(
+                level=req.level.value,
+                hazard=req.hazard,
+                title=req.title,
+                text=req.text,
+                instructions=req.instructions,
+                status=AlertStatus.ACTIVE.value,
+                exercise=req.exercise,
+                target_units=req.units,
+                plan=plan.model_dump(mode="json"),
+                created_at=now,
+                created_by=actor,
+            )
+            s.add(alert)
+            await s.flush()
+            assert alert.id is not None
+            contacts = await load_contacts(s, (t.person_id for t in targets if t.person_id))
+            deliveries: list[dict[str, Any]] = []
+            deadlines: list[dict[str, Any]] = []
+            unreachable: list[str] = []
+            for t in targets:
+                if t.kind is TargetKind.PERSON:
+                    assert t.person_id is not None
+                    contact = contacts.get(t.person_id)
+                    rows = person_deliveries(alert.id, t.id, 0, plan.person_steps[0], [contact] if contact else [], now)
+                    steps = plan.person_steps
+                    if not rows:
+                        unreachable.append(t.person_id)
+                else:
+                    rows = device_deliveries(alert.id, t, plan.device_steps[0], now)
+                    steps = plan.device_steps
+                deliveries += rows
+                if len(steps) > 1:
+                    due = now + timedelta(seconds=steps[0].wait_s)
+                    deadlines.append(_deadline(alert.id, t.id, 1, due))
+            await _insert_batched(s, Target, [target_row(alert.id, t) for t in targets])
+            await _insert_batched(s, Delivery, deliveries)
+            await _insert_batched(s, Deadline, deadlines)
+            by_channel = dict(Counter(d["channel"] for d in deliveries))
+            entries = [
+                audit.Entry(
+                    "alert.triggered",
+                    actor,
+                    now,
+                    alert.id,
+                    data={
+                        "level": req.level.value,
+                        "hazard": req.hazard,
+                        "title": req.title,
+                        "units": req.units,
+                        "exercise": req.exercise,
+                        "targets": len(targets),
+                        "deliveries": by_channel,
+                        "plan": alert.plan,
+                    },
+                )
+            ]
+            entries += [
+                audit.Entry(
+                    "target.unreachable",
+                    "system",
+                    now,
+                    alert.id,
+                    subject=p,
+                    data={"reason": "no channel in the first wave reaches this person"},
+                )
+                for p in unreachable
+            ]
+            await audit.append(s, entries)
+        log.info("alert.triggered", alert_id=alert.id, targets=len(targets), deliveries=len(deliveries))
+        self.wake()
+        return Issued(alert.id, len(targets), len(deliveries), by_channel, len(unreachable))
+
+    async def cancel(self, alert_id: int, *, actor: str, reason: str) -> Lifted:
+        """解除: stop everything not yet sent, close pending steps, tell whoever was reached."""
+        now = self.clock.now()
+        async with self.db.session() as s:
+            alert = await s.get(Alert, alert_id, with_for_update=True)
+            if alert is None:
+                raise AlertNotFound(alert_id)
+            if alert.status != AlertStatus.ACTIVE:
+                raise AlertNotActive(f"alert {alert_id} is already {alert.status}")
+            alert.status, alert.ended_at, alert.end_reason = AlertStatus.CANCELLED.value, now, reason
+            stopped = await s.execute(
+                update(Delivery)
+                .where(
+                    Delivery.alert_id == alert_id,  # type: ignore[arg-type]
+                    Delivery.state.in_([DeliveryState.PENDING.value, DeliveryState.SENDING.value]),  # type: ignore[attr-defined]
+                    Delivery.purpose != Purpose.LIFT.value,  # type: ignore[arg-type]
+                )
+                .values(state=DeliveryState.CANCELLED.value, error="alert cancelled")
+            )
+            await s.execute(
+                update(Deadline)
+                .where(Deadline.alert_id == alert_id, Deadline.state == DeadlineState.PENDING.value)  # type: ignore[arg-type]
+                .values(state=DeadlineState.CANCELLED.value)
+            )
+            await s.execute(
+                update(Target)
+                .where(Target.alert_id == alert_id, Target.state == TargetState.OPEN.value)  # type: ignore[arg-type]
+                .values(state=TargetState.CANCELLED.value)
+            )
+            # Everyone a warning reached hears it is lifted, once per channel that reached them.
+            reached = await s.execute(
+                select(Delivery.target_id, Delivery.person_id, Delivery.device_id, Delivery.channel)
+                .where(
+                    Delivery.alert_id == alert_id,  # type: ignore[arg-type]
+                    Delivery.purpose != Purpose.LIFT.value,  # type: ignore[arg-type]
+                    Delivery.state.in_([DeliveryState.SENT.value, DeliveryState.DELIVERED.value]),  # type: ignore[attr-defined]
+                )
+                .distinct()
+            )
+            seen: set[tuple[str | None, str | None, str]] = set()
+            lifts: list[dict[str, Any]] = []
+            for r in reached:
+                key = (r.person_id, r.device_id, r.channel)
+                if key not in seen:
+                    seen.add(key)
+                    lifts.append(
+                        delivery_row(
+                            alert_id=alert_id,
+                            target_id=r.target_id,
+                            channel=ChannelKind(r.channel),
+                            purpose=Purpose.LIFT,
+                            step=0,
+                            priority=PRIORITY_LIFT,
+                            now=now,
+                            person_id=r.person_id,
+                            device_id=r.device_id,
+                        )
+                    )
+            await _insert_batched(s, Delivery, lifts)
+            await audit.record(
+                s,
+                "alert.cancelled",
+                actor=actor,
+                at=now,
+                alert_id=alert_id,
+                data={"reason": reason, "stopped": stopped.rowcount, "lift_notices": len(lifts)},
+            )  # type: ignore[attr-defined]
+        self.wake()
+        return Lifted(alert_id, stopped.rowcount, len(lifts))  # type: ignore[attr-defined]
+
+    async def get(self, alert_id: int) -> Alert:
+        async with self.db.session() as s:
+            alert = await s.get(Alert, alert_id)
+        if alert is None:
+            raise AlertNotFound(alert_id)
+        return alert
+
+    async def list(self, *, limit: int = 50, active_only: bool = False) -> list[Alert]:
+        q = select(Alert).order_by(Alert.id.desc()).limit(limit)  # type: ignore[union-attr]
+        if active_only:
+            q = q.where(Alert.status == AlertStatus.ACTIVE.value)  # type: ignore[arg-type]
+        async with self.db.session() as s:
+            return list((await s.execute(q)).scalars())
+
+    async def progress(self, alert_id: int) -> AlertProgress:
+        """Counts a duty officer watches: per target state, per delivery state and channel."""
+        alert = await self.get(alert_id)
+        async with self.db.session() as s:
+            targets = dict(
+                (
+                    await s.execute(
+                        select(Target.state, func.count()).where(Target.alert_id == alert_id).group_by(Target.state)
+                    )
+                ).all()  # type: ignore[arg-type]
+            )
+            deliveries = (
+                await s.execute(
+                    select(Delivery.channel, Delivery.state, Delivery.sandbox, func.count())
+                    .where(Delivery.alert_id == alert_id)  # type: ignore[arg-type]
+                    .group_by(Delivery.channel, Delivery.state, Delivery.sandbox)
+                )
+            ).all()
+            escalated = await s.scalar(
+                select(func.count()).select_from(Target).where(Target.alert_id == alert_id, Target.step > 0)  # type: ignore[arg-type]
+            )
+        return AlertProgress(
+            alert=alert,
+            targets={str(k): int(v) for k, v in targets.items()},
+            deliveries={(str(c), str(st)): int(n) for c, st, _sb, n in deliveries},
+            sandbox_channels=sorted({str(c) for c, _st, sb, _n in deliveries if sb}),
+            escalated=int(escalated or 0),
+        )
+
+
+@dataclass(frozen=True)
+class AlertProgress:
+    alert: Alert
+    targets: dict[str, int]
+    deliveries: dict[tuple[str, str], int]
+    sandbox_channels: list[str]
+    escalated: int
+
+    @property
+    def total(self) -> int:
+        return sum(self.targets.values())
+
+    @property
+    def closed(self) -> int:
+        return self.targets.get(TargetState.ANSWERED.value, 0) + self.targets.get(TargetState.ANSWERED_FOR.value, 0)
+
+    @property
+    def silent(self) -> int:
+        return self.targets.get(TargetState.OPEN.value, 0)
+
+    def count(self, state: DeliveryState) -> int:
+        return sum(n for (_c, st), n in self.deliveries.items() if st == state.value)
+
+
+def _deadline(alert_id: int, target_id: str, step: int, due: datetime) -> dict[str, Any]:
+    return {
+        "id": new_id(),
+        "alert_id": alert_id,
+        "target_id": target_id,
+        "step": step,
+        "due_at": due,
+        "state": DeadlineState.PENDING.value,
+        "fence": 0,
+    }
+
+
+def plan_of(alert: Alert) -> Plan:
+    return Plan.model_validate(alert.plan)

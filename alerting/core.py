@@ -1,0 +1,29 @@
+"""The core's services bundled for whoever serves them (the HTTP API, the CLI). Built by config/wiring."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from alerting.acks import AckService
+from alerting.alerts import AlertService
+from alerting.clock import Clock
+from alerting.store.db import Database
+from alerting.tokens import TokenSigner
+
+
+@dataclass(frozen=True)
+class ChannelInfo:
+    kind: str
+    provider: str
+    sandbox: bool
+
+
+@dataclass
+class Core:
+    db: Database
+    clock: Clock
+    alerts: AlertService
+    acks: AckService
+    signer: TokenSigner
+    api_keys: dict[str, str] = field(default_factory=dict)  # key -> role (duty | auditor | admin)
+    channels: list[ChannelInfo] = field(default_factory=list)

@@ -1,0 +1,348 @@
+"""The dispatcher: claim due deliveries, re-check, pace, send, record. One worker loop per channel kind.
+
+A delivery is committed as `pending` before any provider is called and marked `sending` with this
+process's claim before the call, so a crash can repeat a send (the delivery id is the idempotency
+key) but never lose one: `resume` puts what a dead process had in flight back in the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import and_, bindparam, or_, select, update
+
+from alerting import audit
+from alerting.clock import Clock
+from alerting.domain import AlertStatus, ChannelKind, DeliveryState, Purpose, TargetState
+from alerting.ids import new_id
+from alerting.outbound import Composer
+from alerting.port import Channel, DeliveryError, OutboundMessage, Receipt
+from alerting.ratelimit import TokenBucket
+from alerting.retry import RetryPolicy
+from alerting.store.db import Database
+from alerting.store.tables import Alert, Delivery, Target
+
+log = structlog.get_logger()
+
+T = Delivery.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    delivery: Delivery
+    receipt: Receipt | None = None
+    error: DeliveryError | None = None
+
+
+def node_name() -> str:
+    return os.environ.get("HOSTNAME") or socket.gethostname()
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        channels: Mapping[ChannelKind, Channel],
+        composer: Composer,
+        *,
+        node: str | None = None,
+        batch_size: int = 200,
+        lease: timedelta = timedelta(minutes=2),
+        retry: RetryPolicy | None = None,
+        idle_poll_s: float = 1.0,
+    ) -> None:
+        self.db, self.clock, self.channels, self.composer = db, clock, channels, composer
+        self.node = node or node_name()
+        self.owner = f"{self.node}/{new_id()[:8]}"
+        self.batch_size, self.lease, self.retry = batch_size, lease, retry or RetryPolicy()
+        self.idle_poll_s = idle_poll_s
+        self._rng = random.Random()  # noqa: S311 (jitter only)
+        self._wakers = {kind: asyncio.Event() for kind in ChannelKind}
+        self._semaphores = {k: asyncio.Semaphore(c.limits.concurrency) for k, c in channels.items()}
+        self._buckets = {k: TokenBucket(c.limits.per_second, c.limits.burst) for k, c in channels.items()}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ---- lifecycle --------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        for event in self._wakers.values():
+            event.set()
+
+    async def resume(self) -> int:
+        """Put back in the queue what an earlier run of this node, or any run whose lease ran out, left in flight."""
+        now = self.clock.now()
+        async with self.db.session() as s:
+            result = await s.execute(
+                update(Delivery)
+                .where(
+                    Delivery.state == DeliveryState.SENDING.value,  # type: ignore[arg-type]
+                    or_(
+                        and_(Delivery.claimed_by.startswith(f"{self.node}/"), Delivery.claimed_by != self.owner),  # type: ignore[union-attr]
+                        Delivery.claimed_at < now - self.lease,  # type: ignore[operator]
+                    ),
+                )
+                .values(state=DeliveryState.PENDING.value, claimed_by=None, next_attempt_at=now)
+            )
+            count: int = result.rowcount  # type: ignore[attr-defined]
+            if count:
+                await audit.record(s, "dispatch.resumed", actor=self.owner, at=now, data={"deliveries": count})
+        if count:
+            log.warning("dispatch.resumed", deliveries=count)
+        return count
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._loop(kind), name=f"dispatch-{kind}") for kind in self.channels]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def _loop(self, kind: ChannelKind) -> None:
+        waker = self._wakers[kind]
+        while True:
+            try:
+                done = await self.run_once(kind)
+            except Exception:  # a failing database round must not end the loop; the rows stay queued
+                log.exception("dispatch.round_failed", channel=kind.value)
+                done = 0
+            if done == 0:
+                waker.clear()
+                # a scaled or manual clock has its own idea of a second; the poll is wall time on purpose
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waker.wait(), self.idle_poll_s)
+
+    async def drain(self, max_rounds: int = 10_000) -> int:
+        """Send everything due now, over every channel; for tests, benchmarks and the CLI."""
+        total = 0
+        for _ in range(max_rounds):
+            done = sum(await asyncio.gather(*(self.run_once(k) for k in self.channels)))
+            total += done
+            if done == 0:
+                break
+        return total
+
+    # ---- one round: claim, check, send, record -------------------------------------------------
+
+    async def run_once(self, kind: ChannelKind) -> int:
+        claimed = await self._claim(kind)
+        if not claimed:
+            return 0
+        live, dead = await self._recheck(claimed)
+        async with self.db.session() as s:
+            messages = await self.composer.compose(s, live)
+        outcomes = await asyncio.gather(*(self._send(kind, messages[d.id], d) for d in live))
+        await self._record(list(outcomes), dead)
+        return len(claimed)
+
+    async def _claim(self, kind: ChannelKind) -> list[Delivery]:
+        now = self.clock.now()
+        async with self.db.session() as s:
+            due = (
+                select(Delivery.id)
+                .where(
+                    Delivery.channel == kind.value,  # type: ignore[arg-type]
+                    Delivery.state == DeliveryState.PENDING.value,  # type: ignore[arg-type]
+                    Delivery.next_attempt_at <= now,  # type: ignore[arg-type]
+                )
+                .order_by(Delivery.priority, Delivery.next_attempt_at)  # type: ignore[arg-type]
+                .limit(self.batch_size)
+            )
+            if not self.db.is_sqlite:
+                due = due.with_for_update(skip_locked=True)
+            ids = list((await s.execute(due)).scalars())
+            if not ids:
+                return []
+            await s.execute(
+                update(Delivery)
+                .where(Delivery.id.in_(ids), Delivery.state == DeliveryState.PENDING.value)  # type: ignore[attr-defined,arg-type]
+                .values(state=DeliveryState.SENDING.value, claimed_by=self.owner, claimed_at=now)
+            )
+            rows = await s.execute(
+                select(Delivery).where(Delivery.id.in_(ids), Delivery.claimed_by == self.owner)  # type: ignore[attr-defined,arg-type]
+            )
+            return list(rows.scalars())
+
+    async def _recheck(self, claimed: Sequence[Delivery]) -> tuple[list[Delivery], list[tuple[Delivery, str]]]:
+        """Right before sending: nothing goes out for an alert already answered, closed or cancelled."""
+        async with self.db.session() as s:
+            alert_status = dict(
+                (
+                    await s.execute(select(Alert.id, Alert.status).where(Alert.id.in_({d.alert_id for d in claimed})))
+                ).all()  # type: ignore[union-attr]
+            )
+            target_state = dict(
+                (
+                    await s.execute(
+                        select(Target.id, Target.state).where(Target.id.in_({d.target_id for d in claimed}))  # type: ignore[attr-defined]
+                    )
+                ).all()
+            )
+        live: list[Delivery] = []
+        dead: list[tuple[Delivery, str]] = []
+        for d in claimed:
+            if d.purpose == Purpose.LIFT.value:
+                live.append(d)
+            elif alert_status.get(d.alert_id) != AlertStatus.ACTIVE.value:
+                dead.append((d, f"alert {alert_status.get(d.alert_id)}"))
+            elif target_state.get(d.target_id) != TargetState.OPEN.value:
+                dead.append((d, f"target {target_state.get(d.target_id)}"))
+            else:
+                live.append(d)
+        return live, dead
+
+    async def _send(self, kind: ChannelKind, message: OutboundMessage, d: Delivery) -> Outcome:
+        channel = self.channels[kind]
+        bound = log.bind(alert_id=d.alert_id, delivery_id=d.id, channel=kind.value)
+        async with self._semaphores[kind]:
+            await self._buckets[kind].acquire()
+            try:
+                receipt = await channel.send(message)
+            except DeliveryError as exc:
+                bound.warning("delivery.error", error=str(exc), code=exc.code, retryable=exc.retryable)
+                return Outcome(d, error=exc)
+            except Exception as exc:  # an adapter bug is reported and retried, never swallowed
+                bound.exception("delivery.adapter_crashed")
+                return Outcome(d, error=DeliveryError(f"adapter error: {exc!r}", retryable=True, code="adapter"))
+        return Outcome(d, receipt=receipt)
+
+    async def _record(self, outcomes: list[Outcome], dead: list[tuple[Delivery, str]]) -> None:
+        now = self.clock.now()
+        sent: list[dict[str, Any]] = []
+        retry: list[dict[str, Any]] = []
+        failed: list[dict[str, Any]] = []
+        entries: list[audit.Entry] = []
+        for o in outcomes:
+            d = o.delivery
+            attempts = d.attempts + 1
+            if o.receipt is not None:
+                r = o.receipt
+                sent.append(
+                    {
+                        "b_id": d.id,
+                        "b_owner": self.owner,
+                        "attempts": attempts,
+                        "sent_at": now,
+                        "state": (DeliveryState.DELIVERED if r.delivered else DeliveryState.SENT).value,
+                        "delivered_at": now if r.delivered else None,
+                        "provider": r.provider,
+                        "provider_id": r.provider_id,
+                        "sandbox": r.sandbox,
+                        "error": None,
+                    }
+                )
+                entries.append(
+                    audit.Entry(
+                        "delivery.sent",
+                        self.owner,
+                        now,
+                        d.alert_id,
+                        subject=d.id,
+                        data={
+                            "channel": d.channel,
+                            "target": d.target_id,
+                            "person": d.person_id,
+                            "device": d.device_id,
+                            "step": d.step,
+                            "purpose": d.purpose,
+                            "provider": r.provider,
+                            "provider_id": r.provider_id,
+                            "sandbox": r.sandbox,
+                            "attempt": attempts,
+                        },
+                    )
+                )
+            else:
+                err = o.error
+                assert err is not None
+                data = {"channel": d.channel, "error": str(err), "code": err.code, "attempt": attempts}
+                if err.retryable and attempts < self.retry.max_attempts:
+                    due = now + timedelta(seconds=self.retry.delay(attempts, err.retry_after, self._rng))
+                    retry.append(
+                        {
+                            "b_id": d.id,
+                            "b_owner": self.owner,
+                            "attempts": attempts,
+                            "next_attempt_at": due,
+                            "error": _error_text(err),
+                        }
+                    )
+                    entries.append(
+                        audit.Entry(
+                            "delivery.retrying",
+                            self.owner,
+                            now,
+                            d.alert_id,
+                            subject=d.id,
+                            data={**data, "next_attempt_at": due.isoformat()},
+                        )
+                    )
+                else:
+                    failed.append(
+                        {"b_id": d.id, "b_owner": self.owner, "attempts": attempts, "error": _error_text(err)}
+                    )
+                    entries.append(audit.Entry("delivery.failed", self.owner, now, d.alert_id, subject=d.id, data=data))
+        skipped = [{"b_id": d.id, "b_owner": self.owner, "error": f"not sent: {why}"} for d, why in dead]
+        mine = and_(
+            T.c.id == bindparam("b_id"),
+            T.c.claimed_by == bindparam("b_owner"),
+            T.c.state == DeliveryState.SENDING.value,
+        )
+        async with self.db.session() as s:
+            conn = await s.connection()
+            if sent:
+                await conn.execute(
+                    update(T)
+                    .where(mine)
+                    .values(
+                        state=bindparam("state"),
+                        attempts=bindparam("attempts"),
+                        sent_at=bindparam("sent_at"),
+                        delivered_at=bindparam("delivered_at"),
+                        provider=bindparam("provider"),
+                        provider_id=bindparam("provider_id"),
+                        sandbox=bindparam("sandbox"),
+                        error=bindparam("error"),
+                    ),
+                    sent,
+                )
+            if retry:
+                await conn.execute(
+                    update(T)
+                    .where(mine)
+                    .values(
+                        state=DeliveryState.PENDING.value,
+                        claimed_by=None,
+                        attempts=bindparam("attempts"),
+                        next_attempt_at=bindparam("next_attempt_at"),
+                        error=bindparam("error"),
+                    ),
+                    retry,
+                )
+            if failed:
+                await conn.execute(
+                    update(T)
+                    .where(mine)
+                    .values(state=DeliveryState.FAILED.value, attempts=bindparam("attempts"), error=bindparam("error")),
+                    failed,
+                )
+            if skipped:
+                await conn.execute(
+                    update(T).where(mine).values(state=DeliveryState.CANCELLED.value, error=bindparam("error")), skipped
+                )
+            await audit.append(s, entries)
+
+
+def _error_text(err: DeliveryError) -> str:
+    return f"{err.code}: {err}" if err.code else str(err)

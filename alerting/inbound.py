@@ -1,0 +1,104 @@
+"""What comes back from providers and devices, turned into changes in the store. Adapters only hand events here."""
+
+from __future__ import annotations
+
+import structlog
+from sqlalchemy import update
+
+from alerting import audit
+from alerting.acks import AckService, AnswerRejected
+from alerting.domain import ChannelKind, DeliveryState
+from alerting.port import Answer, DeviceReport, DeviceStatus, InboundEvent, StatusUpdate
+from alerting.store.db import Database
+from alerting.store.tables import Delivery, Device
+
+log = structlog.get_logger()
+
+# a device saying it is sounding or has played the warning is its answer
+DEVICE_ANSWERS = {"sounding", "done"}
+
+
+class Inbound:
+    def __init__(self, db: Database, acks: AckService) -> None:
+        self.db, self.acks = db, acks
+        self.rejected = 0
+
+    async def __call__(self, event: InboundEvent) -> None:
+        try:
+            await self.handle(event)
+        except AnswerRejected as exc:
+            self.rejected += 1
+            log.warning("inbound.rejected", reason=str(exc), kind=type(event).__name__)
+
+    async def handle(self, event: InboundEvent) -> None:
+        match event:
+            case Answer(delivery_id=str(delivery_id)):
+                await self.acks.answer_delivery(
+                    delivery_id,
+                    channel=event.channel,
+                    at=event.at,
+                    feedback={**event.feedback, **({"help_needed": True} if event.help_needed else {})},
+                )
+            case Answer(from_phone=str(phone)):
+                await self.acks.answer_by_phone(phone, channel=event.channel, at=event.at, feedback=event.feedback)
+            case Answer():
+                raise AnswerRejected("an answer names neither a delivery nor a phone number")
+            case StatusUpdate():
+                await self.status(event)
+            case DeviceReport():
+                await self.device_report(event)
+            case DeviceStatus():
+                async with self.db.session() as s:
+                    await s.execute(
+                        update(Device)
+                        .where(Device.id == event.device_id)
+                        .values(online=event.online, status_at=event.at)  # type: ignore[arg-type]
+                    )
+
+    async def status(self, event: StatusUpdate) -> None:
+        """A later word from the provider. It only moves a delivery forward: sent -> delivered | failed."""
+        key = Delivery.id == event.delivery_id if event.delivery_id else Delivery.provider_id == event.provider_id
+        moved_from = (
+            [DeliveryState.SENT.value] if event.delivered else [DeliveryState.SENT.value, DeliveryState.DELIVERED.value]
+        )
+        values = (
+            {"state": DeliveryState.DELIVERED.value, "delivered_at": event.at}
+            if event.delivered
+            else {"state": DeliveryState.FAILED.value, "error": event.error or "failed"}
+        )
+        async with self.db.session() as s:
+            result = await s.execute(
+                update(Delivery)
+                .where(key, Delivery.channel == event.channel.value, Delivery.state.in_(moved_from))  # type: ignore[arg-type,attr-defined]
+                .values(**values)
+                .returning(Delivery.id, Delivery.alert_id)
+            )
+            for row in result.all():
+                await audit.record(
+                    s,
+                    "delivery.delivered" if event.delivered else "delivery.undelivered",
+                    actor=event.channel.value,
+                    at=event.at,
+                    alert_id=row.alert_id,
+                    subject=row.id,
+                    data={"error": event.error, **dict(event.detail)},
+                )
+
+    async def device_report(self, event: DeviceReport) -> None:
+        if event.status in DEVICE_ANSWERS:
+            await self.status(StatusUpdate(ChannelKind.DEVICE, event.at, True, delivery_id=event.command_id))
+            await self.acks.answer_delivery(
+                event.command_id, channel=ChannelKind.DEVICE, at=event.at, feedback={"device_status": event.status}
+            )
+        elif event.status == "received":
+            await self.status(StatusUpdate(ChannelKind.DEVICE, event.at, True, delivery_id=event.command_id))
+        else:
+            await self.status(
+                StatusUpdate(
+                    ChannelKind.DEVICE,
+                    event.at,
+                    False,
+                    delivery_id=event.command_id,
+                    error=f"device reported {event.status}: {event.detail or ''}".strip(),
+                )
+            )

@@ -1,0 +1,77 @@
+"""Who a step reaches: the target, its backups, the parent unit, the township or county on duty, the village."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from alerting.domain import Role
+from alerting.plan import Who
+from alerting.store.tables import DutyShift, OrgUnit, Responsibility, Target
+
+
+def _ancestors(path: str) -> list[str]:
+    """'/500238/500238101/500238101001/' -> ['500238', '500238101', '500238101001'] (county first)."""
+    return [p for p in path.split("/") if p]
+
+
+async def _responsible(s: AsyncSession, unit_code: str, *, min_rank: int = 0, max_rank: int = 0) -> list[str]:
+    rows = await s.execute(
+        select(Responsibility.person_id)
+        .where(
+            Responsibility.unit_code == unit_code,  # type: ignore[arg-type]
+            Responsibility.rank >= min_rank,  # type: ignore[arg-type]
+            Responsibility.rank <= max_rank,  # type: ignore[arg-type]
+        )
+        .order_by(Responsibility.rank)  # type: ignore[arg-type]
+    )
+    return list(rows.scalars())
+
+
+async def on_duty(s: AsyncSession, unit_code: str, role: Role, at: datetime) -> list[str]:
+    """Whoever the roster has on duty at `at` (primary first); without a roster, the unit's duty person."""
+    rows = await s.execute(
+        select(DutyShift.person_id)
+        .where(
+            DutyShift.unit_code == unit_code,  # type: ignore[arg-type]
+            DutyShift.starts_at <= at,  # type: ignore[arg-type]
+            DutyShift.ends_at > at,  # type: ignore[arg-type]
+        )
+        .order_by(DutyShift.rank)  # type: ignore[arg-type]
+    )
+    shift = list(rows.scalars())
+    if shift:
+        return shift[:1]
+    rows = await s.execute(
+        select(Responsibility.person_id)
+        .where(Responsibility.unit_code == unit_code, Responsibility.role == role.value)  # type: ignore[arg-type]
+        .order_by(Responsibility.rank)  # type: ignore[arg-type]
+        .limit(1)
+    )
+    return list(rows.scalars())
+
+
+async def contacts_for(s: AsyncSession, who: Who, target: Target, at: datetime) -> list[str]:
+    """Person ids the step reaches, in order, without repeats."""
+    unit = await s.get(OrgUnit, target.unit_code)
+    chain = _ancestors(unit.path) if unit else [target.unit_code]
+    found: list[str] = []
+    match who:
+        case Who.TARGET:
+            found = [target.person_id] if target.person_id else []
+        case Who.BACKUP:
+            found = await _responsible(s, target.unit_code, min_rank=1, max_rank=99)
+        case Who.PARENT:
+            if unit and unit.parent_code:
+                found = await _responsible(s, unit.parent_code)
+        case Who.TOWNSHIP_DUTY:
+            if len(chain) > 1:
+                found = await on_duty(s, chain[1], Role.TOWNSHIP_DUTY, at)
+        case Who.COUNTY_DUTY:
+            found = await on_duty(s, chain[0], Role.COUNTY_DUTY, at)
+        case Who.VILLAGE:
+            if len(chain) > 2:
+                found = await _responsible(s, chain[2])
+    return [p for p in dict.fromkeys(found) if p != target.person_id or who is Who.TARGET]
