@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import func, select, update
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerting import audit
 from alerting.domain import AlertStatus, ChannelKind, DeadlineState, DeliveryState, Purpose, TargetState

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import insert, select, update
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerting.clock import utc
 from alerting.store.tables import AuditEvent, AuditHead
@@ -123,8 +123,8 @@ async def verify(session: AsyncSession, batch: int = 5000) -> Verification:
     last = 0
     while True:
         chunk = (
-            await session.exec(select(AuditEvent).where(AuditEvent.seq > last).order_by(AuditEvent.seq).limit(batch))  # type: ignore[call-overload]
-        ).all()
+            await session.execute(select(AuditEvent).where(AuditEvent.seq > last).order_by(AuditEvent.seq).limit(batch))  # type: ignore[arg-type]
+        ).scalars().all()
         rows.extend(chunk)
         if len(chunk) < batch:
             break

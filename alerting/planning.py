@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import or_, select
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerting.domain import ChannelKind, DeliveryState, DeviceKind, Purpose, TargetKind, TargetState
 from alerting.ids import new_id

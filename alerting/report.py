@@ -36,7 +36,7 @@ from alerting.domain import (
 from alerting.plan import Plan
 from alerting.privacy import mask_phone
 from alerting.store.db import Database
-from alerting.store.tables import Acknowledgement, Alert, AuditEvent, Delivery, Device, OrgUnit, Person, Target
+from alerting.store.tables import Acknowledgement, Alert, AuditEvent, AuditHead, Delivery, Device, OrgUnit, Person, Target
 
 ALERT_STATUS_LABEL = {
     AlertStatus.ACTIVE: "进行中",
@@ -412,9 +412,24 @@ async def _read(session: AsyncSession, alert_id: int) -> _Snapshot:
         persons=persons,
         devices=devices,
         units=units,
-        verification=await audit.verify(session),
+        verification=await _verify_chain(session),
         alert_events=for_alert.scalar_one(),
     )
+
+
+async def _verify_chain(session: AsyncSession, batch: int = 5000) -> audit.Verification:
+    # audit.verify hands verify_rows Row tuples instead of AuditEvent objects (it runs a plain SQLAlchemy select
+    # through session.exec) and fails on the first row; read the rows as objects here until it is fixed.
+    head = await session.get(AuditHead, 1)
+    rows: list[AuditEvent] = []
+    last = 0
+    while True:
+        query = select(AuditEvent).where(col(AuditEvent.seq) > last).order_by(col(AuditEvent.seq)).limit(batch)
+        chunk = list((await session.execute(query)).scalars())
+        rows.extend(chunk)
+        if len(chunk) < batch:
+            return audit.verify_rows(rows, head)
+        last = chunk[-1].seq
 
 
 def _plan_rows(plan: Mapping[str, Any]) -> tuple[list[PlanStepRow], Plan | None]:

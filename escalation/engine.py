@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import func, insert, select, update
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerting import audit
 from alerting.alerts import plan_of

@@ -1,0 +1,168 @@
+"""Wiring: settings in, a running engine out. The one place that knows every package."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from alerting.acks import AckService
+from alerting.alerts import AlertService
+from alerting.clock import Clock, SystemClock
+from alerting.core import ChannelInfo, Core
+from alerting.dispatch import Dispatcher
+from alerting.domain import ChannelKind
+from alerting.inbound import Inbound
+from alerting.outbound import Composer
+from alerting.port import Channel
+from alerting.store.db import Database
+from alerting.tokens import TokenSigner
+from channels.mqtt_broker import EmbeddedBroker
+from channels.mqtt_devices import MqttDeviceChannel
+from channels.sandbox import SandboxChannel
+from channels.simulation import AnswerSimulator
+from config.settings import Settings
+from escalation.engine import EscalationEngine
+from escalation.policy import PolicySet, load_policy
+
+log = structlog.get_logger()
+
+
+def api_keys(settings: Settings) -> dict[str, str]:
+    keys: dict[str, str] = {}
+    for item in settings.api_keys:
+        key, _, role = item.partition(":")
+        if role not in ("duty", "auditor", "admin") or not key:
+            raise ValueError(f"JIAOYING_API_KEYS: '{key[:4]}…' needs the form key:role with role duty|auditor|admin")
+        keys[key] = role
+    return keys
+
+
+@dataclass
+class Engine:
+    settings: Settings
+    core: Core
+    dispatcher: Dispatcher
+    escalation: EscalationEngine
+    inbound: Inbound
+    channels: dict[ChannelKind, Channel]
+    broker: EmbeddedBroker | None = None
+    scheduler: AsyncIOScheduler | None = None
+    _started: bool = field(default=False, repr=False)
+
+    @property
+    def db(self) -> Database:
+        return self.core.db
+
+    @property
+    def clock(self) -> Clock:
+        return self.core.clock
+
+    @property
+    def alerts(self) -> AlertService:
+        return self.core.alerts
+
+    @property
+    def acks(self) -> AckService:
+        return self.core.acks
+
+    def wake(self) -> None:
+        self.dispatcher.wake()
+        self.escalation.wake()
+
+    async def start(self, *, loops: bool = True) -> None:
+        """Resume what was in flight, connect channels, start the loops. `loops=False` leaves driving to the caller."""
+        if self.broker is not None:
+            await self.broker.start()
+        for channel in self.channels.values():
+            await channel.start(self.inbound)
+        await self.dispatcher.resume()
+        sandboxed = [k.value for k, c in self.channels.items() if c.sandbox]
+        if sandboxed:
+            log.warning(
+                "channels.sandbox",
+                channels=sandboxed,
+                note="these channels only record what they would send; nobody is reached through them",
+            )
+        if loops:
+            self.dispatcher.start()
+            self.escalation.start()
+            # APScheduler is only a heartbeat: the deadlines themselves live in the database
+            self.scheduler = AsyncIOScheduler(timezone="UTC")
+            self.scheduler.add_job(
+                self.wake, "interval", seconds=5, misfire_grace_time=30, coalesce=True, max_instances=1, id="wake"
+            )
+            self.scheduler.start()
+        self._started = True
+
+    async def settle(self, rounds: int = 50) -> None:
+        """Run every due escalation step and send everything due, until nothing is left to do now."""
+        for _ in range(rounds):
+            fired = await self.escalation.run_due()
+            sent = await self.dispatcher.drain()
+            if not fired and not sent:
+                return
+
+    async def stop(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
+            self.scheduler = None
+        await self.dispatcher.stop()
+        await self.escalation.stop()
+        for channel in self.channels.values():
+            with contextlib.suppress(Exception):
+                await channel.close()
+        if self.broker is not None:
+            await self.broker.stop()
+        await self.db.close()
+
+
+def device_channel(settings: Settings) -> tuple[Channel, EmbeddedBroker | None]:
+    broker = None
+    url = settings.mqtt_url
+    if url is None:
+        broker = EmbeddedBroker(port=settings.mqtt_embedded_port)
+        url = f"mqtt://127.0.0.1:{settings.mqtt_embedded_port}"
+    return MqttDeviceChannel(url, topic_prefix=settings.mqtt_topic_prefix), broker
+
+
+def build_engine(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    policy: PolicySet | None = None,
+    channels: Mapping[ChannelKind, Channel] | None = None,
+    simulator: AnswerSimulator | None = None,
+    embedded_broker: EmbeddedBroker | None = None,
+) -> Engine:
+    """Everything from settings. Channels not given and not configured are sandboxes (said loudly at start)."""
+    clock = clock or SystemClock()
+    db = Database(settings.database_url)
+    chosen: dict[ChannelKind, Channel] = dict(channels or {})
+    broker = embedded_broker
+    if ChannelKind.DEVICE not in chosen:
+        chosen[ChannelKind.DEVICE], default_broker = device_channel(settings)
+        broker = broker or default_broker
+    for kind in ChannelKind:
+        chosen.setdefault(kind, SandboxChannel(kind, simulator=simulator))
+    signer = TokenSigner(
+        settings.secret_key.get_secret_value().encode(), ttl=timedelta(hours=settings.ack_token_ttl_hours)
+    )
+    dispatcher = Dispatcher(db, clock, chosen, Composer(signer, settings.public_url, clock))
+    escalation = EscalationEngine(db, clock, owner=f"escalation/{dispatcher.owner}", on_sent=dispatcher.wake)
+    acks = AckService(db)
+    alerts = AlertService(db, clock, policy or load_policy(settings.policy_file), wake=dispatcher.wake)
+    core = Core(
+        db=db,
+        clock=clock,
+        alerts=alerts,
+        acks=acks,
+        signer=signer,
+        api_keys=api_keys(settings),
+        channels=[ChannelInfo(k.value, c.provider, c.sandbox) for k, c in chosen.items()],
+    )
+    return Engine(settings, core, dispatcher, escalation, Inbound(db, acks), chosen, broker)

@@ -1,0 +1,23 @@
+"""An engine on the test database with sandbox channels and a manual clock, driven step by step by the test."""
+
+from __future__ import annotations
+
+from alerting.clock import ManualClock
+from alerting.domain import ChannelKind
+from alerting.store.db import Database
+from channels.sandbox import SandboxChannel
+from config.settings import Settings
+from config.wiring import Engine, build_engine
+
+
+def sandbox_engine(db: Database, clock: ManualClock) -> Engine:
+    settings = Settings(database_url=db.url, public_url="https://jy.example.test", secret_key="test-secret")
+    engine = build_engine(settings, clock=clock, channels={k: SandboxChannel(k) for k in ChannelKind})
+    return engine
+
+
+def outbox(engine: Engine, kind: ChannelKind) -> list[str]:
+    """Person or device ids a sandbox channel would have reached, in order."""
+    channel = engine.channels[kind]
+    assert isinstance(channel, SandboxChannel)
+    return [r.message.address.person_id or r.message.address.device_id or "" for r in channel.outbox]
