@@ -63,15 +63,17 @@ class AnswerSimulator:
             if message.channel is ChannelKind.BROADCAST:
                 self._schedule(("broadcast", message.delivery_id), 0.05 * self.max_delay_s, events, message, {})
             return
-        if message.about is None and message.purpose is Purpose.WARN:
+        if message.purpose is Purpose.TASK:  # a village head always does the task and reports what was done
+            delay = self._rng("task-delay", person, message.delivery_id).uniform(0.2, 1.0) * self.max_delay_s
+        elif message.about is None:
             b = self.behaviour(person)
             if b.answers_at_step != message.step:
                 return
             delay = b.delay_s
-        elif not self.helper_answers(person, message.about or "", message.step, message.step >= self.last_step):
-            return
-        else:
+        elif self.helper_answers(person, message.about, message.step, message.step >= self.last_step):
             delay = self._rng("delay", person, message.about, message.step).uniform(0.05, 0.5) * self.max_delay_s
+        else:
+            return
         feedback = self._task_feedback(person) if message.purpose is Purpose.TASK else {}
         # several channels carry the same step; a person answers once
         self._schedule((message.alert_id, person, message.step, message.about), delay, events, message, feedback)

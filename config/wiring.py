@@ -74,7 +74,7 @@ class Engine:
         self.dispatcher.wake()
         self.escalation.wake()
 
-    async def start(self, *, loops: bool = True) -> None:
+    async def start(self, *, loops: bool = True, poll_s: float = 1.0) -> None:
         """Resume what was in flight, connect channels, start the loops. `loops=False` leaves driving to the caller."""
         if self.broker is not None:
             await self.broker.start()
@@ -89,8 +89,9 @@ class Engine:
                 note="these channels only record what they would send; nobody is reached through them",
             )
         if loops:
+            self.dispatcher.idle_poll_s = poll_s
             self.dispatcher.start()
-            self.escalation.start()
+            self.escalation.start(poll_s)
             # APScheduler is only a heartbeat: the deadlines themselves live in the database
             self.scheduler = AsyncIOScheduler(timezone="UTC")
             self.scheduler.add_job(

@@ -1,0 +1,373 @@
+"""The `jiaoying` command. Each command reads settings once, does one job, and says plainly what happened."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from alerting import audit
+from alerting.acks import AnswerRejected
+from alerting.alerts import AlertNotActive, AlertNotFound, AlertRequest
+from alerting.clock import SystemClock, local_text
+from alerting.domain import ChannelKind, DeliveryState, Level
+from alerting.planning import UnknownUnits
+from config.logging import configure_logging
+from config.settings import Settings
+from config.wiring import Engine, build_engine
+
+app = typer.Typer(
+    help="叫应 jiaoying: push a warning down the grid hierarchy and keep calling until everyone answered.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+alert_app = typer.Typer(help="Issue, watch and lift alerts.", no_args_is_help=True)
+audit_app = typer.Typer(help="Check and export the audit trail.", no_args_is_help=True)
+app.add_typer(alert_app, name="alert")
+app.add_typer(audit_app, name="audit")
+
+console = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+USER_ERRORS: tuple[type[Exception], ...] = (
+    UnknownUnits,
+    AlertNotFound,
+    AlertNotActive,
+    AnswerRejected,
+    LookupError,
+    ValueError,
+    ValidationError,
+    FileNotFoundError,
+    PermissionError,
+)
+
+
+def run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run one command's coroutine; a user's mistake is one clear line and a non-zero exit, never a traceback."""
+    try:
+        return asyncio.run(make())
+    except USER_ERRORS as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+def settings() -> Settings:
+    try:
+        s = Settings()
+    except ValidationError as exc:
+        err.print(f"[bold red]configuration error:[/] {exc}")
+        raise typer.Exit(2) from None
+    configure_logging(s.log_level)
+    return s
+
+
+async def with_engine(job: Callable[[Engine], Awaitable[T]]) -> T:
+    """The engine's services on an up-to-date database, without starting channels or loops."""
+    engine = build_engine(settings())
+    try:
+        await engine.db.upgrade()
+        return await job(engine)
+    finally:
+        await engine.stop()
+
+
+@app.command()
+def init() -> None:
+    """Create or upgrade the database schema.
+
+    Example: [bold]JIAOYING_DATABASE_URL=sqlite+aiosqlite:///./jiaoying.db jiaoying init[/]
+    """
+    url = settings().database_url
+
+    async def job(_: Engine) -> None:
+        console.print(f"Database ready: {url}")
+
+    run(lambda: with_engine(job))
+
+
+@app.command("sample-data")
+def sample_data(
+    seed: Annotated[int, typer.Option(help="same seed, same county")] = 2024,
+    villages: Annotated[int, typer.Option(min=32, help="villages across the 32 townships")] = 300,
+    grids: Annotated[int, typer.Option(min=32, help="grids across all villages")] = 1000,
+) -> None:
+    """Load the synthetic 巫溪县 sample: real townships, generated villages, grids, people and devices.
+
+    Example: [bold]jiaoying sample-data --seed 7 --villages 300 --grids 1000[/]
+    """
+    from config.directory import import_directory
+    from config.sample import generate_sample
+
+    async def job(engine: Engine) -> None:
+        directory = generate_sample(seed=seed, villages=villages, grids=grids)
+        result = await import_directory(engine.db, directory, actor="cli:sample-data", at=SystemClock().now())
+        console.print(f"Loaded the 巫溪 sample (seed {seed}): {result}")
+
+    run(lambda: with_engine(job))
+
+
+@app.command("import")
+def import_files(
+    files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, help="CSV, XLSX or YAML files")],
+) -> None:
+    """Import units, people and devices. Every bad row is listed; nothing is written unless all are good.
+
+    Example: [bold]jiaoying import units.csv people.csv[/]  or  [bold]jiaoying import 网格员名册.xlsx[/]
+    """
+    from config.directory import DirectoryError, import_directory, load_directory
+
+    async def job(engine: Engine) -> None:
+        try:
+            directory = await load_directory(files)
+            result = await import_directory(engine.db, directory, actor="cli:import", at=SystemClock().now())
+        except DirectoryError as exc:
+            err.print(f"[bold red]nothing was imported:[/] {len(exc.errors)} problem(s)")
+            for e in exc.errors:
+                err.print(f"  {e}")
+            raise typer.Exit(2) from None
+        console.print(f"Imported: {result}")
+
+    run(lambda: with_engine(job))
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+) -> None:
+    """Run the engine and the HTTP API (answer pages, webhooks, /docs) until stopped.
+
+    Example: [bold]JIAOYING_PUBLIC_URL=https://jy.example.gov.cn jiaoying serve --host 0.0.0.0[/]
+    """
+    from config.server import serve as serve_forever
+
+    s = settings()
+    run(lambda: serve_forever(s, host, port))
+
+
+@alert_app.command("send")
+def alert_send(
+    level: Annotated[Level, typer.Option(help="red | orange | yellow | blue")],
+    hazard: Annotated[str, typer.Option(help="暴雨, 山洪, 地质灾害, 高温, 森林火险 …")],
+    title: Annotated[str, typer.Option(help="one line")],
+    text: Annotated[str, typer.Option(help="the warning")],
+    unit: Annotated[list[str], typer.Option(help="unit code; repeat for several")],
+    instructions: Annotated[str, typer.Option(help="what to do")] = "",
+    exercise: Annotated[bool, typer.Option("--exercise", help="a drill (演练): every message says so")] = False,
+    send_now: Annotated[
+        bool, typer.Option("--send-now", help="send the first wave from this process instead of leaving it to serve")
+    ] = False,
+) -> None:
+    """Issue an alert. It is written durably first; `jiaoying serve` sends and escalates it.
+
+    Example: [bold]jiaoying alert send --level red --hazard 暴雨 --title 凤凰镇暴雨红色预警
+    --text "预计未来3小时降雨超过100毫米" --unit 500238101[/]
+    """
+
+    async def job() -> None:
+        engine = build_engine(settings())
+        try:
+            await engine.db.upgrade()
+            req = AlertRequest(
+                level=level,
+                hazard=hazard,
+                title=title,
+                text=text,
+                instructions=instructions,
+                units=unit,
+                exercise=exercise,
+            )
+            issued = await engine.alerts.trigger(req, actor="cli:duty")
+            console.print(
+                f"Alert [bold]{issued.alert_id}[/] issued: {issued.targets} recipients, "
+                f"{issued.deliveries} deliveries {issued.by_channel}"
+            )
+            if issued.unreachable:
+                console.print(
+                    f"[yellow]{issued.unreachable} recipient(s) have no channel in the first wave; "
+                    "escalation goes to their backups[/]"
+                )
+            if send_now:
+                await engine.start(loops=False)
+                sent = await engine.dispatcher.drain()
+                console.print(f"First wave sent from this process: {sent} deliveries handled.")
+            else:
+                console.print("Queued. The running engine ([bold]jiaoying serve[/]) sends it and escalates.")
+        finally:
+            await engine.stop()
+
+    run(job)
+
+
+@alert_app.command("status")
+def alert_status(alert_id: Annotated[int, typer.Argument(help="alert id")]) -> None:
+    """Progress of one alert: who answered, who is silent, what went out over which channel.
+
+    Example: [bold]jiaoying alert status 12[/]
+    """
+
+    async def job(engine: Engine) -> None:
+        p = await engine.alerts.progress(alert_id)
+        a = p.alert
+        console.print(
+            f"[bold]Alert {a.id}[/] {Level(a.level).label}{a.hazard} — {a.title}"
+            f"{' [magenta]演练[/]' if a.exercise else ''}  status [bold]{a.status}[/]"
+        )
+        console.print(f"Issued {local_text(a.created_at)} by {a.created_by}; targets {a.target_units}")
+        console.print(f"Answered {p.closed}/{p.total}, silent {p.silent}, escalated {p.escalated}")
+        table = Table("channel", *[s.value for s in DeliveryState])
+        for ch in ChannelKind:
+            counts = [p.deliveries.get((ch.value, s.value), 0) for s in DeliveryState]
+            if any(counts):
+                table.add_row(
+                    ch.value + (" [yellow](sandbox)[/]" if ch.value in p.sandbox_channels else ""), *map(str, counts)
+                )
+        console.print(table)
+
+    run(lambda: with_engine(job))
+
+
+@alert_app.command("list")
+def alert_list(active: Annotated[bool, typer.Option("--active", help="only active alerts")] = False) -> None:
+    """The most recent alerts.
+
+    Example: [bold]jiaoying alert list --active[/]
+    """
+
+    async def job(engine: Engine) -> None:
+        alerts = await engine.alerts.list(active_only=active)
+        table = Table("id", "issued", "level", "hazard", "title", "status", "drill")
+        for a in alerts:
+            table.add_row(
+                str(a.id),
+                local_text(a.created_at),
+                Level(a.level).label,
+                a.hazard,
+                a.title,
+                a.status,
+                "演练" if a.exercise else "",
+            )
+        console.print(table)
+
+    run(lambda: with_engine(job))
+
+
+@alert_app.command("cancel")
+def alert_cancel(
+    alert_id: Annotated[int, typer.Argument(help="alert id")],
+    reason: Annotated[str, typer.Option(help="why it is lifted (解除)")],
+) -> None:
+    """Lift (解除) an alert: nothing more goes out, and everyone already reached is told.
+
+    Example: [bold]jiaoying alert cancel 12 --reason "降雨减弱，风险解除"[/]
+    """
+
+    async def job(engine: Engine) -> None:
+        lifted = await engine.alerts.cancel(alert_id, actor="cli:duty", reason=reason)
+        console.print(
+            f"Alert {alert_id} lifted: {lifted.cancelled_deliveries} unsent deliveries stopped, "
+            f"{lifted.lift_notices} lift notices queued."
+        )
+
+    run(lambda: with_engine(job))
+
+
+@app.command()
+def ack(
+    alert_id: Annotated[int, typer.Argument(help="alert id")],
+    person: Annotated[str, typer.Option(help="person id of the recipient answered for")],
+    reason: Annotated[str, typer.Option(help="why you answer on their behalf (required)")],
+    by: Annotated[str, typer.Option(help="your name, recorded in the audit")],
+) -> None:
+    """Answer on someone's behalf as the duty officer (they phoned in, or were reached in person).
+
+    Example: [bold]jiaoying ack 12 --person p-3f2a --by 张值班 --reason "电话确认已收到"[/]
+    """
+    from sqlalchemy import select
+
+    from alerting.store.tables import Target
+
+    async def job(engine: Engine) -> None:
+        async with engine.db.session() as s:
+            target_id = await s.scalar(select(Target.id).where(Target.alert_id == alert_id, Target.person_id == person))  # type: ignore[arg-type]
+        if target_id is None:
+            raise LookupError(f"alert {alert_id} has no recipient with person id {person}")
+        result = await engine.acks.answer_on_behalf(
+            alert_id, target_id, by=f"duty:{by}", reason=reason, at=SystemClock().now()
+        )
+        word = "recorded" if result.counted else f"not counted: already {result.state.value}"
+        console.print(f"Answer on behalf of {person} {word}.")
+
+    run(lambda: with_engine(job))
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Check the hash chain of the audit log and name the first row that was changed.
+
+    Example: [bold]jiaoying audit verify[/]
+    """
+
+    async def job(engine: Engine) -> audit.Verification:
+        async with engine.db.session() as s:
+            return await audit.verify(s)
+
+    v = run(lambda: with_engine(job))
+    if v.ok:
+        console.print(f"[green]Audit chain verified:[/] {v.rows} events, unbroken.")
+        return
+    err.print(f"[bold red]Audit chain BROKEN at row {v.first_bad_seq}:[/] {v.reason}")
+    raise typer.Exit(1)
+
+
+@audit_app.command("export")
+def audit_export(
+    alert_id: Annotated[int, typer.Argument(help="alert id")],
+    fmt: Annotated[str, typer.Option("--format", help="csv | json | html")] = "html",
+    out: Annotated[Path | None, typer.Option(help="file to write; default alert-ID-report.FORMAT")] = None,
+) -> None:
+    """Write the per-recipient report of an alert: who, which channels, delivered, answered, escalated, silent.
+
+    Example: [bold]jiaoying audit export 12 --format html --out report.html[/]
+    """
+    from alerting.report_export import export
+
+    if fmt not in ("csv", "json", "html"):
+        err.print(f"[bold red]error:[/] --format must be csv, json or html, not {fmt!r}")
+        raise typer.Exit(2)
+    path = out or Path(f"alert-{alert_id}-report.{fmt}")
+
+    async def job(engine: Engine) -> Path:
+        return await export(engine.db, alert_id, fmt, path, now=SystemClock().now())  # type: ignore[arg-type]
+
+    written = run(lambda: with_engine(job))
+    console.print(f"Report written: {written.resolve()}")
+
+
+@app.command()
+def demo(
+    seed: Annotated[int, typer.Option(help="same seed, same drill")] = 2024,
+    speed: Annotated[float, typer.Option(help="how much faster than real time the drill clock runs")] = 60.0,
+    workdir: Annotated[Path, typer.Option(help="where the demo database and report go")] = Path("jiaoying-demo"),
+) -> None:
+    """A complete red 山洪 drill for three 巫溪 townships on a fast clock: no setup, no network.
+
+    Example: [bold]jiaoying demo[/]
+    """
+    from config.demo import run_demo
+
+    settings_ = Settings(log_level="warning")
+    configure_logging(settings_.log_level)
+    result = run(lambda: run_demo(workdir, seed=seed, speed=speed, console=console))
+    sys.exit(0 if result.ok else 1)

@@ -1,0 +1,36 @@
+"""`jiaoying serve`: the HTTP API and the engine's loops in one process."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+import uvicorn
+from fastapi import FastAPI
+
+from alerting.api.app import create_app
+from config.settings import Settings
+from config.wiring import Engine, build_engine
+
+log = structlog.get_logger()
+
+
+def make_app(engine: Engine) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await engine.start()
+        log.info("engine.started", public_url=engine.settings.public_url)
+        try:
+            yield
+        finally:
+            await engine.stop()
+
+    return create_app(engine.core, lifespan=lifespan)
+
+
+async def serve(settings: Settings, host: str, port: int) -> None:
+    engine = build_engine(settings)
+    await engine.db.upgrade()
+    server = uvicorn.Server(uvicorn.Config(make_app(engine), host=host, port=port, log_config=None))
+    await server.serve()

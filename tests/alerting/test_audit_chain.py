@@ -1,0 +1,59 @@
+"""The audit trail is append-only in fact: editing or removing any row is caught and named."""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+
+from alerting import audit
+from alerting.alerts import AlertRequest
+from alerting.clock import ManualClock
+from alerting.domain import Level
+from alerting.store.db import Database
+from tests.conftest import SmallCounty
+from tests.harness import sandbox_engine
+
+
+async def record_an_alert(db: Database, clock: ManualClock) -> None:
+    engine = sandbox_engine(db, clock)
+    await engine.alerts.trigger(
+        AlertRequest(level=Level.ORANGE, hazard="暴雨", title="暴雨橙色预警", text="强降雨。", units=["500238101001"]),
+        actor="duty:test",
+    )
+    await engine.dispatcher.drain()
+
+
+async def verify(db: Database) -> audit.Verification:
+    async with db.session() as s:
+        return await audit.verify(s)
+
+
+async def test_an_untouched_chain_verifies(db: Database, clock: ManualClock, county: SmallCounty) -> None:
+    await record_an_alert(db, clock)
+    result = await verify(db)
+    assert result.ok and result.rows > 5
+
+
+async def test_an_edited_row_is_found(db: Database, clock: ManualClock, county: SmallCounty) -> None:
+    await record_an_alert(db, clock)
+    async with db.session() as s:
+        await s.execute(text("UPDATE audit_event SET actor = 'someone-else' WHERE seq = 3"))
+    result = await verify(db)
+    assert not result.ok and result.first_bad_seq == 3 and "edited" in result.reason
+
+
+async def test_a_deleted_row_is_found(db: Database, clock: ManualClock, county: SmallCounty) -> None:
+    await record_an_alert(db, clock)
+    async with db.session() as s:
+        await s.execute(text("DELETE FROM audit_event WHERE seq = 4"))
+    result = await verify(db)
+    assert not result.ok and result.first_bad_seq == 4
+
+
+async def test_a_rewritten_tail_does_not_match_the_head(db: Database, clock: ManualClock, county: SmallCounty) -> None:
+    await record_an_alert(db, clock)
+    async with db.session() as s:
+        last = (await s.execute(text("SELECT max(seq) FROM audit_event"))).scalar_one()
+        await s.execute(text("DELETE FROM audit_event WHERE seq = :seq"), {"seq": last})
+    result = await verify(db)
+    assert not result.ok
+
