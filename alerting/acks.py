@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import structlog
-from sqlalchemy import func, select, update
+from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from alerting import audit
 from alerting.domain import AlertStatus, ChannelKind, DeadlineState, DeliveryState, Purpose, TargetState
@@ -78,21 +79,21 @@ class AckService:
     ) -> AnswerResult:
         """An SMS reply: it answers the most recent open target this number was contacted about."""
         async with self.db.session() as s:
-            person_ids = list((await s.execute(select(Person.id).where(Person.phone == phone))).scalars())  # type: ignore[arg-type]
+            person_ids = list((await s.execute(select(col(Person.id)).where(col(Person.phone) == phone))).scalars())
             if not person_ids:
                 raise AnswerRejected(f"number {mask_phone(phone)} belongs to nobody in the directory")
             row = (
                 await s.execute(
-                    select(Delivery.id, Delivery.alert_id, Delivery.target_id, Delivery.person_id)
-                    .join(Target, Target.id == Delivery.target_id)  # type: ignore[arg-type]
-                    .join(Alert, Alert.id == Delivery.alert_id)  # type: ignore[arg-type]
+                    select(col(Delivery.id), col(Delivery.alert_id), col(Delivery.target_id), col(Delivery.person_id))
+                    .join(Target, col(Target.id) == Delivery.target_id)
+                    .join(Alert, col(Alert.id) == Delivery.alert_id)
                     .where(
-                        Delivery.person_id.in_(person_ids),  # type: ignore[union-attr]
-                        Delivery.purpose != Purpose.LIFT.value,  # type: ignore[arg-type]
-                        Target.state == TargetState.OPEN.value,  # type: ignore[arg-type]
-                        Alert.status == AlertStatus.ACTIVE.value,  # type: ignore[arg-type]
+                        col(Delivery.person_id).in_(person_ids),
+                        col(Delivery.purpose) != Purpose.LIFT.value,
+                        col(Target.state) == TargetState.OPEN.value,
+                        col(Alert.status) == AlertStatus.ACTIVE.value,
                     )
-                    .order_by(Delivery.created_at.desc())  # type: ignore[attr-defined]
+                    .order_by(col(Delivery.created_at).desc())
                     .limit(1)
                 )
             ).first()
@@ -147,7 +148,8 @@ class AckService:
     ) -> AnswerResult:
         alert = await s.get(Alert, alert_id)
         target = await s.get(Target, target_id)
-        assert alert is not None and target is not None
+        assert alert is not None
+        assert target is not None
         own = by in (target.person_id, "device")
         state = TargetState.ANSWERED if own and reason is None else TargetState.ANSWERED_FOR
         fb = dict(feedback) if feedback else None
@@ -155,10 +157,10 @@ class AckService:
         if alert.status == AlertStatus.ACTIVE.value:
             won = await s.execute(
                 update(Target)
-                .where(Target.id == target_id, Target.state == TargetState.OPEN.value)  # type: ignore[arg-type]
+                .where(col(Target.id) == target_id, col(Target.state) == TargetState.OPEN.value)
                 .values(state=state.value, answered_at=at, answered_by=by, answer_channel=channel.value, feedback=fb)
             )
-            counted = won.rowcount == 1  # type: ignore[attr-defined]
+            counted = cast(CursorResult[Any], won).rowcount == 1
         ack_id = new_id()
         s.add(
             Acknowledgement(
@@ -214,15 +216,15 @@ async def _stop_chasing(s: AsyncSession, target_id: str) -> None:
     await s.execute(
         update(Delivery)
         .where(
-            Delivery.target_id == target_id,  # type: ignore[arg-type]
-            Delivery.state == DeliveryState.PENDING.value,  # type: ignore[arg-type]
-            Delivery.purpose != Purpose.LIFT.value,  # type: ignore[arg-type]
+            col(Delivery.target_id) == target_id,
+            col(Delivery.state) == DeliveryState.PENDING.value,
+            col(Delivery.purpose) != Purpose.LIFT.value,
         )
         .values(state=DeliveryState.CANCELLED.value, error="answered")
     )
     await s.execute(
         update(Deadline)
-        .where(Deadline.target_id == target_id, Deadline.state == DeadlineState.PENDING.value)  # type: ignore[arg-type]
+        .where(col(Deadline.target_id) == target_id, col(Deadline.state) == DeadlineState.PENDING.value)
         .values(state=DeadlineState.CANCELLED.value)
     )
 
@@ -231,7 +233,7 @@ async def _close_if_done(s: AsyncSession, alert: Alert, at: datetime) -> bool:
     open_left = await s.scalar(
         select(func.count())
         .select_from(Target)
-        .where(Target.alert_id == alert.id, Target.state == TargetState.OPEN.value)  # type: ignore[arg-type]
+        .where(col(Target.alert_id) == alert.id, col(Target.state) == TargetState.OPEN.value)
     )
     if open_left:
         return False

@@ -6,11 +6,12 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from pydantic import BaseModel, Field, field_validator
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import CursorResult, func, insert, select, update
+from sqlmodel import col
 
 from alerting import audit
 from alerting.clock import Clock
@@ -180,32 +181,35 @@ class AlertService:
             if alert.status != AlertStatus.ACTIVE:
                 raise AlertNotActive(f"alert {alert_id} is already {alert.status}")
             alert.status, alert.ended_at, alert.end_reason = AlertStatus.CANCELLED.value, now, reason
-            stopped = await s.execute(
-                update(Delivery)
-                .where(
-                    Delivery.alert_id == alert_id,  # type: ignore[arg-type]
-                    Delivery.state.in_([DeliveryState.PENDING.value, DeliveryState.SENDING.value]),  # type: ignore[attr-defined]
-                    Delivery.purpose != Purpose.LIFT.value,  # type: ignore[arg-type]
-                )
-                .values(state=DeliveryState.CANCELLED.value, error="alert cancelled")
+            stopped = cast(
+                CursorResult[Any],
+                await s.execute(
+                    update(Delivery)
+                    .where(
+                        col(Delivery.alert_id) == alert_id,
+                        col(Delivery.state).in_([DeliveryState.PENDING.value, DeliveryState.SENDING.value]),
+                        col(Delivery.purpose) != Purpose.LIFT.value,
+                    )
+                    .values(state=DeliveryState.CANCELLED.value, error="alert cancelled")
+                ),
             )
             await s.execute(
                 update(Deadline)
-                .where(Deadline.alert_id == alert_id, Deadline.state == DeadlineState.PENDING.value)  # type: ignore[arg-type]
+                .where(col(Deadline.alert_id) == alert_id, col(Deadline.state) == DeadlineState.PENDING.value)
                 .values(state=DeadlineState.CANCELLED.value)
             )
             await s.execute(
                 update(Target)
-                .where(Target.alert_id == alert_id, Target.state == TargetState.OPEN.value)  # type: ignore[arg-type]
+                .where(col(Target.alert_id) == alert_id, col(Target.state) == TargetState.OPEN.value)
                 .values(state=TargetState.CANCELLED.value)
             )
             # Everyone a warning reached hears it is lifted, once per channel that reached them.
             reached = await s.execute(
-                select(Delivery.target_id, Delivery.person_id, Delivery.device_id, Delivery.channel)
+                select(col(Delivery.target_id), col(Delivery.person_id), col(Delivery.device_id), col(Delivery.channel))
                 .where(
-                    Delivery.alert_id == alert_id,  # type: ignore[arg-type]
-                    Delivery.purpose != Purpose.LIFT.value,  # type: ignore[arg-type]
-                    Delivery.state.in_([DeliveryState.SENT.value, DeliveryState.DELIVERED.value]),  # type: ignore[attr-defined]
+                    col(Delivery.alert_id) == alert_id,
+                    col(Delivery.purpose) != Purpose.LIFT.value,
+                    col(Delivery.state).in_([DeliveryState.SENT.value, DeliveryState.DELIVERED.value]),
                 )
                 .distinct()
             )
@@ -236,9 +240,9 @@ class AlertService:
                 at=now,
                 alert_id=alert_id,
                 data={"reason": reason, "stopped": stopped.rowcount, "lift_notices": len(lifts)},
-            )  # type: ignore[attr-defined]
+            )
         self.wake()
-        return Lifted(alert_id, stopped.rowcount, len(lifts))  # type: ignore[attr-defined]
+        return Lifted(alert_id, stopped.rowcount, len(lifts))
 
     async def get(self, alert_id: int) -> Alert:
         async with self.db.session() as s:
@@ -248,9 +252,9 @@ class AlertService:
         return alert
 
     async def list(self, *, limit: int = 50, active_only: bool = False) -> list[Alert]:
-        q = select(Alert).order_by(Alert.id.desc()).limit(limit)  # type: ignore[union-attr]
+        q = select(Alert).order_by(col(Alert.id).desc()).limit(limit)
         if active_only:
-            q = q.where(Alert.status == AlertStatus.ACTIVE.value)  # type: ignore[arg-type]
+            q = q.where(col(Alert.status) == AlertStatus.ACTIVE.value)
         async with self.db.session() as s:
             return list((await s.execute(q)).scalars())
 
@@ -261,19 +265,21 @@ class AlertService:
             targets = dict(
                 (
                     await s.execute(
-                        select(Target.state, func.count()).where(Target.alert_id == alert_id).group_by(Target.state)
+                        select(col(Target.state), func.count())
+                        .where(col(Target.alert_id) == alert_id)
+                        .group_by(col(Target.state))
                     )
-                ).all()  # type: ignore[arg-type]
+                ).all()
             )
             deliveries = (
                 await s.execute(
-                    select(Delivery.channel, Delivery.state, Delivery.sandbox, func.count())
-                    .where(Delivery.alert_id == alert_id)  # type: ignore[arg-type]
-                    .group_by(Delivery.channel, Delivery.state, Delivery.sandbox)
+                    select(col(Delivery.channel), col(Delivery.state), col(Delivery.sandbox), func.count())
+                    .where(col(Delivery.alert_id) == alert_id)
+                    .group_by(col(Delivery.channel), col(Delivery.state), col(Delivery.sandbox))
                 )
             ).all()
             escalated = await s.scalar(
-                select(func.count()).select_from(Target).where(Target.alert_id == alert_id, Target.step > 0)  # type: ignore[arg-type]
+                select(func.count()).select_from(Target).where(col(Target.alert_id) == alert_id, col(Target.step) > 0)
             )
         return AlertProgress(
             alert=alert,

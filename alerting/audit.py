@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from alerting.clock import utc
 from alerting.store.tables import AuditEvent, AuditHead
@@ -60,8 +61,8 @@ async def append(session: AsyncSession, entries: Sequence[Entry]) -> None:
         return
     # Touching the head row first takes the write lock (SQLite) or the row lock (PostgreSQL),
     # so two writers cannot both extend the same end of the chain.
-    await session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=AuditHead.seq))
-    head = (await session.execute(select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1))).one()
+    await session.execute(update(AuditHead).where(col(AuditHead.id) == 1).values(seq=col(AuditHead.seq)))
+    head = (await session.execute(select(col(AuditHead.seq), col(AuditHead.hash)).where(col(AuditHead.id) == 1))).one()
     seq, prev = head.seq, head.hash
     rows: list[dict[str, Any]] = []
     for e in entries:
@@ -83,7 +84,7 @@ async def append(session: AsyncSession, entries: Sequence[Entry]) -> None:
         )
         prev = digest
     await session.execute(insert(AuditEvent), rows)
-    await session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=seq, hash=prev))
+    await session.execute(update(AuditHead).where(col(AuditHead.id) == 1).values(seq=seq, hash=prev))
 
 
 async def record(session: AsyncSession, kind: str, *, actor: str, at: datetime, **kwargs: Any) -> None:
@@ -122,9 +123,8 @@ async def verify(session: AsyncSession, batch: int = 5000) -> Verification:
     rows: list[AuditEvent] = []
     last = 0
     while True:
-        chunk = (
-            await session.execute(select(AuditEvent).where(AuditEvent.seq > last).order_by(AuditEvent.seq).limit(batch))  # type: ignore[arg-type]
-        ).scalars().all()
+        query = select(AuditEvent).where(col(AuditEvent.seq) > last).order_by(col(AuditEvent.seq)).limit(batch)
+        chunk = (await session.execute(query)).scalars().all()
         rows.extend(chunk)
         if len(chunk) < batch:
             break

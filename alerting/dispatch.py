@@ -15,10 +15,11 @@ import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import structlog
-from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy import CursorResult, and_, bindparam, or_, select, update
+from sqlmodel import col
 
 from alerting import audit
 from alerting.clock import Clock
@@ -33,7 +34,8 @@ from alerting.store.tables import Alert, Delivery, Target
 
 log = structlog.get_logger()
 
-T = Delivery.__table__  # type: ignore[attr-defined]
+# the Core table, for the executemany updates that bind each row's values
+T = Delivery.metadata.tables[Delivery.__tablename__]
 
 
 @dataclass(frozen=True)
@@ -85,15 +87,18 @@ class Dispatcher:
             result = await s.execute(
                 update(Delivery)
                 .where(
-                    Delivery.state == DeliveryState.SENDING.value,  # type: ignore[arg-type]
+                    col(Delivery.state) == DeliveryState.SENDING.value,
                     or_(
-                        and_(Delivery.claimed_by.startswith(f"{self.node}/"), Delivery.claimed_by != self.owner),  # type: ignore[union-attr]
-                        Delivery.claimed_at < now - self.lease,  # type: ignore[operator]
+                        and_(
+                            col(Delivery.claimed_by).startswith(f"{self.node}/"),
+                            col(Delivery.claimed_by) != self.owner,
+                        ),
+                        col(Delivery.claimed_at) < now - self.lease,
                     ),
                 )
                 .values(state=DeliveryState.PENDING.value, claimed_by=None, next_attempt_at=now)
             )
-            count: int = result.rowcount  # type: ignore[attr-defined]
+            count = cast(CursorResult[Any], result).rowcount
             if count:
                 await audit.record(s, "dispatch.resumed", actor=self.owner, at=now, data={"deliveries": count})
         if count:
@@ -150,13 +155,13 @@ class Dispatcher:
         now = self.clock.now()
         async with self.db.session() as s:
             due = (
-                select(Delivery.id)
+                select(col(Delivery.id))
                 .where(
-                    Delivery.channel == kind.value,  # type: ignore[arg-type]
-                    Delivery.state == DeliveryState.PENDING.value,  # type: ignore[arg-type]
-                    Delivery.next_attempt_at <= now,  # type: ignore[arg-type]
+                    col(Delivery.channel) == kind.value,
+                    col(Delivery.state) == DeliveryState.PENDING.value,
+                    col(Delivery.next_attempt_at) <= now,
                 )
-                .order_by(Delivery.priority, Delivery.next_attempt_at)  # type: ignore[arg-type]
+                .order_by(col(Delivery.priority), col(Delivery.next_attempt_at))
                 .limit(self.batch_size)
             )
             if not self.db.is_sqlite:
@@ -166,28 +171,24 @@ class Dispatcher:
                 return []
             await s.execute(
                 update(Delivery)
-                .where(Delivery.id.in_(ids), Delivery.state == DeliveryState.PENDING.value)  # type: ignore[attr-defined,arg-type]
+                .where(col(Delivery.id).in_(ids), col(Delivery.state) == DeliveryState.PENDING.value)
                 .values(state=DeliveryState.SENDING.value, claimed_by=self.owner, claimed_at=now)
             )
             rows = await s.execute(
-                select(Delivery).where(Delivery.id.in_(ids), Delivery.claimed_by == self.owner)  # type: ignore[attr-defined,arg-type]
+                select(Delivery).where(col(Delivery.id).in_(ids), col(Delivery.claimed_by) == self.owner)
             )
             return list(rows.scalars())
 
     async def _recheck(self, claimed: Sequence[Delivery]) -> tuple[list[Delivery], list[tuple[Delivery, str]]]:
         """Right before sending: nothing goes out for an alert already answered, closed or cancelled."""
         async with self.db.session() as s:
-            alert_status = dict(
-                (
-                    await s.execute(select(Alert.id, Alert.status).where(Alert.id.in_({d.alert_id for d in claimed})))
-                ).all()  # type: ignore[union-attr]
+            alert_ids = {d.alert_id for d in claimed}
+            alert_status: dict[int | None, str] = dict(
+                (await s.execute(select(col(Alert.id), col(Alert.status)).where(col(Alert.id).in_(alert_ids)))).all()
             )
-            target_state = dict(
-                (
-                    await s.execute(
-                        select(Target.id, Target.state).where(Target.id.in_({d.target_id for d in claimed}))  # type: ignore[attr-defined]
-                    )
-                ).all()
+            target_ids = {d.target_id for d in claimed}
+            target_state: dict[str, str] = dict(
+                (await s.execute(select(col(Target.id), col(Target.state)).where(col(Target.id).in_(target_ids)))).all()
             )
         live: list[Delivery] = []
         dead: list[tuple[Delivery, str]] = []

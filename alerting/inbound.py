@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import structlog
 from sqlalchemy import update
+from sqlmodel import col
 
 from alerting import audit
 from alerting.acks import AckService, AnswerRejected
@@ -51,13 +52,17 @@ class Inbound:
                 async with self.db.session() as s:
                     await s.execute(
                         update(Device)
-                        .where(Device.id == event.device_id)
-                        .values(online=event.online, status_at=event.at)  # type: ignore[arg-type]
+                        .where(col(Device.id) == event.device_id)
+                        .values(online=event.online, status_at=event.at)
                     )
 
     async def status(self, event: StatusUpdate) -> None:
         """A later word from the provider. It only moves a delivery forward: sent -> delivered | failed."""
-        key = Delivery.id == event.delivery_id if event.delivery_id else Delivery.provider_id == event.provider_id
+        key = (
+            col(Delivery.id) == event.delivery_id
+            if event.delivery_id
+            else col(Delivery.provider_id) == event.provider_id
+        )
         moved_from = (
             [DeliveryState.SENT.value] if event.delivered else [DeliveryState.SENT.value, DeliveryState.DELIVERED.value]
         )
@@ -69,9 +74,9 @@ class Inbound:
         async with self.db.session() as s:
             result = await s.execute(
                 update(Delivery)
-                .where(key, Delivery.channel == event.channel.value, Delivery.state.in_(moved_from))  # type: ignore[arg-type,attr-defined]
+                .where(key, col(Delivery.channel) == event.channel.value, col(Delivery.state).in_(moved_from))
                 .values(**values)
-                .returning(Delivery.id, Delivery.alert_id)
+                .returning(col(Delivery.id), col(Delivery.alert_id))
             )
             for row in result.all():
                 await audit.record(

@@ -58,8 +58,7 @@ def render(
         what = task.value if task else "人工通知"
         where = f"（{about.unit}）" if about else ""
         text = (
-            f"{SENDER}人工任务：{what}{where}。{head}：{a.title}。{a.instructions}"
-            f" 完成后请填报户数和转移人数。{link}"
+            f"{SENDER}人工任务：{what}{where}。{head}：{a.title}。{a.instructions} 完成后请填报户数和转移人数。{link}"
         )
         return Rendered(f"{what}任务", text, text, f"请立即{what}。{head}。{a.title}。")
     if about is not None:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerting.clock import Clock
@@ -17,6 +17,7 @@ from alerting.store.tables import Alert, Delivery, Device, OrgUnit, Person, Targ
 from alerting.tokens import TokenSigner
 
 _T = TypeVar("_T")
+_K = TypeVar("_K", str, int)
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,9 @@ class Composer:
             wants_answer = purpose is not Purpose.LIFT and r.channel not in (ChannelKind.DEVICE, ChannelKind.BROADCAST)
             ack_url = self.ack_url(r.id) if wants_answer else None
             text = render(
-                AlertText(Level(alert.level), alert.hazard, alert.title, alert.text, alert.instructions, alert.exercise),
+                AlertText(
+                    Level(alert.level), alert.hazard, alert.title, alert.text, alert.instructions, alert.exercise
+                ),
                 purpose,
                 ack_url=ack_url,
                 about=about,
@@ -93,9 +96,9 @@ def _about(target: Target, people: dict[str, Person], units: dict[str, OrgUnit])
     return About(target.device_id or "", "预警设备", unit_name)
 
 
-async def _by_id(s: AsyncSession, model: type[_T], ids: set[str] | set[int]) -> dict[str | int, _T]:
-    key = model.__table__.primary_key.columns.values()[0]  # type: ignore[attr-defined]
-    found: dict[str | int, _T] = {}
+async def _by_id(s: AsyncSession, model: type[_T], ids: set[_K]) -> dict[_K, _T]:
+    key = inspect(model).primary_key[0]
+    found: dict[_K, _T] = {}
     id_list = list(ids)
     for i in range(0, len(id_list), 500):
         for obj in (await s.execute(select(model).where(key.in_(id_list[i : i + 500])))).scalars():

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from alerting.domain import ChannelKind, DeliveryState, DeviceKind, Purpose, TargetKind, TargetState
 from alerting.ids import new_id
@@ -55,9 +56,9 @@ async def load_contacts(session: AsyncSession, person_ids: Iterable[str]) -> dic
     found: dict[str, Contact] = {}
     for i in range(0, len(ids), 500):
         rows = await session.execute(
-            select(Person.id, Person.phone, Person.wecom_userid, Person.email).where(
-                Person.id.in_(ids[i : i + 500]),
-                Person.active,  # type: ignore[attr-defined]
+            select(col(Person.id), col(Person.phone), col(Person.wecom_userid), col(Person.email)).where(
+                col(Person.id).in_(ids[i : i + 500]),
+                col(Person.active),
             )
         )
         found.update({r.id: Contact(r.id, r.phone, r.wecom_userid, r.email) for r in rows})
@@ -82,24 +83,27 @@ class PlannedTarget:
     device_kind: DeviceKind | None = None
 
 
-async def subtree_filter(session: AsyncSession, unit_codes: Sequence[str]) -> Any:
+async def subtree_filter(session: AsyncSession, unit_codes: Sequence[str]) -> ColumnElement[bool]:
     """A WHERE clause on OrgUnit matching every unit under (and including) the given ones."""
-    paths = dict((await session.execute(select(OrgUnit.code, OrgUnit.path).where(OrgUnit.code.in_(unit_codes)))).all())  # type: ignore[attr-defined]
+    query = select(col(OrgUnit.code), col(OrgUnit.path)).where(col(OrgUnit.code).in_(unit_codes))
+    paths: dict[str, str] = dict((await session.execute(query)).all())
     missing = [c for c in unit_codes if c not in paths]
     if missing:
         raise UnknownUnits(missing)
-    return or_(*(OrgUnit.path.startswith(p) for p in paths.values()))  # type: ignore[attr-defined]
+    return or_(*(col(OrgUnit.path).startswith(p) for p in paths.values()))
 
 
 async def resolve_targets(session: AsyncSession, unit_codes: Sequence[str], plan: Plan) -> list[PlannedTarget]:
     """Every primary responsible person in the subtree, and the devices the first wave uses."""
     in_subtree = await subtree_filter(session, unit_codes)
     people = await session.execute(
-        select(Responsibility.person_id, Responsibility.unit_code, Responsibility.role, OrgUnit.path)
-        .join(OrgUnit, OrgUnit.code == Responsibility.unit_code)  # type: ignore[arg-type]
-        .join(Person, Person.id == Responsibility.person_id)  # type: ignore[arg-type]
-        .where(in_subtree, Responsibility.rank == 0, Person.active)
-        .order_by(OrgUnit.path)
+        select(
+            col(Responsibility.person_id), col(Responsibility.unit_code), col(Responsibility.role), col(OrgUnit.path)
+        )
+        .join(OrgUnit, col(OrgUnit.code) == Responsibility.unit_code)
+        .join(Person, col(Person.id) == Responsibility.person_id)
+        .where(in_subtree, col(Responsibility.rank) == 0, col(Person.active))
+        .order_by(col(OrgUnit.path))
     )
     targets: list[PlannedTarget] = []
     seen: set[str] = set()
@@ -112,10 +116,10 @@ async def resolve_targets(session: AsyncSession, unit_codes: Sequence[str], plan
     device_kinds = [k for k, ch in DEVICE_CHANNEL.items() if plan.device_steps and ch in plan.device_steps[0].channels]
     if device_kinds:
         devices = await session.execute(
-            select(Device.id, Device.unit_code, Device.kind)
-            .join(OrgUnit, OrgUnit.code == Device.unit_code)  # type: ignore[arg-type]
-            .where(in_subtree, Device.kind.in_(device_kinds))  # type: ignore[attr-defined]
-            .order_by(Device.id)
+            select(col(Device.id), col(Device.unit_code), col(Device.kind))
+            .join(OrgUnit, col(OrgUnit.code) == Device.unit_code)
+            .where(in_subtree, col(Device.kind).in_(device_kinds))
+            .order_by(col(Device.id))
         )
         for d in devices:
             targets.append(
@@ -202,7 +206,8 @@ def person_deliveries(
 
 
 def device_deliveries(alert_id: int, t: PlannedTarget, step: Step, now: datetime) -> list[dict[str, Any]]:
-    assert t.device_kind is not None and t.device_id is not None
+    assert t.device_kind is not None
+    assert t.device_id is not None
     channel = DEVICE_CHANNEL[t.device_kind]
     if channel not in step.channels:
         return []

@@ -14,6 +14,7 @@ import structlog
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from alerting.clock import local_text
+from alerting.domain import Purpose
 from alerting.report import DELIVERY_STATE_LABEL, AlertReport, RecipientRow, build_report, channel_label, label
 from alerting.store.db import Database
 
@@ -75,7 +76,8 @@ def channels_text(row: RecipientRow) -> str:
             p
             for p in (
                 f"第{d.step}步" if d.step else "",
-                f"{d.channel_label}：{d.state_label}",
+                f"[{d.purpose_label}]" if d.purpose != Purpose.WARN else "",
+                f"{d.channel_label}：{d.state_label}" + (f"（{d.error}）" if d.error else ""),
                 when,
                 d.provider_id or "",
                 "【沙箱】" if d.sandbox else "",
@@ -141,7 +143,8 @@ def render_csv(report: AlertReport) -> str:
 
 
 def render_json(report: AlertReport) -> str:
-    return report.model_dump_json(indent=2)
+    # compact: it is for machines, and indenting doubles the size of a county-wide report
+    return report.model_dump_json()
 
 
 @cache

@@ -15,6 +15,6 @@ class RetryPolicy:
 
     def delay(self, attempt: int, retry_after: float | None = None, rng: random.Random | None = None) -> float:
         """Seconds before attempt `attempt + 1`; a provider's Retry-After wins when it asks for longer."""
-        backoff = min(self.cap_s, self.base_s * 2 ** (attempt - 1))
+        backoff: float = min(self.cap_s, self.base_s * 2 ** (attempt - 1))
         backoff *= 1 + (rng or random).uniform(-self.jitter, self.jitter)
         return max(backoff, retry_after or 0.0)

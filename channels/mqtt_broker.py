@@ -23,7 +23,7 @@ log = structlog.get_logger()
 SESSION_EXPIRY_S = 7 * 24 * 3600
 
 
-class OpenAuthPlugin(BaseAuthPlugin):
+class OpenAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]  # amqtt ships no type hints
     """Lets every client in without marking its session anonymous.
 
     amqtt's own AnonymousAuthPlugin flags each session it admits as anonymous, and amqtt

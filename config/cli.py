@@ -6,7 +6,7 @@ import asyncio
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, cast
 
 import typer
 from pydantic import ValidationError
@@ -295,12 +295,15 @@ def ack(
     Example: [bold]jiaoying ack 12 --person p-3f2a --by 张值班 --reason "电话确认已收到"[/]
     """
     from sqlalchemy import select
+    from sqlmodel import col
 
     from alerting.store.tables import Target
 
     async def job(engine: Engine) -> None:
         async with engine.db.session() as s:
-            target_id = await s.scalar(select(Target.id).where(Target.alert_id == alert_id, Target.person_id == person))  # type: ignore[arg-type]
+            target_id = await s.scalar(
+                select(col(Target.id)).where(col(Target.alert_id) == alert_id, col(Target.person_id) == person)
+            )
         if target_id is None:
             raise LookupError(f"alert {alert_id} has no recipient with person id {person}")
         result = await engine.acks.answer_on_behalf(
@@ -341,7 +344,7 @@ def audit_export(
 
     Example: [bold]jiaoying audit export 12 --format html --out report.html[/]
     """
-    from alerting.report_export import export
+    from alerting.report_export import Format, export
 
     if fmt not in ("csv", "json", "html"):
         err.print(f"[bold red]error:[/] --format must be csv, json or html, not {fmt!r}")
@@ -349,7 +352,7 @@ def audit_export(
     path = out or Path(f"alert-{alert_id}-report.{fmt}")
 
     async def job(engine: Engine) -> Path:
-        return await export(engine.db, alert_id, fmt, path, now=SystemClock().now())  # type: ignore[arg-type]
+        return await export(engine.db, alert_id, cast(Format, fmt), path, now=SystemClock().now())
 
     written = run(lambda: with_engine(job))
     console.print(f"Report written: {written.resolve()}")

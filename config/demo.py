@@ -19,6 +19,7 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 from sqlalchemy import func, select
+from sqlmodel import col
 
 from alerting import audit
 from alerting.alerts import AlertRequest
@@ -85,7 +86,10 @@ async def run_demo(
         )
         sirens = [d.id for d in directory.devices if d.kind == "siren" and d.unit_code[:9] in TOWNSHIPS]
         silent_sirens = frozenset(sorted(sirens)[::9])  # every ninth siren is broken
-        fleet = SimulatedSirenFleet(broker.url, sirens, silent=silent_sirens, seed=seed)
+        # sirens answer 1 to 10 drill-clock seconds after a command, well inside the 60 s window
+        fleet = SimulatedSirenFleet(
+            broker.url, sirens, silent=silent_sirens, seed=seed, delay_s=(1 / speed, 10 / speed), clock=clock
+        )
         await fleet.start()
         await engine.start(poll_s=1.0 / speed)  # a clock second of latency at most, however fast the clock runs
         issued = await engine.alerts.trigger(
@@ -134,25 +138,26 @@ async def _watch(engine: Engine, alert_id: int, console: Console, clock: ScaledC
 
 async def _progress_table(engine: Engine, alert_id: int, clock: ScaledClock, started: datetime) -> tuple[Group, str]:
     async with engine.db.session() as s:
-        names = dict((await s.execute(select(OrgUnit.code, OrgUnit.name).where(OrgUnit.code.in_(TOWNSHIPS)))).all())  # type: ignore[attr-defined]
+        query = select(col(OrgUnit.code), col(OrgUnit.name)).where(col(OrgUnit.code).in_(TOWNSHIPS))
+        names: dict[str, str] = dict((await s.execute(query)).all())
         targets = (
             await s.execute(
-                select(func.substr(Target.unit_code, 1, 9), Target.state, Target.step > 0, func.count())
-                .where(Target.alert_id == alert_id)  # type: ignore[arg-type]
-                .group_by(func.substr(Target.unit_code, 1, 9), Target.state, Target.step > 0)
+                select(func.substr(Target.unit_code, 1, 9), col(Target.state), col(Target.step) > 0, func.count())
+                .where(col(Target.alert_id) == alert_id)
+                .group_by(func.substr(Target.unit_code, 1, 9), col(Target.state), col(Target.step) > 0)
             )
         ).all()
         deliveries = (
             await s.execute(
-                select(func.substr(Target.unit_code, 1, 9), Delivery.state, func.count())
-                .join(Target, Target.id == Delivery.target_id)  # type: ignore[arg-type]
-                .where(Delivery.alert_id == alert_id)  # type: ignore[arg-type]
-                .group_by(func.substr(Target.unit_code, 1, 9), Delivery.state)
+                select(func.substr(Target.unit_code, 1, 9), col(Delivery.state), func.count())
+                .join(Target, col(Target.id) == Delivery.target_id)
+                .where(col(Delivery.alert_id) == alert_id)
+                .group_by(func.substr(Target.unit_code, 1, 9), col(Delivery.state))
             )
         ).all()
         alert_status = (await engine.alerts.get(alert_id)).status
     table = Table(title=f"预警 {alert_id} 进度 progress", expand=False)
-    for col in (
+    for heading in (
         "乡镇 township",
         "计划 planned",
         "已发 sent",
@@ -161,7 +166,7 @@ async def _progress_table(engine: Engine, alert_id: int, clock: ScaledClock, sta
         "升级 escalated",
         "未应 silent",
     ):
-        table.add_column(col, justify="right")
+        table.add_column(heading, justify="right")
     for code in TOWNSHIPS:
         ts = [r for r in targets if r[0] == code]
         ds = Counter({r[1]: r[2] for r in deliveries if r[0] == code})
@@ -185,7 +190,7 @@ async def _progress_table(engine: Engine, alert_id: int, clock: ScaledClock, sta
 async def _check(engine: Engine, alert_id: int, sim: AnswerSimulator, silent_sirens: frozenset[str]) -> list[str]:
     """Compare every target's outcome with what the simulation's seeded plan says must happen."""
     async with engine.db.session() as s:
-        targets = list((await s.execute(select(Target).where(Target.alert_id == alert_id))).scalars())  # type: ignore[arg-type]
+        targets = list((await s.execute(select(Target).where(col(Target.alert_id) == alert_id))).scalars())
     problems: list[str] = []
     for t in targets:
         if t.kind == TargetKind.PERSON.value:

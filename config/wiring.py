@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import structlog
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.schedulers.asyncio import AsyncIOScheduler  # APScheduler 3 ships no types
 
 from alerting.acks import AckService
 from alerting.alerts import AlertService
@@ -122,13 +122,13 @@ class Engine:
         await self.db.close()
 
 
-def device_channel(settings: Settings) -> tuple[Channel, EmbeddedBroker | None]:
+def device_channel(settings: Settings, clock: Clock) -> tuple[Channel, EmbeddedBroker | None]:
     broker = None
     url = settings.mqtt_url
     if url is None:
         broker = EmbeddedBroker(port=settings.mqtt_embedded_port)
         url = f"mqtt://127.0.0.1:{settings.mqtt_embedded_port}"
-    return MqttDeviceChannel(url, topic_prefix=settings.mqtt_topic_prefix), broker
+    return MqttDeviceChannel(url, topic_prefix=settings.mqtt_topic_prefix, clock=clock), broker
 
 
 def build_engine(
@@ -146,7 +146,7 @@ def build_engine(
     chosen: dict[ChannelKind, Channel] = dict(channels or {})
     broker = embedded_broker
     if ChannelKind.DEVICE not in chosen:
-        chosen[ChannelKind.DEVICE], default_broker = device_channel(settings)
+        chosen[ChannelKind.DEVICE], default_broker = device_channel(settings, clock)
         broker = broker or default_broker
     for kind in ChannelKind:
         chosen.setdefault(kind, SandboxChannel(kind, simulator=simulator))

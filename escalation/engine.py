@@ -12,11 +12,12 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import structlog
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import CursorResult, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from alerting import audit
 from alerting.alerts import plan_of
@@ -46,7 +47,7 @@ class EscalationEngine:
     async def next_due(self) -> datetime | None:
         async with self.db.session() as s:
             due: datetime | None = await s.scalar(
-                select(func.min(Deadline.due_at)).where(Deadline.state == DeadlineState.PENDING.value)  # type: ignore[arg-type]
+                select(func.min(Deadline.due_at)).where(col(Deadline.state) == DeadlineState.PENDING.value)
             )
         return due
 
@@ -59,9 +60,9 @@ class EscalationEngine:
                 ids = list(
                     (
                         await s.execute(
-                            select(Deadline.id)
-                            .where(Deadline.state == DeadlineState.PENDING.value, Deadline.due_at <= now)  # type: ignore[arg-type]
-                            .order_by(Deadline.due_at, Deadline.step)  # type: ignore[arg-type]
+                            select(col(Deadline.id))
+                            .where(col(Deadline.state) == DeadlineState.PENDING.value, col(Deadline.due_at) <= now)
+                            .order_by(col(Deadline.due_at), col(Deadline.step))
                             .limit(limit)
                         )
                     ).scalars()
@@ -80,16 +81,19 @@ class EscalationEngine:
         async with self.db.session() as s:
             won = await s.execute(
                 update(Deadline)
-                .where(Deadline.id == deadline_id, Deadline.state == DeadlineState.PENDING.value)  # type: ignore[arg-type]
-                .values(state=DeadlineState.FIRED.value, fired_at=now, fence=Deadline.fence + 1, claimed_by=self.owner)
+                .where(col(Deadline.id) == deadline_id, col(Deadline.state) == DeadlineState.PENDING.value)
+                .values(
+                    state=DeadlineState.FIRED.value, fired_at=now, fence=col(Deadline.fence) + 1, claimed_by=self.owner
+                )
             )
-            if won.rowcount != 1:  # type: ignore[attr-defined]
+            if cast(CursorResult[Any], won).rowcount != 1:
                 return False  # another engine fired it, or it was cancelled meanwhile
             deadline = await s.get(Deadline, deadline_id)
             assert deadline is not None
             alert = await s.get(Alert, deadline.alert_id)
             target = await s.get(Target, deadline.target_id)
-            assert alert is not None and target is not None
+            assert alert is not None
+            assert target is not None
             if alert.status != AlertStatus.ACTIVE.value or target.state != TargetState.OPEN.value:
                 return False
             plan = plan_of(alert)
@@ -179,11 +183,13 @@ async def _resend_device_command(s: AsyncSession, target: Target, now: datetime)
     result = await s.execute(
         update(Delivery)
         .where(
-            Delivery.target_id == target.id,  # type: ignore[arg-type]
-            Delivery.channel == ChannelKind.DEVICE.value,  # type: ignore[arg-type]
-            Delivery.purpose == Purpose.WARN.value,  # type: ignore[arg-type]
-            Delivery.state.in_([DeliveryState.SENT.value, DeliveryState.DELIVERED.value, DeliveryState.FAILED.value]),  # type: ignore[attr-defined]
+            col(Delivery.target_id) == target.id,
+            col(Delivery.channel) == ChannelKind.DEVICE.value,
+            col(Delivery.purpose) == Purpose.WARN.value,
+            col(Delivery.state).in_(
+                [DeliveryState.SENT.value, DeliveryState.DELIVERED.value, DeliveryState.FAILED.value]
+            ),
         )
         .values(state=DeliveryState.PENDING.value, next_attempt_at=now, claimed_by=None)
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return cast(CursorResult[Any], result).rowcount

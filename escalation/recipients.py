@@ -6,6 +6,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from alerting.domain import Role
 from alerting.plan import Who
@@ -19,13 +20,13 @@ def _ancestors(path: str) -> list[str]:
 
 async def _responsible(s: AsyncSession, unit_code: str, *, min_rank: int = 0, max_rank: int = 0) -> list[str]:
     rows = await s.execute(
-        select(Responsibility.person_id)
+        select(col(Responsibility.person_id))
         .where(
-            Responsibility.unit_code == unit_code,  # type: ignore[arg-type]
-            Responsibility.rank >= min_rank,  # type: ignore[arg-type]
-            Responsibility.rank <= max_rank,  # type: ignore[arg-type]
+            col(Responsibility.unit_code) == unit_code,
+            col(Responsibility.rank) >= min_rank,
+            col(Responsibility.rank) <= max_rank,
         )
-        .order_by(Responsibility.rank)  # type: ignore[arg-type]
+        .order_by(col(Responsibility.rank))
     )
     return list(rows.scalars())
 
@@ -33,21 +34,21 @@ async def _responsible(s: AsyncSession, unit_code: str, *, min_rank: int = 0, ma
 async def on_duty(s: AsyncSession, unit_code: str, role: Role, at: datetime) -> list[str]:
     """Whoever the roster has on duty at `at` (primary first); without a roster, the unit's duty person."""
     rows = await s.execute(
-        select(DutyShift.person_id)
+        select(col(DutyShift.person_id))
         .where(
-            DutyShift.unit_code == unit_code,  # type: ignore[arg-type]
-            DutyShift.starts_at <= at,  # type: ignore[arg-type]
-            DutyShift.ends_at > at,  # type: ignore[arg-type]
+            col(DutyShift.unit_code) == unit_code,
+            col(DutyShift.starts_at) <= at,
+            col(DutyShift.ends_at) > at,
         )
-        .order_by(DutyShift.rank)  # type: ignore[arg-type]
+        .order_by(col(DutyShift.rank))
     )
     shift = list(rows.scalars())
     if shift:
         return shift[:1]
     rows = await s.execute(
-        select(Responsibility.person_id)
-        .where(Responsibility.unit_code == unit_code, Responsibility.role == role.value)  # type: ignore[arg-type]
-        .order_by(Responsibility.rank)  # type: ignore[arg-type]
+        select(col(Responsibility.person_id))
+        .where(col(Responsibility.unit_code) == unit_code, col(Responsibility.role) == role.value)
+        .order_by(col(Responsibility.rank))
         .limit(1)
     )
     return list(rows.scalars())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import insert
@@ -39,21 +40,48 @@ class SmallCounty:
 
 
 def _person(pid: str, name: str, n: int, *, wecom: bool = True, email: bool = False) -> dict[str, object]:
-    return {"id": pid, "name": name, "phone": f"+86139{n:08d}", "wecom_userid": f"wx{n}" if wecom else None,
-            "email": f"{pid}@example.org" if email else None, "active": True}
+    return {
+        "id": pid,
+        "name": name,
+        "phone": f"+86139{n:08d}",
+        "wecom_userid": f"wx{n}" if wecom else None,
+        "email": f"{pid}@example.org" if email else None,
+        "active": True,
+    }
 
 
 async def build_small_county(db: Database) -> SmallCounty:
     c = SmallCounty()
-    units = [
+    units: list[dict[str, Any]] = [
         {"code": c.county, "name": "巫溪县", "kind": UnitKind.COUNTY, "parent_code": None, "path": "/500238/"},
-        {"code": c.township, "name": "凤凰镇", "kind": UnitKind.TOWNSHIP, "parent_code": c.county,
-         "path": "/500238/500238101/"},
+        {
+            "code": c.township,
+            "name": "凤凰镇",
+            "kind": UnitKind.TOWNSHIP,
+            "parent_code": c.county,
+            "path": "/500238/500238101/",
+        },
     ]
-    units += [{"code": v, "name": f"{'东西'[i]}坪村", "kind": UnitKind.VILLAGE, "parent_code": c.township,
-               "path": f"/500238/500238101/{v}/"} for i, v in enumerate(c.villages)]
-    units += [{"code": g, "name": f"第{g[-1]}网格", "kind": UnitKind.GRID, "parent_code": g[:12],
-               "path": f"/500238/500238101/{g[:12]}/{g}/"} for g in c.grids]
+    units += [
+        {
+            "code": v,
+            "name": f"{'东西'[i]}坪村",
+            "kind": UnitKind.VILLAGE,
+            "parent_code": c.township,
+            "path": f"/500238/500238101/{v}/",
+        }
+        for i, v in enumerate(c.villages)
+    ]
+    units += [
+        {
+            "code": g,
+            "name": f"第{g[-1]}网格",
+            "kind": UnitKind.GRID,
+            "parent_code": g[:12],
+            "path": f"/500238/500238101/{g[:12]}/{g}/",
+        }
+        for g in c.grids
+    ]
     people = [
         _person("county-duty", "县值班室", 1, email=True),
         _person("county-backup", "县值班室备岗", 2, email=True),
@@ -67,24 +95,32 @@ async def build_small_county(db: Database) -> SmallCounty:
         _person("g3", "网格员丙", 10),
     ]
     duties = [
-        (c.county, "county-duty", Role.COUNTY_DUTY, 0), (c.county, "county-backup", Role.COUNTY_DUTY, 1),
-        (c.township, "tw-duty", Role.TOWNSHIP_DUTY, 0), (c.township, "tw-backup", Role.TOWNSHIP_DUTY, 1),
-        (c.villages[0], "v1-head", Role.VILLAGE_HEAD, 0), (c.villages[0], "v1-deputy", Role.VILLAGE_HEAD, 1),
+        (c.county, "county-duty", Role.COUNTY_DUTY, 0),
+        (c.county, "county-backup", Role.COUNTY_DUTY, 1),
+        (c.township, "tw-duty", Role.TOWNSHIP_DUTY, 0),
+        (c.township, "tw-backup", Role.TOWNSHIP_DUTY, 1),
+        (c.villages[0], "v1-head", Role.VILLAGE_HEAD, 0),
+        (c.villages[0], "v1-deputy", Role.VILLAGE_HEAD, 1),
         (c.villages[1], "v2-head", Role.VILLAGE_HEAD, 0),
-        (c.grids[0], "g1", Role.GRID_WORKER, 0), (c.grids[0], "v1-deputy", Role.GRID_WORKER, 1),
-        (c.grids[1], "g2", Role.GRID_WORKER, 0), (c.grids[1], "v1-deputy", Role.GRID_WORKER, 1),
+        (c.grids[0], "g1", Role.GRID_WORKER, 0),
+        (c.grids[0], "v1-deputy", Role.GRID_WORKER, 1),
+        (c.grids[1], "g2", Role.GRID_WORKER, 0),
+        (c.grids[1], "v1-deputy", Role.GRID_WORKER, 1),
         (c.grids[2], "g3", Role.GRID_WORKER, 0),
     ]
-    devices = [{"id": f"siren-{v}", "unit_code": v, "kind": DeviceKind.SIREN, "name": f"{v} 预警喇叭"}
-               for v in c.villages]
-    devices += [{"id": f"bz-{v}", "unit_code": v, "kind": DeviceKind.BROADCAST_ZONE, "name": f"{v} 广播"}
-                for v in c.villages]
+    devices: list[dict[str, Any]] = [
+        {"id": f"siren-{v}", "unit_code": v, "kind": DeviceKind.SIREN, "name": f"{v} 预警喇叭"} for v in c.villages
+    ]
+    devices += [
+        {"id": f"bz-{v}", "unit_code": v, "kind": DeviceKind.BROADCAST_ZONE, "name": f"{v} 广播"} for v in c.villages
+    ]
     async with db.session() as s:
         await s.execute(insert(OrgUnit), units)
         await s.execute(insert(Person), people)
-        await s.execute(insert(Responsibility), [
-            {"unit_code": u, "person_id": p, "role": r.value, "rank": k} for u, p, r, k in duties
-        ])
+        await s.execute(
+            insert(Responsibility),
+            [{"unit_code": u, "person_id": p, "role": r.value, "rank": k} for u, p, r, k in duties],
+        )
         await s.execute(insert(Device), devices)
     return c
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+_holding_turn: ContextVar[bool] = ContextVar("holding_sqlite_turn", default=False)
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
@@ -42,6 +44,9 @@ class Database:
         self.url = url
         self.engine = create_engine(url, **kwargs)
         self._sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
+        # SQLite has one writer at a time and its busy handler waits by sleeping, which turns contention
+        # between this process's loops into long stalls; queueing them here keeps every transaction short.
+        self._sqlite_turn = asyncio.Lock() if self.is_sqlite else None
 
     @property
     def is_sqlite(self) -> bool:
@@ -50,8 +55,17 @@ class Database:
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
         """A session whose work is committed on success and rolled back on any error."""
-        async with self._sessions() as session, session.begin():
-            yield session
+        if self._sqlite_turn is None or _holding_turn.get():
+            async with self._sessions() as session, session.begin():
+                yield session
+            return
+        async with self._sqlite_turn:
+            token = _holding_turn.set(True)  # a session opened inside this one must not wait for it
+            try:
+                async with self._sessions() as session, session.begin():
+                    yield session
+            finally:
+                _holding_turn.reset(token)
 
     async def upgrade(self) -> None:
         await asyncio.to_thread(upgrade, self.url)

@@ -30,7 +30,8 @@ async def verify(db: Database) -> audit.Verification:
 async def test_an_untouched_chain_verifies(db: Database, clock: ManualClock, county: SmallCounty) -> None:
     await record_an_alert(db, clock)
     result = await verify(db)
-    assert result.ok and result.rows > 5
+    assert result.ok
+    assert result.rows > 5
 
 
 async def test_an_edited_row_is_found(db: Database, clock: ManualClock, county: SmallCounty) -> None:
@@ -38,7 +39,9 @@ async def test_an_edited_row_is_found(db: Database, clock: ManualClock, county: 
     async with db.session() as s:
         await s.execute(text("UPDATE audit_event SET actor = 'someone-else' WHERE seq = 3"))
     result = await verify(db)
-    assert not result.ok and result.first_bad_seq == 3 and "edited" in result.reason
+    assert not result.ok
+    assert result.first_bad_seq == 3
+    assert "edited" in result.reason
 
 
 async def test_a_deleted_row_is_found(db: Database, clock: ManualClock, county: SmallCounty) -> None:
@@ -46,7 +49,8 @@ async def test_a_deleted_row_is_found(db: Database, clock: ManualClock, county: 
     async with db.session() as s:
         await s.execute(text("DELETE FROM audit_event WHERE seq = 4"))
     result = await verify(db)
-    assert not result.ok and result.first_bad_seq == 4
+    assert not result.ok
+    assert result.first_bad_seq == 4
 
 
 async def test_a_rewritten_tail_does_not_match_the_head(db: Database, clock: ManualClock, county: SmallCounty) -> None:
@@ -56,4 +60,3 @@ async def test_a_rewritten_tail_does_not_match_the_head(db: Database, clock: Man
         await s.execute(text("DELETE FROM audit_event WHERE seq = :seq"), {"seq": last})
     result = await verify(db)
     assert not result.ok
-

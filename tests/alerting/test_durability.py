@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import func, select
+from sqlmodel import col
 
 from alerting.alerts import AlertRequest
 from alerting.clock import ManualClock
@@ -12,14 +13,22 @@ from alerting.store.tables import Delivery
 from tests.conftest import SmallCounty
 from tests.harness import outbox, sandbox_engine
 
-RED = AlertRequest(level=Level.RED, hazard="山洪", title="山洪红色预警", text="沿河区域山洪风险极高。",
-                   instructions="立即转移。", units=["500238101"])
+RED = AlertRequest(
+    level=Level.RED,
+    hazard="山洪",
+    title="山洪红色预警",
+    text="沿河区域山洪风险极高。",
+    instructions="立即转移。",
+    units=["500238101"],
+)
 
 
 async def delivery_states(db: Database, alert_id: int) -> dict[str, int]:
     async with db.session() as s:
         rows = await s.execute(
-            select(Delivery.state, func.count()).where(Delivery.alert_id == alert_id).group_by(Delivery.state)  # type: ignore[arg-type]
+            select(col(Delivery.state), func.count())
+            .where(col(Delivery.alert_id) == alert_id)
+            .group_by(col(Delivery.state))
         )
         return {str(k): int(v) for k, v in rows.all()}
 

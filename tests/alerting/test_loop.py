@@ -7,12 +7,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import func, select
+from sqlmodel import col
 
 from alerting.alerts import AlertRequest
 from alerting.clock import ManualClock
 from alerting.domain import AlertStatus, ChannelKind, DeliveryState, Level, TargetState
 from alerting.store.db import Database
 from alerting.store.tables import Delivery, Target
+from channels.sandbox import SandboxChannel
 from config.wiring import Engine
 from tests.conftest import SmallCounty
 from tests.harness import outbox, sandbox_engine
@@ -27,13 +29,19 @@ async def engine(db: Database, clock: ManualClock, county: SmallCounty) -> Async
 
 
 def rainstorm(level: Level, units: list[str]) -> AlertRequest:
-    return AlertRequest(level=level, hazard="暴雨", title="凤凰镇强降雨", text="预计未来3小时降雨超过100毫米。",
-                        instructions="立即转移危险区群众。", units=units)
+    return AlertRequest(
+        level=level,
+        hazard="暴雨",
+        title="凤凰镇强降雨",
+        text="预计未来3小时降雨超过100毫米。",
+        instructions="立即转移危险区群众。",
+        units=units,
+    )
 
 
 async def targets_by_person(engine: Engine, alert_id: int) -> dict[str, Target]:
     async with engine.db.session() as s:
-        rows = (await s.execute(select(Target).where(Target.alert_id == alert_id))).scalars()
+        rows = (await s.execute(select(Target).where(col(Target.alert_id) == alert_id))).scalars()
         return {t.person_id or t.device_id or "": t for t in rows}
 
 
@@ -43,7 +51,11 @@ async def test_red_alert_reaches_every_responsible_person_and_device_in_the_subt
     # primaries of township, villages and grids; not the county above, not the backups
     assert {p for p, t in targets.items() if t.kind == "person"} == {"tw-duty", "v1-head", "v2-head", "g1", "g2", "g3"}
     assert {p for p, t in targets.items() if t.kind == "device"} == {
-        "siren-500238101001", "siren-500238101002", "bz-500238101001", "bz-500238101002"}
+        "siren-500238101001",
+        "siren-500238101002",
+        "bz-500238101001",
+        "bz-500238101002",
+    }
     # red: voice + sms + wecom for people (g2 has no WeCom), sirens and broadcast for devices
     assert issued.by_channel == {"voice": 6, "sms": 6, "wecom": 5, "device": 2, "broadcast": 2}
     await engine.settle()
@@ -69,7 +81,11 @@ async def test_unknown_unit_is_refused_and_nothing_is_written(engine: Engine) ->
 async def test_blue_uses_sms_only_where_there_is_no_wecom(engine: Engine) -> None:
     issued = await engine.alerts.trigger(rainstorm(Level.BLUE, ["50023810100101", "50023810100102"]), actor="t")
     async with engine.db.session() as s:
-        rows = (await s.execute(select(Delivery.person_id, Delivery.channel).where(Delivery.alert_id == issued.alert_id))).all()
+        rows = (
+            await s.execute(
+                select(col(Delivery.person_id), col(Delivery.channel)).where(col(Delivery.alert_id) == issued.alert_id)
+            )
+        ).all()
     assert sorted(map(tuple, rows)) == [("g1", "wecom"), ("g2", "sms")]
 
 
@@ -77,14 +93,20 @@ async def test_answer_counts_once_and_stops_everything_for_that_person(engine: E
     issued = await engine.alerts.trigger(rainstorm(Level.RED, ["50023810100101"]), actor="duty:test")
     await engine.settle()
     async with engine.db.session() as s:
-        sms = (await s.execute(select(Delivery).where(Delivery.alert_id == issued.alert_id,
-                                                       Delivery.channel == "sms"))).scalar_one()
+        sms = (
+            await s.execute(
+                select(Delivery).where(col(Delivery.alert_id) == issued.alert_id, col(Delivery.channel) == "sms")
+            )
+        ).scalar_one()
     clock.advance(seconds=40)
     first = await engine.acks.answer_delivery(sms.id, channel=ChannelKind.SMS, at=clock.now())
     again = await engine.acks.answer_delivery(sms.id, channel=ChannelKind.SMS, at=clock.now())
-    assert first.counted and first.state is TargetState.ANSWERED
-    assert not again.counted and again.answered_at == first.answered_at
-    assert first.alert_closed_now and first.alert_status is AlertStatus.CLOSED
+    assert first.counted
+    assert first.state is TargetState.ANSWERED
+    assert not again.counted
+    assert again.answered_at == first.answered_at
+    assert first.alert_closed_now
+    assert first.alert_status is AlertStatus.CLOSED
     clock.advance(minutes=30)
     await engine.settle()
     assert outbox(engine, ChannelKind.VOICE) == ["g1"]  # no redial after the answer
@@ -102,20 +124,25 @@ async def test_silent_grid_worker_escalates_step_by_step_to_the_county(engine: E
     # redial, backup (the village deputy), parent (village head), township duty, county duty room
     assert reached == [["g1"], ["v1-deputy"], ["v1-head"], ["tw-duty"], ["county-duty"]]
     target = (await targets_by_person(engine, issued.alert_id))["g1"]
-    assert target.step == 5 and target.state == TargetState.OPEN
+    assert target.step == 5
+    assert target.state == TargetState.OPEN
 
 
 async def test_parent_answering_the_escalation_answers_for_the_silent(engine: Engine, clock: ManualClock) -> None:
-    issued = await engine.alerts.trigger(rainstorm(Level.RED, ["50023810100101"]), actor="duty:test")
+    await engine.alerts.trigger(rainstorm(Level.RED, ["50023810100101"]), actor="duty:test")
     await engine.settle()
     for _ in range(3):
         clock.advance(minutes=5)
         await engine.settle()
     async with engine.db.session() as s:
-        to_head = (await s.execute(select(Delivery).where(Delivery.person_id == "v1-head",
-                                                           Delivery.channel == "sms"))).scalar_one()
+        to_head = (
+            await s.execute(
+                select(Delivery).where(col(Delivery.person_id) == "v1-head", col(Delivery.channel) == "sms")
+            )
+        ).scalar_one()
     result = await engine.acks.answer_delivery(to_head.id, channel=ChannelKind.SMS, at=clock.now())
-    assert result.state is TargetState.ANSWERED_FOR and result.answered_by == "v1-head"
+    assert result.state is TargetState.ANSWERED_FOR
+    assert result.answered_by == "v1-head"
     clock.advance(minutes=30)
     await engine.settle()
     assert "tw-duty" not in outbox(engine, ChannelKind.VOICE)
@@ -129,11 +156,21 @@ async def test_cancel_stops_unsent_and_tells_those_reached(engine: Engine, clock
     clock.advance(minutes=20)
     await engine.settle()
     async with engine.db.session() as s:
-        states = dict((await s.execute(
-            select(Delivery.channel, func.count()).where(Delivery.alert_id == issued.alert_id,
-                                                         Delivery.state == DeliveryState.CANCELLED.value)
-            .group_by(Delivery.channel))).all())
-    assert states["voice"] == 3 and states["device"] == 1
+        states: dict[str, int] = dict(
+            (
+                await s.execute(
+                    select(col(Delivery.channel), func.count())
+                    .where(
+                        col(Delivery.alert_id) == issued.alert_id,
+                        col(Delivery.state) == DeliveryState.CANCELLED.value,
+                    )
+                    .group_by(col(Delivery.channel))
+                )
+            ).all()
+        )
+    assert states["voice"] == 3
+    assert states["device"] == 1
     assert outbox(engine, ChannelKind.VOICE) == []  # nothing but the lift notices went out after the cancel
-    assert Counter(r.message.purpose.value for r in engine.channels[ChannelKind.SMS].outbox) == {  # type: ignore[attr-defined]
-        "warn": 3, "lift": 3}
+    sms = engine.channels[ChannelKind.SMS]
+    assert isinstance(sms, SandboxChannel)
+    assert Counter(r.message.purpose.value for r in sms.outbox) == {"warn": 3, "lift": 3}

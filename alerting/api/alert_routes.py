@@ -1,0 +1,136 @@
+"""/api/v1/alerts: issue, read, follow and lift alerts."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import structlog
+from fastapi import APIRouter, Path, Query, Response
+
+from alerting.alerts import AlertNotActive, AlertNotFound, AlertRequest
+from alerting.api.auth import CoreDep, Issuer, Reader
+from alerting.api.problems import Problem, documented
+from alerting.api.queries import alerts_page, recipients_page
+from alerting.api.schemas import (
+    AlertDetail,
+    AlertOut,
+    CancelIn,
+    CancelledOut,
+    IssuedOut,
+    Page,
+    RecipientOut,
+    alert_links,
+    progress_out,
+)
+from alerting.domain import AlertStatus, TargetState
+from alerting.planning import UnknownUnits
+
+log = structlog.get_logger()
+
+router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"], responses=documented(401, 403, 422))
+
+AlertId = Annotated[int, Path(ge=1, description="the alert's number")]
+Limit = Annotated[int, Query(ge=1, le=1000)]
+Offset = Annotated[int, Query(ge=0)]
+
+
+def _not_found(alert_id: int) -> Problem:
+    return Problem(404, "alert-not-found", "No such alert", f"there is no alert {alert_id}")
+
+
+@router.post("", status_code=201, response_model=IssuedOut, responses=documented(422))
+async def issue_alert(req: AlertRequest, core: CoreDep, who: Issuer, response: Response) -> IssuedOut:
+    """Issue a warning to every responsible person (and device) in the subtree of the given units."""
+    try:
+        issued = await core.alerts.trigger(req, actor=who.actor)
+    except UnknownUnits as exc:
+        raise Problem(
+            422,
+            "unknown-units",
+            "Unknown unit codes",
+            f"no unit has the code(s): {', '.join(exc.codes)}",
+            unknown_units=exc.codes,
+            errors=[
+                {
+                    "field": f"units.{i}",
+                    "location": "body",
+                    "pointer": f"#/units/{i}",
+                    "message": f"unknown unit code {code}",
+                }
+                for i, code in enumerate(req.units)
+                if code in exc.codes
+            ],
+        ) from exc
+    links = alert_links(issued.alert_id)
+    response.headers["Location"] = links["self"]
+    log.info("api.alert_issued", alert_id=issued.alert_id, actor=who.actor)
+    return IssuedOut(
+        id=issued.alert_id,
+        targets=issued.targets,
+        deliveries=issued.deliveries,
+        by_channel=issued.by_channel,
+        unreachable=issued.unreachable,
+        links=links,
+    )
+
+
+@router.get("", response_model=Page[AlertOut])
+async def list_alerts(
+    core: CoreDep,
+    _who: Reader,
+    active: Annotated[bool, Query(description="only alerts still active")] = False,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> Page[AlertOut]:
+    """Alerts, newest first."""
+    rows, total = await alerts_page(core.db, limit=limit, offset=offset, active_only=active)
+    return Page[AlertOut](items=[AlertOut.of(a) for a in rows], total=total, limit=limit, offset=offset)
+
+
+@router.get("/{alert_id}", response_model=AlertDetail, responses=documented(404))
+async def get_alert(alert_id: AlertId, core: CoreDep, _who: Reader) -> AlertDetail:
+    """The alert and how far its loop has closed: targets by state, deliveries by channel and state."""
+    try:
+        progress = await core.alerts.progress(alert_id)
+    except AlertNotFound as exc:
+        raise _not_found(alert_id) from exc
+    sandboxed = {c.kind for c in core.channels if c.sandbox}
+    base = AlertOut.of(progress.alert)
+    return AlertDetail(**base.model_dump(), plan=progress.alert.plan, progress=progress_out(progress, sandboxed))
+
+
+@router.post("/{alert_id}/cancel", response_model=CancelledOut, responses=documented(404, 409, 422))
+async def cancel_alert(alert_id: AlertId, body: CancelIn, core: CoreDep, who: Issuer) -> CancelledOut:
+    """解除: stop what is not yet sent and tell everyone the warning reached that it is lifted."""
+    try:
+        lifted = await core.alerts.cancel(alert_id, actor=who.actor, reason=body.reason.strip())
+    except AlertNotFound as exc:
+        raise _not_found(alert_id) from exc
+    except AlertNotActive as exc:
+        raise Problem(409, "alert-not-active", "The alert is not active", str(exc)) from exc
+    log.info("api.alert_cancelled", alert_id=alert_id, actor=who.actor)
+    return CancelledOut(
+        id=alert_id,
+        status=AlertStatus.CANCELLED.value,
+        cancelled_deliveries=lifted.cancelled_deliveries,
+        lift_notices=lifted.lift_notices,
+        links=alert_links(alert_id),
+    )
+
+
+@router.get("/{alert_id}/recipients", response_model=Page[RecipientOut], responses=documented(404))
+async def list_recipients(
+    alert_id: AlertId,
+    core: CoreDep,
+    _who: Reader,
+    state: Annotated[TargetState | None, Query(description="only targets in this state, e.g. open")] = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> Page[RecipientOut]:
+    """Who must answer, who did and over what; phone numbers are masked."""
+    try:
+        await core.alerts.get(alert_id)
+    except AlertNotFound as exc:
+        raise _not_found(alert_id) from exc
+    items, total = await recipients_page(core.db, alert_id, limit=limit, offset=offset, state=state)
+    return Page[RecipientOut](items=items, total=total, limit=limit, offset=offset)
