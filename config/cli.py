@@ -370,7 +370,9 @@ def demo(
     """
     from config.demo import run_demo
 
-    settings_ = Settings(log_level="warning")
-    configure_logging(settings_.log_level)
-    result = run(lambda: run_demo(workdir, seed=seed, speed=speed, console=console))
+    # the live table owns the terminal; the engine's JSON log goes beside the report
+    workdir.mkdir(parents=True, exist_ok=True)
+    with (workdir / "demo.log").open("w", encoding="utf-8") as log_file:
+        configure_logging("info", log_file)
+        result = run(lambda: run_demo(workdir, seed=seed, speed=speed, console=console))
     sys.exit(0 if result.ok else 1)

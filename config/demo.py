@@ -208,11 +208,13 @@ def _summary(
     console: Console, engine: Engine, alert_id: int, report: Path, mismatches: list[str], rows: int, chain_ok: bool
 ) -> None:
     sandboxed = ", ".join(k.value for k, c in engine.channels.items() if c.sandbox)
+    console.print()
     lines = [
         f"Loop closed as predicted: {'[green]yes[/]' if not mismatches else '[red]NO[/]'}",
         f"Audit chain: {'[green]verified[/]' if chain_ok else '[red]BROKEN[/]'} ({rows} events)",
         f"Sandbox channels (nobody reached): {sandboxed}",
         f"HTML audit report: [bold]{report.resolve()}[/]",
+        f"Engine log: {report.parent.resolve() / 'demo.log'}",
     ]
     lines += [f"[red]{m}[/]" for m in mismatches[:20]]
     console.print(Panel("\n".join(lines), title=f"预警 {alert_id} 总结 summary"))
