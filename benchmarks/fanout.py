@@ -361,6 +361,7 @@ class Result:
     by_channel: dict[str, int]
     problems: list[str]
     profiles: Profiles
+    backend: str
 
 
 def quiet_logs() -> None:
@@ -455,6 +456,9 @@ async def run(args: argparse.Namespace, url: str) -> Result:
         if sent_total != issued.deliveries:
             problems.append(f"the dispatcher claimed {sent_total} deliveries for {issued.deliveries} planned")
 
+        dialect = db.engine.dialect
+        version = ".".join(str(v) for v in dialect.server_version_info or ())
+        backend = f"SQLite {sqlite3.sqlite_version}" if db.is_sqlite else f"{dialect.name} {version}"
         base_insert = Phase("baseline: raw INSERT", issued.deliveries, "rows", issued.deliveries)
         base_update = Phase("baseline: raw UPDATE", issued.deliveries, "rows", issued.deliveries)
         await baseline(db, issued.deliveries, args.batch_size, base_insert, base_update)
@@ -469,6 +473,7 @@ async def run(args: argparse.Namespace, url: str) -> Result:
         issued.by_channel,
         problems,
         profiles,
+        backend,
     )
 
 
@@ -485,7 +490,7 @@ def report(args: argparse.Namespace, url: str, result: Result) -> None:
     console.print(
         f"[bold]jiaoying fan-out[/] {datetime.now(UTC):%Y-%m-%d %H:%M} UTC · {args.recipients:,} recipients · "
         f"level {args.level} · dispatcher batch {args.batch_size} · {mask(url)}\n"
-        f"Python {platform.python_version()} · SQLite {sqlite3.sqlite_version} · {os.cpu_count()} CPU · "
+        f"Python {platform.python_version()} · {result.backend} · {os.cpu_count()} CPU · "
         f"{platform.machine()} {platform.system()}"
         + (" · [yellow]cProfile on: timings include its overhead[/]" if args.profile else "")
     )

@@ -303,7 +303,7 @@ def upgrade() -> None:
     with op.batch_alter_table("delivery", schema=None) as batch_op:
         batch_op.create_index("ix_delivery_alert_target", ["alert_id", "target_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_delivery_provider_id"), ["provider_id"], unique=False)
-        batch_op.create_index("ix_delivery_queue", ["state", "priority", "next_attempt_at"], unique=False)
+        batch_op.create_index("ix_delivery_queue", ["channel", "state", "priority", "next_attempt_at"], unique=False)
 
     # ### end Alembic commands ###
     # the end of the audit chain starts at the genesis hash
