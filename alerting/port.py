@@ -81,8 +81,10 @@ class DeliveryError(Exception):
 @dataclass(frozen=True)
 class ChannelLimits:
     concurrency: int = 50  # sends in flight at once
-    per_second: float = 1000.0  # token bucket rate
+    per_second: float = 1000.0  # token bucket rate for the provider account
     burst: int = 100
+    # some providers also cap what one recipient may receive (WeCom: per member per minute)
+    per_recipient_per_minute: int | None = None
 
 
 # ---- events adapters hand to the core ----------------------------------------------------
@@ -131,8 +133,53 @@ class DeviceStatus:
     at: datetime
 
 
-InboundEvent = StatusUpdate | Answer | DeviceReport | DeviceStatus
+@dataclass(frozen=True)
+class InboundText:
+    """Something a person sent that is not an answer (an SMS reply saying anything else). Kept, not acted on."""
+
+    channel: ChannelKind
+    at: datetime
+    text: str
+    from_phone: str | None = None
+    from_user: str | None = None
+
+
+InboundEvent = StatusUpdate | Answer | DeviceReport | DeviceStatus | InboundText
 EventSink = Callable[[InboundEvent], Awaitable[None]]
+
+
+# ---- provider callbacks -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WebhookRequest:
+    """A provider's HTTP callback as the adapter needs it, free of any web framework."""
+
+    method: str
+    url: str  # as the provider called it: JIAOYING_PUBLIC_URL + path + query, which is what it signed
+    path: str  # below /webhooks/{name}, e.g. "/sms/status"
+    headers: Mapping[str, str]  # lower-case names
+    query: Mapping[str, str]
+    form: Mapping[str, str]  # application/x-www-form-urlencoded bodies, parsed; empty otherwise
+    body: bytes
+
+
+@dataclass(frozen=True)
+class WebhookReply:
+    """What to answer the provider, and the events the callback carried (none when it was refused)."""
+
+    status: int = 200
+    body: str = ""
+    content_type: str = "text/plain; charset=utf-8"
+    events: tuple[InboundEvent, ...] = ()
+
+
+class Webhook(Protocol):
+    name: str  # served at /webhooks/{name}/...
+
+    async def handle(self, request: WebhookRequest) -> WebhookReply:
+        """Check the signature, parse, and return the events. A bad signature is a 403 with no events."""
+        ...
 
 
 class Channel(Protocol):
@@ -140,6 +187,7 @@ class Channel(Protocol):
     provider: str  # "sandbox", "twilio", "wecom", "mqtt"...
     sandbox: bool
     limits: ChannelLimits
+    webhooks: tuple[Webhook, ...]  # provider callbacks this adapter parses; empty when it has none
 
     async def start(self, events: EventSink) -> None:
         """Connect and begin handing provider events to `events`."""

@@ -36,6 +36,7 @@ from alerting.port import (
     InboundEvent,
     OutboundMessage,
     Receipt,
+    Webhook,
 )
 
 log = structlog.get_logger()
@@ -248,6 +249,7 @@ class MqttDeviceChannel:
     kind = ChannelKind.DEVICE
     provider = "mqtt"
     sandbox = False
+    webhooks: tuple[Webhook, ...] = ()
 
     def __init__(
         self,

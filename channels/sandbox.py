@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import structlog
 
 from alerting.domain import ChannelKind
-from alerting.port import ChannelLimits, EventSink, OutboundMessage, Receipt
+from alerting.port import ChannelLimits, EventSink, OutboundMessage, Receipt, Webhook
 from alerting.privacy import mask_phone
 from channels.simulation import AnswerSimulator
 
@@ -28,6 +28,7 @@ class SandboxRecord:
 class SandboxChannel:
     provider = "sandbox"
     sandbox = True
+    webhooks: tuple[Webhook, ...] = ()
 
     def __init__(
         self,

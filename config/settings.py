@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     twilio_auth_token: SecretStr | None = None
     twilio_from_number: str | None = None
     twilio_base_url: str = "https://api.twilio.com"
+    twilio_sms_per_second: float = 10.0  # the account's message throughput (MPS)
+    twilio_calls_per_second: float = 1.0  # Twilio's default CPS for outbound calls
 
     wecom_corp_id: str | None = None
     wecom_secret: SecretStr | None = None
@@ -40,6 +42,8 @@ class Settings(BaseSettings):
     wecom_token: SecretStr | None = None
     wecom_aes_key: SecretStr | None = None
     wecom_base_url: str = "https://qyapi.weixin.qq.com"
+    wecom_per_second: float = 20.0
+    wecom_per_member_per_minute: int = 30  # WeCom refuses more messages to one member per minute
 
     smtp_host: str | None = None
     smtp_port: int = 587
@@ -47,9 +51,12 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_from: str | None = None
     smtp_starttls: bool = True
+    smtp_tls: bool = False  # implicit TLS (port 465) instead of STARTTLS
+    smtp_per_second: float = 5.0
 
     broadcast_url: str | None = None
     broadcast_secret: SecretStr | None = None
+    broadcast_per_second: float = 10.0
 
     log_level: str = "info"
 
