@@ -184,14 +184,19 @@ class AckService:
         closed_now = False
         if counted:
             await _stop_chasing(s, target_id)
-            await audit.record(
-                s, f"target.{state.value}", actor=by, at=at, alert_id=alert_id, subject=target_id, data=data
-            )
-            if fb and fb.get("help_needed"):
-                await audit.record(s, "help.requested", actor=by, at=at, alert_id=alert_id, subject=target_id, data=fb)
-            closed_now = await _close_if_done(s, alert, at)
+            kind = f"target.{state.value}"
+        elif alert.status != AlertStatus.ACTIVE.value:
+            kind = "ack.after_end"  # kept, but the alert was already lifted or closed
         else:
-            await audit.record(s, "ack.repeated", actor=by, at=at, alert_id=alert_id, subject=target_id, data=data)
+            kind = "ack.repeated"
+            if fb:  # what someone reports later (more people moved, help needed) is kept with the answer
+                target.feedback = {**(target.feedback or {}), **fb}
+                s.add(target)
+        await audit.record(s, kind, actor=by, at=at, alert_id=alert_id, subject=target_id, data=data)
+        if fb and fb.get("help_needed"):  # whether first or later: help is never buried in a repeat
+            await audit.record(s, "help.requested", actor=by, at=at, alert_id=alert_id, subject=target_id, data=fb)
+        if counted:
+            closed_now = await _close_if_done(s, alert, at)
         await s.flush()
         await s.refresh(target)
         return AnswerResult(

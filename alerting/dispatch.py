@@ -12,25 +12,27 @@ import contextlib
 import os
 import random
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 import structlog
-from sqlalchemy import CursorResult, and_, bindparam, or_, select, update
+from sqlalchemy import CursorResult, and_, bindparam, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from alerting import audit
+from alerting.breaker import BreakerState, CircuitBreaker
 from alerting.clock import Clock
-from alerting.domain import AlertStatus, ChannelKind, DeliveryState, Purpose, TargetState
+from alerting.domain import AlertStatus, ChannelKind, DeadlineState, DeliveryState, Purpose, TargetState
 from alerting.ids import new_id
 from alerting.outbound import Composer
 from alerting.port import Channel, DeliveryError, OutboundMessage, Receipt
 from alerting.ratelimit import TokenBucket
 from alerting.retry import RetryPolicy
 from alerting.store.db import Database
-from alerting.store.tables import Alert, Delivery, Target
+from alerting.store.tables import Alert, Deadline, Delivery, Target
 
 log = structlog.get_logger()
 
@@ -43,6 +45,7 @@ class Outcome:
     delivery: Delivery
     receipt: Receipt | None = None
     error: DeliveryError | None = None
+    deferred_s: float | None = None  # the recipient's own rate limit: not sent, not an attempt, try later
 
 
 def node_name() -> str:
@@ -62,6 +65,7 @@ class Dispatcher:
         lease: timedelta = timedelta(minutes=2),
         retry: RetryPolicy | None = None,
         idle_poll_s: float = 1.0,
+        on_exhausted: Callable[[], None] = lambda: None,
     ) -> None:
         self.db, self.clock, self.channels, self.composer = db, clock, channels, composer
         self.node = node or node_name()
@@ -72,6 +76,9 @@ class Dispatcher:
         self._wakers = {kind: asyncio.Event() for kind in ChannelKind}
         self._semaphores = {k: asyncio.Semaphore(c.limits.concurrency) for k, c in channels.items()}
         self._buckets = {k: TokenBucket(c.limits.per_second, c.limits.burst) for k, c in channels.items()}
+        self._recipient_buckets: dict[tuple[ChannelKind, str], TokenBucket] = {}
+        self.breakers = {k: CircuitBreaker(clock) for k in channels}
+        self.on_exhausted = on_exhausted  # wakes the escalation engine when a step has no channel left
         self._tasks: list[asyncio.Task[None]] = []
 
     # ---- lifecycle --------------------------------------------------------------------------
@@ -141,6 +148,8 @@ class Dispatcher:
     # ---- one round: claim, check, send, record -------------------------------------------------
 
     async def run_once(self, kind: ChannelKind) -> int:
+        if not self.breakers[kind].allow():
+            return 0  # the provider is down: leave its deliveries queued until the cooldown passes
         claimed = await self._claim(kind)
         if not claimed:
             return 0
@@ -148,6 +157,7 @@ class Dispatcher:
         async with self.db.session() as s:
             messages = await self.composer.compose(s, live)
         outcomes = await asyncio.gather(*(self._send(kind, messages[d.id], d) for d in live))
+        self._update_breaker(kind, outcomes)
         await self._record(list(outcomes), dead)
         return len(claimed)
 
@@ -206,6 +216,9 @@ class Dispatcher:
     async def _send(self, kind: ChannelKind, message: OutboundMessage, d: Delivery) -> Outcome:
         channel = self.channels[kind]
         bound = log.bind(alert_id=d.alert_id, delivery_id=d.id, channel=kind.value)
+        wait = self._recipient_wait(kind, channel, message)
+        if wait:
+            return Outcome(d, deferred_s=wait)
         async with self._semaphores[kind]:
             await self._buckets[kind].acquire()
             try:
@@ -218,16 +231,42 @@ class Dispatcher:
                 return Outcome(d, error=DeliveryError(f"adapter error: {exc!r}", retryable=True, code="adapter"))
         return Outcome(d, receipt=receipt)
 
+    def _recipient_wait(self, kind: ChannelKind, channel: Channel, message: OutboundMessage) -> float:
+        per_minute = channel.limits.per_recipient_per_minute
+        a = message.address
+        key = a.wecom_userid or a.phone or a.email or a.device_id
+        if per_minute is None or key is None:
+            return 0.0
+        bucket = self._recipient_buckets.get((kind, key))
+        if bucket is None:
+            bucket = self._recipient_buckets[(kind, key)] = TokenBucket(per_minute / 60, per_minute)
+        return bucket.try_acquire()
+
+    def _update_breaker(self, kind: ChannelKind, outcomes: Sequence[Outcome]) -> None:
+        breaker = self.breakers[kind]
+        for o in outcomes:
+            if o.receipt is not None:
+                breaker.succeeded()
+            elif o.error is not None and o.error.retryable:
+                breaker.failed(str(o.error))
+        if breaker.state is BreakerState.OPEN:
+            log.error("channel.circuit_open", channel=kind.value, error=breaker.last_error)
+
     async def _record(self, outcomes: list[Outcome], dead: list[tuple[Delivery, str]]) -> None:
         now = self.clock.now()
         sent: list[dict[str, Any]] = []
         retry: list[dict[str, Any]] = []
         failed: list[dict[str, Any]] = []
         entries: list[audit.Entry] = []
+        deferred: list[dict[str, Any]] = []
         for o in outcomes:
             d = o.delivery
             attempts = d.attempts + 1
-            if o.receipt is not None:
+            if o.deferred_s is not None:
+                deferred.append(
+                    {"b_id": d.id, "b_owner": self.owner, "next_attempt_at": now + timedelta(seconds=o.deferred_s)}
+                )
+            elif o.receipt is not None:
                 r = o.receipt
                 sent.append(
                     {
@@ -338,12 +377,74 @@ class Dispatcher:
                     .values(state=DeliveryState.FAILED.value, attempts=bindparam("attempts"), error=bindparam("error")),
                     failed,
                 )
+            if deferred:
+                await conn.execute(
+                    update(T)
+                    .where(mine)
+                    .values(
+                        state=DeliveryState.PENDING.value, claimed_by=None, next_attempt_at=bindparam("next_attempt_at")
+                    ),
+                    deferred,
+                )
             if skipped:
                 await conn.execute(
                     update(T).where(mine).values(state=DeliveryState.CANCELLED.value, error=bindparam("error")), skipped
                 )
+            advanced = await _advance_exhausted(
+                s, [o.delivery for o in outcomes if o.delivery.id in {f["b_id"] for f in failed}], now
+            )
+            entries += [
+                audit.Entry(
+                    "escalation.advanced",
+                    self.owner,
+                    now,
+                    alert_id,
+                    subject=target_id,
+                    data={"reason": "every channel of this step failed permanently"},
+                )
+                for alert_id, target_id in advanced
+            ]
             await audit.append(s, entries)
+        if advanced:
+            self.on_exhausted()
 
 
 def _error_text(err: DeliveryError) -> str:
     return f"{err.code}: {err}" if err.code else str(err)
+
+
+async def _advance_exhausted(s: AsyncSession, failed: Sequence[Delivery], now: datetime) -> list[tuple[int, str]]:
+    """Targets whose every delivery of this step has failed for good: their next step is due now, not later."""
+    advanced: list[tuple[int, str]] = []
+    for d in failed:
+        still_trying = await s.scalar(
+            select(func.count())
+            .select_from(Delivery)
+            .where(
+                col(Delivery.target_id) == d.target_id,
+                col(Delivery.step) == d.step,
+                col(Delivery.state).in_(LIVE_STATES),
+            )
+        )
+        if still_trying:
+            continue
+        moved = await s.execute(
+            update(Deadline)
+            .where(
+                col(Deadline.target_id) == d.target_id,
+                col(Deadline.state) == DeadlineState.PENDING.value,
+                col(Deadline.due_at) > now,
+            )
+            .values(due_at=now)
+        )
+        if cast(CursorResult[Any], moved).rowcount:
+            advanced.append((d.alert_id, d.target_id))
+    return advanced
+
+
+LIVE_STATES = [
+    DeliveryState.PENDING.value,
+    DeliveryState.SENDING.value,
+    DeliveryState.SENT.value,
+    DeliveryState.DELIVERED.value,
+]

@@ -9,7 +9,8 @@ from sqlmodel import col
 from alerting import audit
 from alerting.acks import AckService, AnswerRejected
 from alerting.domain import ChannelKind, DeliveryState
-from alerting.port import Answer, DeviceReport, DeviceStatus, InboundEvent, StatusUpdate
+from alerting.port import Answer, DeviceReport, DeviceStatus, InboundEvent, InboundText, StatusUpdate
+from alerting.privacy import mask_phone
 from alerting.store.db import Database
 from alerting.store.tables import Delivery, Device
 
@@ -48,6 +49,16 @@ class Inbound:
                 await self.status(event)
             case DeviceReport():
                 await self.device_report(event)
+            case InboundText():
+                async with self.db.session() as s:
+                    await audit.record(
+                        s,
+                        "inbound.text",
+                        actor=event.channel.value,
+                        at=event.at,
+                        subject=mask_phone(event.from_phone) or event.from_user,
+                        data={"text": event.text[:500]},
+                    )
             case DeviceStatus():
                 async with self.db.session() as s:
                     await s.execute(

@@ -26,3 +26,11 @@ class TokenBucket:
                 await asyncio.sleep((1 - self._tokens) / self.rate)
                 self._refill()
             self._tokens -= 1
+
+    def try_acquire(self) -> float:
+        """Take a token if there is one and return 0; otherwise take nothing and return the seconds to wait."""
+        self._refill()
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return 0.0
+        return (1 - self._tokens) / self.rate

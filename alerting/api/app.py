@@ -7,7 +7,7 @@ from contextlib import AbstractAsyncContextManager
 
 from fastapi import FastAPI
 
-from alerting.api import ack_routes, alert_routes, health, problems
+from alerting.api import ack_routes, alert_routes, health, problems, webhook_routes
 from alerting.core import Core
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]] | Callable[[FastAPI], AsyncIterator[None]]
@@ -36,4 +36,5 @@ def create_app(core: Core, *, lifespan: Lifespan | None = None) -> FastAPI:
     app.include_router(alert_routes.router)
     app.include_router(ack_routes.router)
     app.include_router(health.router)
+    app.include_router(webhook_routes.router)
     return app

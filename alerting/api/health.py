@@ -35,11 +35,24 @@ async def database_answers(db: Database) -> bool:
 
 @router.get("/healthz", response_model=HealthOut, responses={503: {"model": HealthOut}})
 async def healthz(core: CoreDep) -> JSONResponse:
-    """200 while the database answers, 503 when it does not. Needs no key: load balancers call it."""
+    """200 while the database answers (status "degraded" while a provider's circuit is open), 503 when it does not."""
     ok = await database_answers(core.db)
+    channels = []
+    for c in core.channels:
+        breaker = core.breakers.get(c.kind)
+        channels.append(
+            ChannelOut(
+                kind=c.kind,
+                provider=c.provider,
+                sandbox=c.sandbox,
+                circuit=breaker.state.value if breaker else "closed",
+                last_error=breaker.last_error if breaker and breaker.state != "closed" else None,
+            )
+        )
+    degraded = any(ch.circuit == "open" for ch in channels)
     body = HealthOut(
-        status="ok" if ok else "unavailable",
+        status="unavailable" if not ok else "degraded" if degraded else "ok",
         database="ok" if ok else "unavailable",
-        channels=[ChannelOut(kind=c.kind, provider=c.provider, sandbox=c.sandbox) for c in core.channels],
+        channels=channels,
     )
     return JSONResponse(body.model_dump(), status_code=200 if ok else 503, headers={"Cache-Control": "no-store"})

@@ -160,6 +160,8 @@ class ChannelOut(BaseModel):
     kind: str
     provider: str
     sandbox: bool
+    circuit: str = "closed"  # open: the provider is failing and sends to it are paused
+    last_error: str | None = None
 
 
 class HealthOut(BaseModel):

@@ -249,8 +249,8 @@ async def test_health_lists_channels_and_says_when_the_database_is_down(
         "status": "ok",
         "database": "ok",
         "channels": [
-            {"kind": "sms", "provider": "sandbox", "sandbox": True},
-            {"kind": "voice", "provider": "twilio", "sandbox": False},
+            {"kind": "sms", "provider": "sandbox", "sandbox": True, "circuit": "closed", "last_error": None},
+            {"kind": "voice", "provider": "twilio", "sandbox": False, "circuit": "closed", "last_error": None},
         ],
     }
     gone = Database(f"sqlite+aiosqlite:///{tmp_path / 'no-such-dir' / 'x.db'}")
