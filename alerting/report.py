@@ -141,6 +141,10 @@ class Counts(BaseModel):
     cancelled: int = 0
     median_answer_s: float | None = None  # seconds after the alert was created, over answered and answered-for
     p90_answer_s: float | None = None
+    # what people reported doing (manual tasks and answer feedback), summed
+    households: int = 0
+    moved: int = 0
+    help_needed: int = 0
 
     @property
     def closed(self) -> int:
@@ -260,6 +264,8 @@ class AlertReport(BaseModel):
     generated_at: datetime
     summary: Summary
     townships: list[TownshipRow]
+    # villages where people reported what they did (tasks: households reached, people moved, help needed)
+    villages: list[TownshipRow] = Field(default_factory=list)
     audit: AuditStatus
     recipients: list[RecipientRow]
 
@@ -279,10 +285,16 @@ class _Tally:
     states: Counter[str] = field(default_factory=Counter)
     kinds: Counter[str] = field(default_factory=Counter)
     answer_s: list[float] = field(default_factory=list)
+    reported: Counter[str] = field(default_factory=Counter)
 
     def add(self, row: RecipientRow) -> None:
         self.states[row.state] += 1
         self.kinds[row.kind] += 1
+        fb = row.feedback or {}
+        for key in ("households", "moved"):
+            if isinstance(fb.get(key), int):
+                self.reported[key] += fb[key]
+        self.reported["help_needed"] += bool(fb.get("help_needed"))
         if row.answer_s is not None and row.state in (TargetState.ANSWERED, TargetState.ANSWERED_FOR):
             self.answer_s.append(row.answer_s)
 
@@ -298,6 +310,9 @@ class _Tally:
             "cancelled": self.states[TargetState.CANCELLED],
             "median_answer_s": statistics.median(self.answer_s) if self.answer_s else None,
             "p90_answer_s": percentile(self.answer_s, 0.9),
+            "households": self.reported["households"],
+            "moved": self.reported["moved"],
+            "help_needed": self.reported["help_needed"],
         }
 
 
@@ -605,6 +620,17 @@ def _recipient_row(
     )
 
 
+def _reporting_villages(rows: Iterable[RecipientRow]) -> list[TownshipRow]:
+    by_village: dict[str, _Tally] = defaultdict(_Tally)
+    names: dict[str, str] = {}
+    for r in rows:
+        if r.village_code:
+            by_village[r.village_code].add(r)
+            names[r.village_code] = f"{r.township_name} {r.village_name}".strip()
+    villages = [TownshipRow(code=code, name=names[code], **t.counts()) for code, t in sorted(by_village.items())]
+    return [v for v in villages if v.households or v.moved or v.help_needed]
+
+
 def _townships(rows: Iterable[RecipientRow]) -> tuple[_Tally, list[TownshipRow]]:
     total = _Tally()
     by_township: dict[str | None, _Tally] = defaultdict(_Tally)
@@ -634,6 +660,7 @@ def _assemble(snap: _Snapshot, now: datetime) -> AlertReport:
     path = {t.id: t.path for t in snap.targets}
     rows.sort(key=lambda r: (not r.silent, r.township_code or "", path[r.target_id], r.name))
     total, townships = _townships(rows)
+    villages = _reporting_villages(rows)
     summary = Summary(
         **total.counts(),
         deliveries_total=len(snap.deliveries),
@@ -663,6 +690,7 @@ def _assemble(snap: _Snapshot, now: datetime) -> AlertReport:
         generated_at=utc(now),
         summary=summary,
         townships=townships,
+        villages=villages,
         audit=AuditStatus(
             ok=v.ok, rows=v.rows, first_bad_seq=v.first_bad_seq, reason=v.reason, alert_events=snap.alert_events
         ),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -135,7 +135,7 @@ class EscalationEngine:
             "late_by_s": round(late_s, 3),
         }
         if target.kind == TargetKind.DEVICE.value and step.who is Who.TARGET:
-            resent = await _resend_device_command(s, target, now)
+            resent = await _resend_device_command(s, target, step.channels, now)
             data["resent"] = resent
             await audit.record(
                 s, "target.escalated", actor=self.owner, at=now, alert_id=alert.id, subject=target.id, data=data
@@ -178,13 +178,16 @@ class EscalationEngine:
                 await asyncio.wait_for(self._wake.wait(), poll_s)
 
 
-async def _resend_device_command(s: AsyncSession, target: Target, now: datetime) -> int:
-    """Send the same command again (same delivery, so the same command_id): a device that got it ignores it."""
+async def _resend_device_command(
+    s: AsyncSession, target: Target, channels: Sequence[ChannelKind], now: datetime
+) -> int:
+    """Send the same command again (same delivery, so the same command_id or request_id): a device or broadcast
+    gateway that already has it treats it as the same one and only confirms again."""
     result = await s.execute(
         update(Delivery)
         .where(
             col(Delivery.target_id) == target.id,
-            col(Delivery.channel) == ChannelKind.DEVICE.value,
+            col(Delivery.channel).in_([c.value for c in channels]),
             col(Delivery.purpose) == Purpose.WARN.value,
             col(Delivery.state).in_(
                 [DeliveryState.SENT.value, DeliveryState.DELIVERED.value, DeliveryState.FAILED.value]
