@@ -7,7 +7,7 @@ from sqlmodel import col
 
 from alerting.alerts import AlertRequest
 from alerting.clock import ManualClock
-from alerting.domain import ChannelKind, Level, Purpose, TaskKind, TargetState
+from alerting.domain import ChannelKind, Level, Purpose, TargetState, TaskKind
 from alerting.port import Address, DeliveryError
 from alerting.report import build_report
 from alerting.store.db import Database
