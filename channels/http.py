@@ -5,6 +5,8 @@ Adapters call these instead of each deciding what a 429 or a timeout means.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -19,8 +21,24 @@ RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _SECRET_QUERY = re.compile(r"(?i)(access_token|corpsecret|secret|token|password|key)=([^&\s]+)")
 
 
+class _RedactQuery(logging.Filter):
+    """httpx logs request URLs, and some providers (WeCom) carry credentials in the query string."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        with contextlib.suppress(TypeError, ValueError):  # a filter must never raise into httpx
+            record.msg, record.args = redact(record.getMessage()), None
+        return True
+
+
+def _guard_httpx_log() -> None:
+    logger = logging.getLogger("httpx")
+    if not any(isinstance(f, _RedactQuery) for f in logger.filters):
+        logger.addFilter(_RedactQuery())
+
+
 def make_client(base_url: str, *, timeout: float = 10.0, **kwargs: Any) -> httpx.AsyncClient:
-    """One client per adapter for its whole life: kept-alive connections, bounded waits."""
+    """One client per adapter for its whole life: kept-alive connections, bounded waits, no secrets in logs."""
+    _guard_httpx_log()
     return httpx.AsyncClient(
         base_url=base_url,
         timeout=httpx.Timeout(timeout, connect=5.0),

@@ -12,6 +12,9 @@ import structlog
 def configure_logging(level: str = "info", stream: TextIO = sys.stderr) -> None:
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     logging.basicConfig(level=numeric, stream=stream, format="%(message)s", force=True)
+    # httpx logs every request URL at INFO, and some providers (WeCom) carry credentials in the query string
+    logging.getLogger("httpx").setLevel(max(numeric, logging.WARNING))
+    logging.getLogger("httpcore").setLevel(max(numeric, logging.WARNING))
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import (
@@ -42,6 +43,7 @@ class Settings(BaseSettings):
     wecom_token: SecretStr | None = None
     wecom_aes_key: SecretStr | None = None
     wecom_base_url: str = "https://qyapi.weixin.qq.com"
+    wecom_card_mode: Literal["template_card", "textcard"] = "template_card"
     wecom_per_second: float = 20.0
     wecom_per_member_per_minute: int = 30  # WeCom refuses more messages to one member per minute
 

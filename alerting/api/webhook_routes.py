@@ -21,8 +21,9 @@ def _signed_url(public_url: str, request: Request) -> str:
     return f"{public_url.rstrip('/')}{request.url.path}{query}"
 
 
+@router.api_route("/webhooks/{name}", methods=["GET", "POST"])
 @router.api_route("/webhooks/{name}/{path:path}", methods=["GET", "POST"])
-async def webhook(name: str, path: str, request: Request, core: CoreDep) -> Response:
+async def webhook(name: str, request: Request, core: CoreDep, path: str = "") -> Response:
     handler = core.webhooks.get(name)
     if handler is None or core.inbound is None:
         return Response(status_code=404)
