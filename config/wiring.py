@@ -22,9 +22,8 @@ from alerting.port import Channel
 from alerting.store.db import Database
 from alerting.tokens import TokenSigner
 from channels.mqtt_broker import EmbeddedBroker
-from channels.mqtt_devices import MqttDeviceChannel
-from channels.sandbox import SandboxChannel
 from channels.simulation import AnswerSimulator
+from config.channels import complete, device_channel, provider_channels
 from config.settings import Settings
 from escalation.engine import EscalationEngine
 from escalation.policy import PolicySet, load_policy
@@ -122,15 +121,6 @@ class Engine:
         await self.db.close()
 
 
-def device_channel(settings: Settings, clock: Clock) -> tuple[Channel, EmbeddedBroker | None]:
-    broker = None
-    url = settings.mqtt_url
-    if url is None:
-        broker = EmbeddedBroker(port=settings.mqtt_embedded_port)
-        url = f"mqtt://127.0.0.1:{settings.mqtt_embedded_port}"
-    return MqttDeviceChannel(url, topic_prefix=settings.mqtt_topic_prefix, clock=clock), broker
-
-
 def build_engine(
     settings: Settings,
     *,
@@ -143,19 +133,20 @@ def build_engine(
     """Everything from settings. Channels not given and not configured are sandboxes (said loudly at start)."""
     clock = clock or SystemClock()
     db = Database(settings.database_url)
-    chosen: dict[ChannelKind, Channel] = dict(channels or {})
+    given: dict[ChannelKind, Channel] = {**provider_channels(settings, clock), **(channels or {})}
     broker = embedded_broker
-    if ChannelKind.DEVICE not in chosen:
-        chosen[ChannelKind.DEVICE], default_broker = device_channel(settings, clock)
+    if ChannelKind.DEVICE not in given:
+        given[ChannelKind.DEVICE], default_broker = device_channel(settings, clock)
         broker = broker or default_broker
-    for kind in ChannelKind:
-        chosen.setdefault(kind, SandboxChannel(kind, simulator=simulator))
+    chosen = complete(given, simulator)
     signer = TokenSigner(
         settings.secret_key.get_secret_value().encode(), ttl=timedelta(hours=settings.ack_token_ttl_hours)
     )
     dispatcher = Dispatcher(db, clock, chosen, Composer(signer, settings.public_url, clock))
     escalation = EscalationEngine(db, clock, owner=f"escalation/{dispatcher.owner}", on_sent=dispatcher.wake)
+    dispatcher.on_exhausted = escalation.wake
     acks = AckService(db)
+    inbound = Inbound(db, acks)
     alerts = AlertService(db, clock, policy or load_policy(settings.policy_file), wake=dispatcher.wake)
     core = Core(
         db=db,
@@ -165,5 +156,9 @@ def build_engine(
         signer=signer,
         api_keys=api_keys(settings),
         channels=[ChannelInfo(k.value, c.provider, c.sandbox) for k, c in chosen.items()],
+        public_url=settings.public_url,
+        inbound=inbound,
+        webhooks={w.name: w for c in chosen.values() for w in c.webhooks},
+        breakers={k.value: b for k, b in dispatcher.breakers.items()},
     )
-    return Engine(settings, core, dispatcher, escalation, Inbound(db, acks), chosen, broker)
+    return Engine(settings, core, dispatcher, escalation, inbound, chosen, broker)

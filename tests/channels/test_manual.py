@@ -8,7 +8,7 @@ from sqlmodel import col
 from alerting.alerts import AlertRequest
 from alerting.clock import ManualClock
 from alerting.domain import ChannelKind, Level, Purpose, TargetState, TaskKind
-from alerting.port import Address, DeliveryError
+from alerting.port import Address, Channel, DeliveryError
 from alerting.report import build_report
 from alerting.store.db import Database
 from alerting.store.tables import Delivery
@@ -49,7 +49,7 @@ async def test_a_carrier_refusing_for_good_hands_the_task_to_the_next() -> None:
 async def test_a_silent_siren_becomes_a_gong_task_whose_report_rolls_up(
     db: Database, clock: ManualClock, county: SmallCounty
 ) -> None:
-    carriers = {k: SandboxChannel(k) for k in ChannelKind}
+    carriers: dict[ChannelKind, Channel] = {k: SandboxChannel(k) for k in ChannelKind}
     channels = {
         **carriers,
         ChannelKind.MANUAL: ManualTaskChannel([carriers[ChannelKind.WECOM], carriers[ChannelKind.SMS]]),
