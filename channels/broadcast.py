@@ -18,7 +18,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -178,7 +178,8 @@ class PlaybackWebhook:
         if request.method != "POST":
             return WebhookReply(405, "POST only")
         now = self._clock.now()
-        refused = check_signature(self._secret, request.headers, request.body, now)
+        # replay protection is about the wire, so it runs on the wall clock even when the engine's clock is not
+        refused = check_signature(self._secret, request.headers, request.body, datetime.now(UTC))
         if refused is not None:
             log.warning("broadcast.callback_refused", reason=refused)
             return WebhookReply(403, refused)
@@ -246,7 +247,9 @@ class BroadcastChannel:
         now = self._clock.now()
         payload = broadcast_request(message, callback_url=self.callback_url, issued_at=message.issued_at or now)
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-        headers = {"Content-Type": "application/json; charset=utf-8", **signed_headers(self._secret, body, now)}
+        # the gateway checks the timestamp against its own wall clock, whatever clock the engine runs on
+        signed = signed_headers(self._secret, body, datetime.now(UTC))
+        headers = {"Content-Type": "application/json; charset=utf-8", **signed}
         try:
             response = await self._client.post(BROADCASTS_PATH, content=body, headers=headers)
         except httpx.TransportError as exc:

@@ -18,9 +18,9 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def serve_app(app: Any) -> AsyncIterator[str]:
+async def serve_app(app: Any, port: int | None = None) -> AsyncIterator[str]:
     """Yields the base URL (http://127.0.0.1:PORT) once the server accepts connections."""
-    port = free_port()
+    port = port or free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
     task = asyncio.create_task(server.serve())
     try:
