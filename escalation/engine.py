@@ -141,6 +141,17 @@ class EscalationEngine:
                 s, "target.escalated", actor=self.owner, at=now, alert_id=alert.id, subject=target.id, data=data
             )
             return resent > 0
+        if target.kind == TargetKind.DEVICE.value:
+            # the device never confirmed after its resends: it counts as failed, and people stand in for it
+            await audit.record(
+                s,
+                "device.failed",
+                actor=self.owner,
+                at=now,
+                alert_id=alert.id,
+                subject=target.id,
+                data={"device": target.device_id, "step": step_no},
+            )
         person_ids = await contacts_for(s, step.who, target, now)
         contacts = await load_contacts(s, person_ids)
         rows = person_deliveries(

@@ -11,7 +11,7 @@ from alerting.domain import ChannelKind, Level, Purpose, TargetState, TaskKind
 from alerting.port import Address, Channel, DeliveryError
 from alerting.report import build_report
 from alerting.store.db import Database
-from alerting.store.tables import Delivery
+from alerting.store.tables import AuditEvent, Delivery
 from channels.manual import ManualTaskChannel
 from channels.sandbox import SandboxChannel
 from config.settings import Settings
@@ -67,6 +67,9 @@ async def test_a_silent_siren_becomes_a_gong_task_whose_report_rolls_up(
         task = (await s.execute(select(Delivery).where(col(Delivery.channel) == "manual"))).scalars().all()
     siren_task = [t for t in task if t.detail and t.detail["task"] == TaskKind.GONG.value]
     assert {t.person_id for t in siren_task} == {"v1-head"}
+    async with db.session() as s:
+        failed = (await s.execute(select(AuditEvent).where(col(AuditEvent.kind) == "device.failed"))).scalars().all()
+    assert {e.data["device"] for e in failed} == {"siren-500238101001", "bz-500238101001"}
     result = await engine.acks.answer_delivery(
         siren_task[0].id, channel=ChannelKind.MANUAL, at=clock.now(), feedback={"households": 23, "moved": 41}
     )
