@@ -10,11 +10,19 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from alerting.clock import Clock
 from alerting.domain import ChannelKind, Purpose
 from alerting.port import Answer, EventSink, OutboundMessage
+
+
+@dataclass(frozen=True)
+class Decision:
+    key: tuple[object, ...]
+    delay_s: float
+    feedback: dict[str, int]
 
 
 @dataclass(frozen=True)
@@ -55,54 +63,79 @@ class AnswerSimulator:
         """Whether someone reached by an escalation answers for the silent one. The last level always does."""
         return last_step or self._rng("helper", person_id, about, step).random() < self.helper_share
 
-    def on_sent(self, message: OutboundMessage, events: EventSink) -> None:
-        person = message.address.person_id
-        if message.purpose is Purpose.LIFT:
-            return
-        if person is None:  # a broadcast gateway confirms playback of what it was given
-            if message.channel is ChannelKind.BROADCAST:
-                self._schedule(("broadcast", message.delivery_id), 0.05 * self.max_delay_s, events, message, {})
-            return
-        if message.purpose is Purpose.TASK:  # a village head always does the task and reports what was done
-            delay = self._rng("task-delay", person, message.delivery_id).uniform(0.2, 1.0) * self.max_delay_s
-        elif message.about is None:
-            b = self.behaviour(person)
-            if b.answers_at_step != message.step:
-                return
-            delay = b.delay_s
-        elif self.helper_answers(person, message.about, message.step, message.step >= self.last_step):
-            delay = self._rng("delay", person, message.about, message.step).uniform(0.05, 0.5) * self.max_delay_s
-        else:
-            return
-        feedback = self._task_feedback(person) if message.purpose is Purpose.TASK else {}
-        # several channels carry the same step; a person answers once
-        self._schedule((message.alert_id, person, message.step, message.about), delay, events, message, feedback)
-
-    def _schedule(
+    def decide(
         self,
-        key: tuple[object, ...],
-        delay: float,
-        events: EventSink,
-        message: OutboundMessage,
-        feedback: dict[str, int],
-    ) -> None:
-        if key in self._answered:
-            return
-        self._answered.add(key)
-        task = asyncio.create_task(self._later(delay, events, message, feedback))
+        *,
+        alert_id: int,
+        delivery_id: str,
+        purpose: Purpose,
+        channel: ChannelKind,
+        person_id: str | None,
+        step: int,
+        about: str | None,
+    ) -> Decision | None:
+        """Whether this message gets answered, after how many clock seconds, and with what feedback."""
+        if purpose is Purpose.LIFT:
+            return None
+        if person_id is None:  # a broadcast gateway confirms playback of what it was given
+            if channel is ChannelKind.BROADCAST:
+                return Decision(("broadcast", delivery_id), 0.05 * self.max_delay_s, {})
+            return None
+        if purpose is Purpose.TASK:  # a village head always does the task and reports what was done
+            delay = self._rng("task-delay", person_id, delivery_id).uniform(0.2, 1.0) * self.max_delay_s
+            return Decision((alert_id, person_id, step, about), delay, self._task_feedback(person_id))
+        if about is None:
+            b = self.behaviour(person_id)
+            if b.answers_at_step != step:
+                return None
+            delay = b.delay_s
+        elif self.helper_answers(person_id, about, step, step >= self.last_step):
+            delay = self._rng("delay", person_id, about, step).uniform(0.05, 0.5) * self.max_delay_s
+        else:
+            return None
+        # several channels carry the same step; a person answers once
+        return Decision((alert_id, person_id, step, about), delay, {})
+
+    def claim(self, decision: Decision) -> bool:
+        """True the first time a decision's key comes up: the one message of a step that gets answered."""
+        if decision.key in self._answered:
+            return False
+        self._answered.add(decision.key)
+        return True
+
+    def on_sent(self, message: OutboundMessage, events: EventSink) -> None:
+        decision = self.decide(
+            alert_id=message.alert_id,
+            delivery_id=message.delivery_id,
+            purpose=message.purpose,
+            channel=message.channel,
+            person_id=message.address.person_id,
+            step=message.step,
+            about=message.about,
+        )
+        if decision is not None and self.claim(decision):
+            self.later(decision.delay_s, lambda: self._answer(events, message, decision.feedback))
+
+    def later(self, delay_s: float, action: Callable[[], Awaitable[None]]) -> None:
+        """Run `action` after `delay_s` seconds of the simulation's clock."""
+
+        async def run() -> None:
+            await self.clock.sleep(delay_s)
+            await action()
+
+        task = asyncio.create_task(run())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _answer(self, events: EventSink, message: OutboundMessage, feedback: dict[str, int]) -> None:
+        await events(
+            Answer(channel=message.channel, at=self.clock.now(), delivery_id=message.delivery_id, feedback=feedback)
+        )
 
     def _task_feedback(self, person_id: str) -> dict[str, int]:
         rng = self._rng("task", person_id)
         households = rng.randint(8, 60)
         return {"households": households, "moved": rng.randint(0, households * 3)}
-
-    async def _later(self, delay: float, events: EventSink, message: OutboundMessage, feedback: dict[str, int]) -> None:
-        await self.clock.sleep(delay)
-        await events(
-            Answer(channel=message.channel, at=self.clock.now(), delivery_id=message.delivery_id, feedback=feedback)
-        )
 
     async def close(self) -> None:
         for t in list(self._tasks):
