@@ -11,10 +11,21 @@ from config.demo import run_demo
 
 async def test_demo_closes_every_loop_and_writes_the_report(tmp_path: Path) -> None:
     console = Console(record=True, width=120)
-    result = await run_demo(tmp_path / "demo", seed=7, speed=40.0, console=console)
+    result = await run_demo(tmp_path / "demo", seed=7, speed=20.0, console=console)
     output = console.export_text()
     assert result.ok, result.mismatches
     assert "Loop closed as predicted: yes" in output and "Audit chain: verified" in output
     assert "SANDBOX" in output  # the sandbox channels are named, never passed off as real
     html = result.report.read_text(encoding="utf-8")
     assert result.report.exists() and "演练" in html
+
+
+async def test_demo_over_real_adapters_against_local_fakes_closes_the_same_way(tmp_path: Path) -> None:
+    console = Console(record=True, width=160)
+    result = await run_demo(tmp_path / "demo", seed=7, speed=20.0, console=console, real_local=True)
+    output = console.export_text()
+    assert result.ok, result.mismatches
+    assert "Real adapters against local fakes" in output
+    assert "SANDBOX" not in output
+    traffic = output[output.index("Wire traffic:"):]
+    assert "Twilio 0 messages" not in traffic and "WeCom 0 cards" not in traffic
