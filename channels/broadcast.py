@@ -1,6 +1,6 @@
 """The emergency-broadcast gateway (应急广播): play the warning over a zone's loudspeakers, hear back when it played.
 
-The wire contract, for a vendor implementing the gateway, is docs/channels/broadcast.md. In short:
+The wire contract for a gateway vendor is the README section "Emergency broadcast, 应急广播". In short:
   POST {url}/v1/broadcasts              engine -> gateway, 202 {"broadcast_id", "status": "accepted"}
   POST {public_url}/webhooks/broadcast/playback   gateway -> engine: playing | played | failed
 Both directions carry X-Jiaoying-Timestamp and X-Jiaoying-Signature: sha256=HMAC-SHA256(secret,

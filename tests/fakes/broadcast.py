@@ -1,4 +1,4 @@
-"""A county emergency-broadcast gateway as docs/channels/broadcast.md describes it, for tests.
+"""A county emergency-broadcast gateway as the README's gateway contract describes it, for tests.
 
 It checks the signature and timestamp on every request (its own HMAC code, not the adapter's, so
 a mistake on either side shows), records what arrived, plays each request_id once, can be told to
