@@ -27,5 +27,5 @@ async def test_demo_over_real_adapters_against_local_fakes_closes_the_same_way(t
     assert result.ok, result.mismatches
     assert "Real adapters against local fakes" in output
     assert "SANDBOX" not in output
-    traffic = output[output.index("Wire traffic:"):]
+    traffic = output[output.index("Wire traffic:") :]
     assert "Twilio 0 messages" not in traffic and "WeCom 0 cards" not in traffic
