@@ -26,7 +26,7 @@ from alerting.domain import (
     TargetState,
 )
 from alerting.ids import new_id
-from alerting.plan import Plan, Planner
+from alerting.plan import Planner, PlanSet
 from alerting.planning import (
     PRIORITY_LIFT,
     delivery_row,
@@ -95,9 +95,9 @@ class AlertService:
 
     async def trigger(self, req: AlertRequest, *, actor: str) -> Issued:
         now = self.clock.now()
-        plan = self.planner.plan_for(req.level, req.hazard, req.units)
+        plans = self.planner.plan_for(req.level, req.hazard, req.units)
         async with self.db.session() as s:
-            targets = await resolve_targets(s, req.units, plan)
+            targets = await resolve_targets(s, req.units, plans)
             alert = Alert(
                 level=req.level.value,
                 hazard=req.hazard,
@@ -107,7 +107,7 @@ class AlertService:
                 status=AlertStatus.ACTIVE.value,
                 exercise=req.exercise,
                 target_units=req.units,
-                plan=plan.model_dump(mode="json"),
+                plan=plans.model_dump(mode="json"),
                 created_at=now,
                 created_by=actor,
             )
@@ -119,6 +119,7 @@ class AlertService:
             deadlines: list[dict[str, Any]] = []
             unreachable: list[str] = []
             for t in targets:
+                plan = plans.for_path(t.path)
                 if t.kind is TargetKind.PERSON:
                     assert t.person_id is not None
                     contact = contacts.get(t.person_id)
@@ -326,5 +327,5 @@ def _deadline(alert_id: int, target_id: str, step: int, due: datetime) -> dict[s
     }
 
 
-def plan_of(alert: Alert) -> Plan:
-    return Plan.model_validate(alert.plan)
+def plan_of(alert: Alert) -> PlanSet:
+    return PlanSet.stored(alert.plan)

@@ -7,7 +7,7 @@ mid-incident changes nothing already running.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -71,7 +71,29 @@ class Plan(BaseModel):
         return [c for c in self.person_steps[step].channels if c in PERSON_CHANNELS]
 
 
-class Planner(Protocol):
-    """Chooses the plan for a new alert. escalation/ implements it from the county's policies."""
+class PlanSet(BaseModel):
+    """The plans one alert carries: the county's, and those of units with their own (一乡镇一方案)."""
 
-    def plan_for(self, level: Level, hazard: str, units: list[str]) -> Plan: ...
+    default: Plan
+    overrides: dict[str, Plan] = Field(default_factory=dict, description="unit code -> plan for its subtree")
+
+    @classmethod
+    def stored(cls, data: dict[str, Any]) -> PlanSet:
+        """Read what an alert stored; the first alerts stored a single plan."""
+        return cls.model_validate(data) if "default" in data else cls(default=Plan.model_validate(data))
+
+    def for_path(self, path: str) -> Plan:
+        """The plan of the most specific unit on the path '/county/township/…/' that has one."""
+        for code in reversed([c for c in path.split("/") if c]):
+            if code in self.overrides:
+                return self.overrides[code]
+        return self.default
+
+    def all(self) -> list[Plan]:
+        return [self.default, *self.overrides.values()]
+
+
+class Planner(Protocol):
+    """Chooses the plans for a new alert. escalation/ implements it from the county's policies."""
+
+    def plan_for(self, level: Level, hazard: str, units: list[str]) -> PlanSet: ...

@@ -13,7 +13,7 @@ from sqlmodel import col
 
 from alerting.domain import ChannelKind, DeliveryState, DeviceKind, Purpose, TargetKind, TargetState
 from alerting.ids import new_id
-from alerting.plan import Plan, Step
+from alerting.plan import PlanSet, Step
 from alerting.store.tables import Device, OrgUnit, Person, Responsibility
 
 # Lower goes first: sirens and broadcast before people, people before bulk lists.
@@ -81,6 +81,7 @@ class PlannedTarget:
     person_id: str | None = None
     device_id: str | None = None
     device_kind: DeviceKind | None = None
+    path: str = ""  # the unit's path, which picks the plan that applies to it
 
 
 async def subtree_filter(session: AsyncSession, unit_codes: Sequence[str]) -> ColumnElement[bool]:
@@ -93,7 +94,7 @@ async def subtree_filter(session: AsyncSession, unit_codes: Sequence[str]) -> Co
     return or_(*(col(OrgUnit.path).startswith(p) for p in paths.values()))
 
 
-async def resolve_targets(session: AsyncSession, unit_codes: Sequence[str], plan: Plan) -> list[PlannedTarget]:
+async def resolve_targets(session: AsyncSession, unit_codes: Sequence[str], plans: PlanSet) -> list[PlannedTarget]:
     """Every primary responsible person in the subtree, and the devices the first wave uses."""
     in_subtree = await subtree_filter(session, unit_codes)
     people = await session.execute(
@@ -111,17 +112,36 @@ async def resolve_targets(session: AsyncSession, unit_codes: Sequence[str], plan
         if r.person_id not in seen:
             seen.add(r.person_id)
             targets.append(
-                PlannedTarget(new_id(), TargetKind.PERSON, r.unit_code, r.role, PRIORITY_PERSON, person_id=r.person_id)
+                PlannedTarget(
+                    new_id(),
+                    TargetKind.PERSON,
+                    r.unit_code,
+                    r.role,
+                    PRIORITY_PERSON,
+                    person_id=r.person_id,
+                    path=r.path,
+                )
             )
-    device_kinds = [k for k, ch in DEVICE_CHANNEL.items() if plan.device_steps and ch in plan.device_steps[0].channels]
+
+    def first_wave_reaches(kind: DeviceKind, path: str) -> bool:
+        plan = plans.for_path(path)
+        return bool(plan.device_steps) and DEVICE_CHANNEL[kind] in plan.device_steps[0].channels
+
+    device_kinds = [
+        k
+        for k, ch in DEVICE_CHANNEL.items()
+        if any(p.device_steps and ch in p.device_steps[0].channels for p in plans.all())
+    ]
     if device_kinds:
         devices = await session.execute(
-            select(col(Device.id), col(Device.unit_code), col(Device.kind))
+            select(col(Device.id), col(Device.unit_code), col(Device.kind), col(OrgUnit.path))
             .join(OrgUnit, col(OrgUnit.code) == Device.unit_code)
             .where(in_subtree, col(Device.kind).in_(device_kinds))
             .order_by(col(Device.id))
         )
         for d in devices:
+            if not first_wave_reaches(DeviceKind(d.kind), d.path):
+                continue
             targets.append(
                 PlannedTarget(
                     new_id(),
@@ -131,6 +151,7 @@ async def resolve_targets(session: AsyncSession, unit_codes: Sequence[str], plan
                     PRIORITY_DEVICE,
                     device_id=d.id,
                     device_kind=DeviceKind(d.kind),
+                    path=d.path,
                 )
             )
     return targets

@@ -33,7 +33,7 @@ from alerting.domain import (
     TargetKind,
     TargetState,
 )
-from alerting.plan import Plan, Who
+from alerting.plan import Plan, PlanSet, Who
 from alerting.privacy import mask_phone
 from alerting.store.db import Database
 from alerting.store.tables import (
@@ -470,7 +470,7 @@ def _who_label(who: Who, device: bool) -> str:
 
 def _plan_rows(plan: Mapping[str, Any]) -> tuple[list[PlanStepRow], Plan | None]:
     try:
-        parsed = Plan.model_validate(plan)
+        parsed = PlanSet.stored(dict(plan)).default
     except ValidationError:
         # An alert whose stored plan no longer parses still deserves a report; it just lacks the plan table.
         return [], None

@@ -27,7 +27,7 @@ from alerting.ids import new_id
 from alerting.plan import Step, Who
 from alerting.planning import load_contacts, person_deliveries
 from alerting.store.db import Database
-from alerting.store.tables import Alert, Deadline, Delivery, Target
+from alerting.store.tables import Alert, Deadline, Delivery, OrgUnit, Target
 from escalation.recipients import contacts_for
 
 log = structlog.get_logger()
@@ -96,7 +96,8 @@ class EscalationEngine:
             assert target is not None
             if alert.status != AlertStatus.ACTIVE.value or target.state != TargetState.OPEN.value:
                 return False
-            plan = plan_of(alert)
+            unit = await s.get(OrgUnit, target.unit_code)
+            plan = plan_of(alert).for_path(unit.path if unit else "")
             steps = plan.person_steps if target.kind == TargetKind.PERSON.value else plan.device_steps
             late_s = max(0.0, (now - deadline.due_at).total_seconds())
             step_no = deadline.step

@@ -10,7 +10,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError
 
 from alerting.domain import Level
-from alerting.plan import Plan, Step
+from alerting.plan import Plan, PlanSet, Step
 
 
 class PolicyError(ValueError):
@@ -27,8 +27,11 @@ class LevelPolicy(BaseModel, extra="forbid"):
 class PolicySet(BaseModel, extra="forbid"):
     levels: dict[Level, LevelPolicy]
 
-    def plan_for(self, level: Level, hazard: str, units: list[str]) -> Plan:
+    def plan_for(self, level: Level, hazard: str, units: list[str]) -> PlanSet:
         """Implements alerting.plan.Planner: the snapshot an alert carries."""
+        return PlanSet(default=self._plan(level, hazard))
+
+    def _plan(self, level: Level, hazard: str) -> Plan:
         policy = self.levels.get(level)
         if policy is None:
             raise PolicyError(f"the policy has no steps for level {level.value}")
