@@ -6,7 +6,7 @@ in from two channels cannot both count, on SQLite or PostgreSQL.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -40,11 +40,22 @@ class AnswerResult:
     answered_by: str | None
     alert_status: AlertStatus
     alert_closed_now: bool = False
+    help_needed: bool = False  # this answer asked for help (on an alert not lifted)
+
+
+HelpHandler = Callable[[int, str], Awaitable[None]]
+
+
+async def _no_help(alert_id: int, target_id: str) -> None:
+    return None
 
 
 class AckService:
-    def __init__(self, db: Database, on_change: Callable[[], None] = lambda: None) -> None:
-        self.db, self.on_change = db, on_change
+    def __init__(
+        self, db: Database, on_change: Callable[[], None] = lambda: None, on_help: HelpHandler = _no_help
+    ) -> None:
+        # on_help runs after the answer is committed: a call for help goes up the hierarchy at once
+        self.db, self.on_change, self.on_help = db, on_change, on_help
 
     async def answer_delivery(
         self,
@@ -71,7 +82,7 @@ class AckService:
                 delivery_id=d.id,
                 feedback=feedback,
             )
-        self._changed(result)
+        await self._changed(result)
         return result
 
     async def answer_by_phone(
@@ -109,7 +120,7 @@ class AckService:
                 delivery_id=row.id,
                 feedback=feedback,
             )
-        self._changed(result)
+        await self._changed(result)
         return result
 
     async def answer_on_behalf(
@@ -125,13 +136,15 @@ class AckService:
             result = await self._answer(
                 s, alert_id, target_id, by=by, channel=ChannelKind.MANUAL, at=at, reason=reason.strip()
             )
-        self._changed(result)
+        await self._changed(result)
         return result
 
-    def _changed(self, result: AnswerResult) -> None:
+    async def _changed(self, result: AnswerResult) -> None:
         log.info("ack.recorded", alert_id=result.alert_id, target_id=result.target_id, counted=result.counted)
         if result.counted:
             self.on_change()
+        if result.help_needed:
+            await self.on_help(result.alert_id, result.target_id)
 
     async def _answer(
         self,
@@ -208,6 +221,7 @@ class AckService:
             answered_by=target.answered_by,
             alert_status=AlertStatus(alert.status),
             alert_closed_now=closed_now,
+            help_needed=bool(fb and fb.get("help_needed")) and alert.status != AlertStatus.CANCELLED.value,
         )
 
 

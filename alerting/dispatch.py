@@ -203,8 +203,8 @@ class Dispatcher:
         live: list[Delivery] = []
         dead: list[tuple[Delivery, str]] = []
         for d in claimed:
-            if d.purpose == Purpose.LIFT.value:
-                live.append(d)
+            if d.purpose in (Purpose.LIFT.value, Purpose.HELP.value):
+                live.append(d)  # a lift notice, or a call for help: they go out whatever became of the alert
             elif alert_status.get(d.alert_id) != AlertStatus.ACTIVE.value:
                 dead.append((d, f"alert {alert_status.get(d.alert_id)}"))
             elif target_state.get(d.target_id) != TargetState.OPEN.value:

@@ -138,6 +138,7 @@ class Purpose(StrEnum):
     WARN = "warn"  # the warning itself, or an escalation about a silent target
     LIFT = "lift"  # the alert was lifted (解除)
     TASK = "task"  # a manual task: 鸣锣吹哨 or 敲门入户
+    HELP = "help"  # someone answered and asked for help: their duty officers hear at once
 
 
 class DeadlineState(StrEnum):

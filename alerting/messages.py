@@ -54,6 +54,10 @@ def render(
     if purpose is Purpose.LIFT:
         text = f"{SENDER}{head}已解除。{a.title}。感谢各位坚守岗位。"
         return Rendered(f"{head}解除", text, text, f"{head}已解除。")
+    if purpose is Purpose.HELP:
+        who = f"{about.role}{about.name}（{about.unit}）" if about else "有责任人"
+        text = f"{SENDER}{head}求助：{who}报告需要帮助，请立即联系并组织支援。"
+        return Rendered(f"{head}求助", text, text, f"{head}求助。{who}报告需要帮助，请立即联系并组织支援。")
     if purpose is Purpose.TASK:
         what = task.value if task else "人工通知"
         where = f"（{about.unit}）" if about else ""

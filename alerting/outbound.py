@@ -41,11 +41,16 @@ class Composer:
             alert, target = alerts[r.alert_id], targets[r.target_id]
             person = people.get(r.person_id) if r.person_id else None
             device = devices.get(r.device_id) if r.device_id else None
-            about = _about(target, people, units) if r.person_id != target.person_id else None
             task = TaskKind(r.detail["task"]) if r.detail and r.detail.get("task") else None
             purpose = Purpose(r.purpose)
+            about = (
+                _about(target, people, units) if r.person_id != target.person_id or purpose is Purpose.HELP else None
+            )
             # a lifted notice needs no answer; a device answers over its own path
-            wants_answer = purpose is not Purpose.LIFT and r.channel not in (ChannelKind.DEVICE, ChannelKind.BROADCAST)
+            wants_answer = purpose not in (Purpose.LIFT, Purpose.HELP) and r.channel not in (
+                ChannelKind.DEVICE,
+                ChannelKind.BROADCAST,
+            )
             ack_url = self.ack_url(r.id) if wants_answer else None
             text = render(
                 AlertText(

@@ -26,6 +26,7 @@ from channels.simulation import AnswerSimulator
 from config.channels import complete, device_channel, provider_channels
 from config.settings import Settings
 from escalation.engine import EscalationEngine
+from escalation.help import HelpEscalation
 from escalation.policy import PolicySet, load_policy
 
 log = structlog.get_logger()
@@ -145,7 +146,7 @@ def build_engine(
     dispatcher = Dispatcher(db, clock, chosen, Composer(signer, settings.public_url, clock))
     escalation = EscalationEngine(db, clock, owner=f"escalation/{dispatcher.owner}", on_sent=dispatcher.wake)
     dispatcher.on_exhausted = escalation.wake
-    acks = AckService(db)
+    acks = AckService(db, on_help=HelpEscalation(db, clock, wake=dispatcher.wake))
     inbound = Inbound(db, acks)
     alerts = AlertService(db, clock, policy or load_policy(settings.policy_file), wake=dispatcher.wake)
     core = Core(

@@ -187,3 +187,23 @@ async def test_one_siren_cannot_answer_for_another(engine: Engine, clock: Manual
     assert (await targets_by_person(engine, issued.alert_id))["siren-500238101001"].state == TargetState.OPEN
     await engine.inbound(DeviceReport("siren-500238101001", command.id, "sounding", clock.now()))
     assert (await targets_by_person(engine, issued.alert_id))["siren-500238101001"].state == TargetState.ANSWERED
+
+
+async def test_a_call_for_help_reaches_the_township_and_county_on_duty_at_once(
+    engine: Engine, clock: ManualClock
+) -> None:
+    await engine.alerts.trigger(rainstorm(Level.RED, ["50023810100101"]), actor="duty:test")
+    await engine.settle()
+    async with engine.db.session() as s:
+        sms = (await s.execute(select(Delivery).where(Delivery.channel == "sms"))).scalar_one()  # type: ignore[arg-type]
+    clock.advance(seconds=30)
+    result = await engine.acks.answer_delivery(
+        sms.id, channel=ChannelKind.SMS, at=clock.now(), feedback={"help_needed": True, "note": "桥被冲断"}
+    )
+    assert result.counted and result.help_needed
+    await engine.settle()  # no deadline passed: the help goes out now
+    channel = engine.channels[ChannelKind.VOICE]
+    assert isinstance(channel, SandboxChannel)
+    help_calls = [r.message for r in channel.outbox if r.message.purpose.value == "help"]
+    assert sorted(m.address.person_id or "" for m in help_calls) == ["county-duty", "tw-duty"]
+    assert all("网格员甲" in m.text and "求助" in m.text for m in help_calls)
