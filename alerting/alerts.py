@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -11,6 +11,7 @@ from typing import Any, cast
 import structlog
 from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import CursorResult, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from alerting import audit
@@ -59,6 +60,15 @@ class AlertRequest(BaseModel):
         return list(dict.fromkeys(c.strip() for c in v))
 
 
+class AlertChange(BaseModel):
+    """What an update changes; what it leaves out stays as it was."""
+
+    level: Level | None = None
+    title: str | None = Field(default=None, max_length=200)
+    text: str | None = Field(default=None, max_length=2000)
+    instructions: str | None = Field(default=None, max_length=1000)
+
+
 class AlertNotFound(LookupError):
     def __init__(self, alert_id: int) -> None:
         super().__init__(f"no alert {alert_id}")
@@ -95,81 +105,156 @@ class AlertService:
 
     async def trigger(self, req: AlertRequest, *, actor: str) -> Issued:
         now = self.clock.now()
-        plans = self.planner.plan_for(req.level, req.hazard, req.units)
         async with self.db.session() as s:
-            targets = await resolve_targets(s, req.units, plans)
-            alert = Alert(
-                level=req.level.value,
-                hazard=req.hazard,
-                title=req.title,
-                text=req.text,
-                instructions=req.instructions,
-                status=AlertStatus.ACTIVE.value,
-                exercise=req.exercise,
-                target_units=req.units,
-                plan=plans.model_dump(mode="json"),
-                created_at=now,
-                created_by=actor,
-            )
-            s.add(alert)
-            await s.flush()
-            assert alert.id is not None
-            contacts = await load_contacts(s, (t.person_id for t in targets if t.person_id))
-            deliveries: list[dict[str, Any]] = []
-            deadlines: list[dict[str, Any]] = []
-            unreachable: list[str] = []
-            for t in targets:
-                plan = plans.for_path(t.path)
-                if t.kind is TargetKind.PERSON:
-                    assert t.person_id is not None
-                    contact = contacts.get(t.person_id)
-                    rows = person_deliveries(alert.id, t.id, 0, plan.person_steps[0], [contact] if contact else [], now)
-                    steps = plan.person_steps
-                    if not rows:
-                        unreachable.append(t.person_id)
-                else:
-                    rows = device_deliveries(alert.id, t, plan.device_steps[0], now)
-                    steps = plan.device_steps
-                deliveries += rows
-                if len(steps) > 1:
-                    due = now + timedelta(seconds=steps[0].wait_s)
-                    deadlines.append(_deadline(alert.id, t.id, 1, due))
-            await _insert_batched(s, Target, [target_row(alert.id, t) for t in targets])
-            await _insert_batched(s, Delivery, deliveries)
-            await _insert_batched(s, Deadline, deadlines)
-            by_channel = dict(Counter(d["channel"] for d in deliveries))
-            entries = [
-                audit.Entry(
-                    "alert.triggered",
-                    actor,
-                    now,
-                    alert.id,
-                    data={
-                        "level": req.level.value,
-                        "hazard": req.hazard,
-                        "title": req.title,
-                        "units": req.units,
-                        "exercise": req.exercise,
-                        "targets": len(targets),
-                        "deliveries": by_channel,
-                        "plan": alert.plan,
-                    },
-                )
-            ]
-            entries += [
-                audit.Entry(
-                    "target.unreachable",
-                    "system",
-                    now,
-                    alert.id,
-                    subject=p,
-                    data={"reason": "no channel in the first wave reaches this person"},
-                )
-                for p in unreachable
-            ]
-            await audit.append(s, entries)
-        log.info("alert.triggered", alert_id=alert.id, targets=len(targets), deliveries=len(deliveries))
+            issued = await self._issue(s, req, actor=actor, now=now)
+        log.info("alert.triggered", alert_id=issued.alert_id, targets=issued.targets, deliveries=issued.deliveries)
         self.wake()
+        return issued
+
+    async def update(self, alert_id: int, change: AlertChange, *, actor: str) -> Issued:
+        """An update (e.g. orange raised to red) replaces the alert and keeps the chain.
+
+        Whoever already answered is not called again for the same content, unless the level rose; everyone
+        else gets the new alert with its new plan. The old alert stops where it is.
+        """
+        now = self.clock.now()
+        async with self.db.session() as s:
+            old = await s.get(Alert, alert_id, with_for_update=True)
+            if old is None:
+                raise AlertNotFound(alert_id)
+            if old.status not in (AlertStatus.ACTIVE.value, AlertStatus.CLOSED.value):
+                raise AlertNotActive(f"alert {alert_id} is {old.status}; only a running or closed alert can be updated")
+            req = AlertRequest(
+                level=change.level or Level(old.level),
+                hazard=old.hazard,
+                title=change.title or old.title,
+                text=change.text or old.text,
+                instructions=change.instructions or old.instructions,
+                units=old.target_units,
+                exercise=old.exercise,
+            )
+            rose = req.level.rank > Level(old.level).rank
+            answered = {} if rose else await _answered_targets(s, alert_id)
+            issued = await self._issue(s, req, actor=actor, now=now, supersedes=old, answered=answered)
+            stopped = await _stop(s, alert_id, f"superseded by alert {issued.alert_id}")
+            old.status, old.ended_at = AlertStatus.SUPERSEDED.value, now
+            old.end_reason = f"updated: alert {issued.alert_id}"
+            s.add(old)
+            await audit.record(
+                s,
+                "alert.updated",
+                actor=actor,
+                at=now,
+                alert_id=alert_id,
+                data={
+                    "new_alert": issued.alert_id,
+                    "level": req.level.value,
+                    "level_rose": rose,
+                    "carried_answers": len(answered),
+                    "stopped": stopped,
+                },
+            )
+        self.wake()
+        return issued
+
+    async def _issue(
+        self,
+        s: AsyncSession,
+        req: AlertRequest,
+        *,
+        actor: str,
+        now: datetime,
+        supersedes: Alert | None = None,
+        answered: Mapping[tuple[str | None, str | None], Target] | None = None,
+    ) -> Issued:
+        """Write the alert, its targets, their first wave and their first deadlines. Nothing is sent here."""
+        plans = self.planner.plan_for(req.level, req.hazard, req.units)
+        targets = await resolve_targets(s, req.units, plans)
+        alert = Alert(
+            level=req.level.value,
+            hazard=req.hazard,
+            title=req.title,
+            text=req.text,
+            instructions=req.instructions,
+            status=AlertStatus.ACTIVE.value,
+            exercise=req.exercise,
+            target_units=req.units,
+            plan=plans.model_dump(mode="json"),
+            created_at=now,
+            created_by=actor,
+            supersedes_id=supersedes.id if supersedes else None,
+        )
+        s.add(alert)
+        await s.flush()
+        assert alert.id is not None
+        contacts = await load_contacts(s, (t.person_id for t in targets if t.person_id))
+        target_rows: list[dict[str, Any]] = []
+        deliveries: list[dict[str, Any]] = []
+        deadlines: list[dict[str, Any]] = []
+        unreachable: list[str] = []
+        for t in targets:
+            row = target_row(alert.id, t)
+            target_rows.append(row)
+            before = (answered or {}).get((t.person_id, t.device_id))
+            if before is not None:  # answered the same content already: the answer carries over
+                row.update(
+                    state=before.state,
+                    answered_at=before.answered_at,
+                    answered_by=before.answered_by,
+                    answer_channel=before.answer_channel,
+                    feedback=before.feedback,
+                )
+                continue
+            plan = plans.for_path(t.path)
+            if t.kind is TargetKind.PERSON:
+                assert t.person_id is not None
+                contact = contacts.get(t.person_id)
+                rows = person_deliveries(alert.id, t.id, 0, plan.person_steps[0], [contact] if contact else [], now)
+                steps = plan.person_steps
+                if not rows:
+                    unreachable.append(t.person_id)
+            else:
+                rows = device_deliveries(alert.id, t, plan.device_steps[0], now)
+                steps = plan.device_steps
+            deliveries += rows
+            if len(steps) > 1:
+                deadlines.append(_deadline(alert.id, t.id, 1, now + timedelta(seconds=steps[0].wait_s)))
+        await _insert_batched(s, Target, target_rows)
+        await _insert_batched(s, Delivery, deliveries)
+        await _insert_batched(s, Deadline, deadlines)
+        by_channel = dict(Counter(d["channel"] for d in deliveries))
+        entries = [
+            audit.Entry(
+                "alert.triggered",
+                actor,
+                now,
+                alert.id,
+                data={
+                    "level": req.level.value,
+                    "hazard": req.hazard,
+                    "title": req.title,
+                    "units": req.units,
+                    "exercise": req.exercise,
+                    "targets": len(targets),
+                    "deliveries": by_channel,
+                    "plan": alert.plan,
+                    "supersedes": supersedes.id if supersedes else None,
+                    "carried_answers": sum(1 for r in target_rows if r["state"] != TargetState.OPEN.value),
+                },
+            )
+        ]
+        entries += [
+            audit.Entry(
+                "target.unreachable",
+                "system",
+                now,
+                alert.id,
+                subject=p,
+                data={"reason": "no channel in the first wave reaches this person"},
+            )
+            for p in unreachable
+        ]
+        await audit.append(s, entries)
         return Issued(alert.id, len(targets), len(deliveries), by_channel, len(unreachable))
 
     async def cancel(self, alert_id: int, *, actor: str, reason: str) -> Lifted:
@@ -182,28 +267,7 @@ class AlertService:
             if alert.status != AlertStatus.ACTIVE:
                 raise AlertNotActive(f"alert {alert_id} is already {alert.status}")
             alert.status, alert.ended_at, alert.end_reason = AlertStatus.CANCELLED.value, now, reason
-            stopped = cast(
-                CursorResult[Any],
-                await s.execute(
-                    update(Delivery)
-                    .where(
-                        col(Delivery.alert_id) == alert_id,
-                        col(Delivery.state).in_([DeliveryState.PENDING.value, DeliveryState.SENDING.value]),
-                        col(Delivery.purpose) != Purpose.LIFT.value,
-                    )
-                    .values(state=DeliveryState.CANCELLED.value, error="alert cancelled")
-                ),
-            )
-            await s.execute(
-                update(Deadline)
-                .where(col(Deadline.alert_id) == alert_id, col(Deadline.state) == DeadlineState.PENDING.value)
-                .values(state=DeadlineState.CANCELLED.value)
-            )
-            await s.execute(
-                update(Target)
-                .where(col(Target.alert_id) == alert_id, col(Target.state) == TargetState.OPEN.value)
-                .values(state=TargetState.CANCELLED.value)
-            )
+            stopped = await _stop(s, alert_id, "alert cancelled")
             # Everyone a warning reached hears it is lifted, once per channel that reached them.
             reached = await s.execute(
                 select(col(Delivery.target_id), col(Delivery.person_id), col(Delivery.device_id), col(Delivery.channel))
@@ -240,10 +304,10 @@ class AlertService:
                 actor=actor,
                 at=now,
                 alert_id=alert_id,
-                data={"reason": reason, "stopped": stopped.rowcount, "lift_notices": len(lifts)},
+                data={"reason": reason, "stopped": stopped, "lift_notices": len(lifts)},
             )
         self.wake()
-        return Lifted(alert_id, stopped.rowcount, len(lifts))
+        return Lifted(alert_id, stopped, len(lifts))
 
     async def get(self, alert_id: int) -> Alert:
         async with self.db.session() as s:
@@ -313,6 +377,43 @@ class AlertProgress:
 
     def count(self, state: DeliveryState) -> int:
         return sum(n for (_c, st), n in self.deliveries.items() if st == state.value)
+
+
+async def _stop(s: AsyncSession, alert_id: int, why: str) -> int:
+    """Nothing more for this alert: unsent warnings cancelled, pending steps dropped, open targets closed off."""
+    stopped = cast(
+        CursorResult[Any],
+        await s.execute(
+            update(Delivery)
+            .where(
+                col(Delivery.alert_id) == alert_id,
+                col(Delivery.state).in_([DeliveryState.PENDING.value, DeliveryState.SENDING.value]),
+                col(Delivery.purpose).notin_([Purpose.LIFT.value, Purpose.HELP.value]),
+            )
+            .values(state=DeliveryState.CANCELLED.value, error=why)
+        ),
+    )
+    await s.execute(
+        update(Deadline)
+        .where(col(Deadline.alert_id) == alert_id, col(Deadline.state) == DeadlineState.PENDING.value)
+        .values(state=DeadlineState.CANCELLED.value)
+    )
+    await s.execute(
+        update(Target)
+        .where(col(Target.alert_id) == alert_id, col(Target.state) == TargetState.OPEN.value)
+        .values(state=TargetState.CANCELLED.value)
+    )
+    return stopped.rowcount
+
+
+async def _answered_targets(s: AsyncSession, alert_id: int) -> dict[tuple[str | None, str | None], Target]:
+    rows = await s.execute(
+        select(Target).where(
+            col(Target.alert_id) == alert_id,
+            col(Target.state).in_([TargetState.ANSWERED.value, TargetState.ANSWERED_FOR.value]),
+        )
+    )
+    return {(t.person_id, t.device_id): t for t in rows.scalars()}
 
 
 def _deadline(alert_id: int, target_id: str, step: int, due: datetime) -> dict[str, Any]:
