@@ -263,6 +263,32 @@ def alert_list(active: Annotated[bool, typer.Option("--active", help="only activ
     run(lambda: with_engine(job))
 
 
+@alert_app.command("update")
+def alert_update(
+    alert_id: Annotated[int, typer.Argument(help="alert id")],
+    level: Annotated[Level | None, typer.Option(help="new level: red | orange | yellow | blue")] = None,
+    title: Annotated[str | None, typer.Option(help="new title")] = None,
+    text: Annotated[str | None, typer.Option(help="new text")] = None,
+    instructions: Annotated[str | None, typer.Option(help="new instructions")] = None,
+) -> None:
+    """Update an alert (e.g. raise orange to red). A raised level reaches everyone again; otherwise those who
+    answered keep their answer and only the silent are called.
+
+    Example: [bold]jiaoying alert update 12 --level red --text "降雨加强，河水超警戒"[/]
+    """
+    from alerting.alerts import AlertChange
+
+    async def job(engine: Engine) -> None:
+        change = AlertChange(level=level, title=title, text=text, instructions=instructions)
+        issued = await engine.alerts.update(alert_id, change, actor="cli:duty")
+        console.print(
+            f"Alert {alert_id} superseded by alert [bold]{issued.alert_id}[/]: {issued.targets} recipients, "
+            f"{issued.deliveries} deliveries {issued.by_channel}. The running engine sends them."
+        )
+
+    run(lambda: with_engine(job))
+
+
 @alert_app.command("cancel")
 def alert_cancel(
     alert_id: Annotated[int, typer.Argument(help="alert id")],

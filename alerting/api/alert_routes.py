@@ -7,7 +7,7 @@ from typing import Annotated
 import structlog
 from fastapi import APIRouter, Path, Query, Response
 
-from alerting.alerts import AlertNotActive, AlertNotFound, AlertRequest
+from alerting.alerts import AlertChange, AlertNotActive, AlertNotFound, AlertRequest, Issued
 from alerting.api.auth import CoreDep, Issuer, Reader
 from alerting.api.problems import Problem, documented
 from alerting.api.queries import alerts_page, recipients_page
@@ -61,9 +61,13 @@ async def issue_alert(req: AlertRequest, core: CoreDep, who: Issuer, response: R
                 if code in exc.codes
             ],
         ) from exc
+    log.info("api.alert_issued", alert_id=issued.alert_id, actor=who.actor)
+    return _issued_out(issued, response)
+
+
+def _issued_out(issued: Issued, response: Response) -> IssuedOut:
     links = alert_links(issued.alert_id)
     response.headers["Location"] = links["self"]
-    log.info("api.alert_issued", alert_id=issued.alert_id, actor=who.actor)
     return IssuedOut(
         id=issued.alert_id,
         targets=issued.targets,
@@ -134,3 +138,19 @@ async def list_recipients(
         raise _not_found(alert_id) from exc
     items, total = await recipients_page(core.db, alert_id, limit=limit, offset=offset, state=state)
     return Page[RecipientOut](items=items, total=total, limit=limit, offset=offset)
+
+
+@router.post("/{alert_id}/update", response_model=IssuedOut, status_code=201, responses=documented(404, 409, 422))
+async def update_alert(
+    alert_id: AlertId, body: AlertChange, response: Response, core: CoreDep, who: Issuer
+) -> IssuedOut:
+    """Replace the alert (e.g. raise orange to red). A raised level reaches everyone again; otherwise those who
+    answered keep their answer and only the silent are called. The old alert is superseded and stops."""
+    try:
+        issued = await core.alerts.update(alert_id, body, actor=who.actor)
+    except AlertNotFound as exc:
+        raise _not_found(alert_id) from exc
+    except AlertNotActive as exc:
+        raise Problem(409, "alert-not-active", "The alert cannot be updated", str(exc)) from exc
+    log.info("api.alert_updated", alert_id=alert_id, new_alert=issued.alert_id, actor=who.actor)
+    return _issued_out(issued, response)

@@ -261,3 +261,15 @@ async def test_health_lists_channels_and_says_when_the_database_is_down(
         assert (r.json()["status"], r.json()["database"]) == ("unavailable", "unavailable")
     finally:
         await gone.close()
+
+
+async def test_a_duty_officer_raises_the_level_and_the_old_alert_is_superseded(api: httpx.AsyncClient) -> None:
+    first = (await api.post("/api/v1/alerts", json=rainstorm(level="orange"), headers=DUTY)).json()["id"]
+    assert_problem(await api.post(f"/api/v1/alerts/{first}/update", json={"level": "red"}, headers=AUDITOR), 403)
+    r = await api.post(f"/api/v1/alerts/{first}/update", json={"level": "red"}, headers=DUTY)
+    assert r.status_code == 201
+    raised = r.json()
+    assert r.headers["Location"] == raised["links"]["self"] and raised["id"] != first
+    assert (await api.get(f"/api/v1/alerts/{first}", headers=AUDITOR)).json()["status"] == "superseded"
+    assert (await api.get(raised["links"]["self"], headers=AUDITOR)).json()["level"] == "red"
+    assert_problem(await api.post(f"/api/v1/alerts/{first}/update", json={"level": "red"}, headers=DUTY), 409)
