@@ -341,6 +341,90 @@ def ack(
     run(lambda: with_engine(job))
 
 
+@app.command()
+def drills(
+    year: Annotated[int, typer.Option(help="calendar year, Asia/Shanghai")],
+    csv: Annotated[Path | None, typer.Option(help="also write the record as CSV (UTF-8 with BOM for Excel)")] = None,
+) -> None:
+    """The yearly drill record (演练记录): every exercise alert of the year and how its loop closed.
+
+    Example: [bold]jiaoying drills --year 2026 --csv 2026-演练记录.csv[/]
+    """
+    from alerting.drills import drill_record
+
+    record = run(lambda: with_engine(lambda engine: drill_record(engine.db, year)))
+    table = Table(
+        "alert",
+        "issued",
+        "level",
+        "hazard",
+        "title",
+        "reached",
+        "answered",
+        "for them",
+        "silent",
+        "escalated",
+        "median answer",
+        title=f"{year} 演练记录 drill record",
+    )
+    for d in record.drills:
+        median = f"{d.median_answer_s / 60:.1f} min" if d.median_answer_s is not None else ""
+        table.add_row(
+            str(d.alert_id),
+            local_text(d.issued_at),
+            Level(d.level).label,
+            d.hazard,
+            d.title,
+            str(d.targets),
+            str(d.answered),
+            str(d.answered_for),
+            str(d.silent),
+            str(d.escalated),
+            median,
+        )
+    console.print(table)
+    console.print(f"{record.held} drill(s), {record.reached} recipients reached, answer rate {record.answer_rate:.1%}")
+    if csv is not None:
+        import csv as csv_module
+        import io
+
+        buffer = io.StringIO()
+        writer = csv_module.writer(buffer)
+        writer.writerow(
+            [
+                "预警编号",
+                "发布时间",
+                "级别",
+                "灾种",
+                "标题",
+                "叫应对象",
+                "本人应答",
+                "代应答",
+                "未应答",
+                "升级",
+                "应答用时中位数（秒）",
+            ]
+        )
+        for d in record.drills:
+            writer.writerow(
+                [
+                    d.alert_id,
+                    local_text(d.issued_at),
+                    Level(d.level).label,
+                    d.hazard,
+                    d.title,
+                    d.targets,
+                    d.answered,
+                    d.answered_for,
+                    d.silent,
+                    d.escalated,
+                    "" if d.median_answer_s is None else round(d.median_answer_s),
+                ]
+            )
+        csv.write_text("\ufeff" + buffer.getvalue(), encoding="utf-8")
+        console.print(f"Drill record written: {csv.resolve()}")
+
+
 @audit_app.command("verify")
 def audit_verify() -> None:
     """Check the hash chain of the audit log and name the first row that was changed.
