@@ -16,8 +16,9 @@ from rich.table import Table
 from alerting import audit
 from alerting.acks import AnswerRejected
 from alerting.alerts import AlertNotActive, AlertNotFound, AlertRequest
+from alerting.api.queries import recipients_page
 from alerting.clock import SystemClock, local_text
-from alerting.domain import ChannelKind, DeliveryState, Level
+from alerting.domain import ChannelKind, DeliveryState, Level, TargetState
 from alerting.planning import UnknownUnits
 from config.logging import configure_logging
 from config.settings import Settings
@@ -234,6 +235,16 @@ def alert_status(alert_id: Annotated[int, typer.Argument(help="alert id")]) -> N
                     ch.value + (" [yellow](sandbox)[/]" if ch.value in p.sandbox_channels else ""), *map(str, counts)
                 )
         console.print(table)
+        if p.silent:
+            silent, total = await recipients_page(engine.db, alert_id, limit=30, offset=0, state=TargetState.OPEN)
+            table = Table(
+                "silent 未应答", "role", "unit", "phone", "escalation step", title="the loop is still open for"
+            )
+            for r in silent:
+                table.add_row(r.name, r.role_label, f"{r.unit_name} {r.unit_code}", r.phone or "", str(r.step))
+            console.print(table)
+            if total > len(silent):
+                console.print(f"… and {total - len(silent)} more (GET /api/v1/alerts/{alert_id}/recipients?state=open)")
 
     run(lambda: with_engine(job))
 
