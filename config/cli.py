@@ -20,6 +20,7 @@ from alerting.api.queries import recipients_page
 from alerting.clock import SystemClock, local_text
 from alerting.domain import ChannelKind, DeliveryState, Level, TargetState
 from alerting.planning import UnknownUnits
+from config.cli_roster import roster_app
 from config.logging import configure_logging
 from config.settings import Settings
 from config.wiring import Engine, build_engine
@@ -34,6 +35,7 @@ alert_app = typer.Typer(help="Issue, watch and lift alerts.", no_args_is_help=Tr
 audit_app = typer.Typer(help="Check and export the audit trail.", no_args_is_help=True)
 app.add_typer(alert_app, name="alert")
 app.add_typer(audit_app, name="audit")
+app.add_typer(roster_app, name="roster")
 
 console = Console()
 err = Console(stderr=True)

@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import TextIO
+from typing import Any, TextIO
 
 import structlog
 
 
-def configure_logging(level: str = "info", stream: TextIO = sys.stderr) -> None:
+class _CurrentStderr:
+    """Whatever sys.stderr is at the moment of writing: test runners swap it in and out."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def configure_logging(level: str = "info", stream: TextIO | None = None) -> None:
+    out: Any = stream or _CurrentStderr()
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
-    logging.basicConfig(level=numeric, stream=stream, format="%(message)s", force=True)
+    logging.basicConfig(level=numeric, stream=out, format="%(message)s", force=True)
     # httpx logs every request URL at INFO, and some providers (WeCom) carry credentials in the query string
     logging.getLogger("httpx").setLevel(max(numeric, logging.WARNING))
     logging.getLogger("httpcore").setLevel(max(numeric, logging.WARNING))
@@ -24,6 +35,6 @@ def configure_logging(level: str = "info", stream: TextIO = sys.stderr) -> None:
             structlog.processors.JSONRenderer(ensure_ascii=False),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,
     )

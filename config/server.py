@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from alerting.api.app import create_app
 from config.settings import Settings
 from config.wiring import Engine, build_engine
+from escalation.rosters import warn_coverage_gaps
 
 log = structlog.get_logger()
 
@@ -32,5 +33,7 @@ def make_app(engine: Engine) -> FastAPI:
 async def serve(settings: Settings, host: str, port: int) -> None:
     engine = build_engine(settings)
     await engine.db.upgrade()
+    # a duty room with nobody on duty tonight should hear it now, not at the first escalation
+    await warn_coverage_gaps(engine.db, now=engine.clock.now())
     server = uvicorn.Server(uvicorn.Config(make_app(engine), host=host, port=port, log_config=None))
     await server.serve()

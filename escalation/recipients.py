@@ -10,7 +10,8 @@ from sqlmodel import col
 
 from alerting.domain import Role
 from alerting.plan import Who
-from alerting.store.tables import DutyShift, OrgUnit, Responsibility, Target
+from alerting.store.tables import OrgUnit, Responsibility, Target
+from escalation.rosters import on_duty
 
 
 def _ancestors(path: str) -> list[str]:
@@ -27,29 +28,6 @@ async def _responsible(s: AsyncSession, unit_code: str, *, min_rank: int = 0, ma
             col(Responsibility.rank) <= max_rank,
         )
         .order_by(col(Responsibility.rank))
-    )
-    return list(rows.scalars())
-
-
-async def on_duty(s: AsyncSession, unit_code: str, role: Role, at: datetime) -> list[str]:
-    """Whoever the roster has on duty at `at` (primary first); without a roster, the unit's duty person."""
-    rows = await s.execute(
-        select(col(DutyShift.person_id))
-        .where(
-            col(DutyShift.unit_code) == unit_code,
-            col(DutyShift.starts_at) <= at,
-            col(DutyShift.ends_at) > at,
-        )
-        .order_by(col(DutyShift.rank))
-    )
-    shift = list(rows.scalars())
-    if shift:
-        return shift[:1]
-    rows = await s.execute(
-        select(col(Responsibility.person_id))
-        .where(col(Responsibility.unit_code) == unit_code, col(Responsibility.role) == role.value)
-        .order_by(col(Responsibility.rank))
-        .limit(1)
     )
     return list(rows.scalars())
 
