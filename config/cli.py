@@ -20,6 +20,7 @@ from alerting.api.queries import recipients_page
 from alerting.clock import SystemClock, local_text
 from alerting.domain import ChannelKind, DeliveryState, Level, TargetState
 from alerting.planning import UnknownUnits
+from config.cli_policy import policy_app
 from config.cli_roster import roster_app
 from config.logging import configure_logging
 from config.settings import Settings
@@ -36,6 +37,7 @@ audit_app = typer.Typer(help="Check and export the audit trail.", no_args_is_hel
 app.add_typer(alert_app, name="alert")
 app.add_typer(audit_app, name="audit")
 app.add_typer(roster_app, name="roster")
+app.add_typer(policy_app, name="policy")
 
 console = Console()
 err = Console(stderr=True)
