@@ -78,3 +78,16 @@ def local_text(dt: datetime | None) -> str:
     if dt is None:
         return ""
     return utc(dt).astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def reported_time(raw: object, received_at: datetime) -> datetime:
+    """The time a device or gateway says something happened, trusted only when it names its zone and is not in
+    the future: field clocks drift, and nothing can happen after we heard of it."""
+    if isinstance(raw, str):
+        try:
+            at = datetime.fromisoformat(raw)
+        except ValueError:
+            return received_at
+        if at.tzinfo is not None:
+            return min(at, received_at)
+    return received_at

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import structlog
 
-from alerting.clock import Clock, SystemClock
+from alerting.clock import Clock, SystemClock, reported_time
 from alerting.domain import ChannelKind, Level, Purpose
 from alerting.port import (
     Answer,
@@ -118,16 +118,6 @@ def broadcast_request(message: OutboundMessage, *, callback_url: str, issued_at:
     }
 
 
-def _reported_at(raw: object, received_at: datetime) -> datetime:
-    # The gateway's time only when it names its zone and is not ahead of ours.
-    if isinstance(raw, str):
-        with contextlib.suppress(ValueError):
-            at = datetime.fromisoformat(raw)
-            if at.tzinfo is not None:
-                return min(at, received_at)
-    return received_at
-
-
 def playback_events(data: Mapping[str, Any], received_at: datetime) -> tuple[InboundEvent, ...]:
     """A playback report as core events; ValueError says what is wrong with it."""
     request_id = data.get("request_id")
@@ -136,7 +126,7 @@ def playback_events(data: Mapping[str, Any], received_at: datetime) -> tuple[Inb
         raise ValueError("playback report without a request_id")
     if status not in PLAYBACK_STATUSES:
         raise ValueError(f"playback status {status!r} is not one of {sorted(PLAYBACK_STATUSES)}")
-    at = _reported_at(data.get("at"), received_at)
+    at = reported_time(data.get("at"), received_at)
     broadcast_id = data.get("broadcast_id")
     provider_id = broadcast_id if isinstance(broadcast_id, str) else None
     detail = {k: data[k] for k in ("broadcast_id", "zone_id", "status") if data.get(k) is not None}

@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlsplit
 import aiomqtt
 import structlog
 
-from alerting.clock import Clock, SystemClock
+from alerting.clock import Clock, SystemClock, reported_time
 from alerting.domain import ChannelKind, Level, Purpose
 from alerting.port import (
     ChannelLimits,
@@ -195,17 +195,6 @@ def command_payload(message: OutboundMessage, issued_at: datetime) -> dict[str, 
     }
 
 
-def _reported_at(raw: object, received_at: datetime) -> datetime:
-    # Trust the device's own time only when it is explicit about its zone and not in the
-    # future: village devices' clocks drift, and an answer cannot come before it arrived.
-    if isinstance(raw, str):
-        with contextlib.suppress(ValueError):
-            at = datetime.fromisoformat(raw)
-            if at.tzinfo is not None:
-                return min(at, received_at)
-    return received_at
-
-
 def parse_ack(device_id: str, payload: bytes, received_at: datetime) -> DeviceReport:
     """A device's ack; ValueError says what is wrong with it."""
     data = _json_object(payload)
@@ -220,7 +209,7 @@ def parse_ack(device_id: str, payload: bytes, received_at: datetime) -> DeviceRe
         device_id=device_id,
         command_id=command_id,
         status=status,
-        at=_reported_at(data.get("at"), received_at),
+        at=reported_time(data.get("at"), received_at),
         detail=None if detail is None else str(detail),
     )
 
@@ -230,7 +219,7 @@ def parse_status(device_id: str, payload: bytes, received_at: datetime) -> Devic
     online = data.get("online")
     if not isinstance(online, bool):
         raise ValueError("status without a boolean 'online'")
-    return DeviceStatus(device_id=device_id, online=online, at=_reported_at(data.get("at"), received_at))
+    return DeviceStatus(device_id=device_id, online=online, at=reported_time(data.get("at"), received_at))
 
 
 def _json_object(payload: bytes) -> dict[str, Any]:
