@@ -22,6 +22,7 @@ from alerting.domain import ChannelKind, DeliveryState, Level, TargetState
 from alerting.planning import UnknownUnits
 from config.cli_policy import policy_app
 from config.cli_roster import roster_app
+from config.engine_process import engine_app
 from config.logging import configure_logging
 from config.settings import Settings
 from config.wiring import Engine, build_engine
@@ -38,6 +39,7 @@ app.add_typer(alert_app, name="alert")
 app.add_typer(audit_app, name="audit")
 app.add_typer(roster_app, name="roster")
 app.add_typer(policy_app, name="policy")
+app.add_typer(engine_app, name="engine")
 
 console = Console()
 err = Console(stderr=True)

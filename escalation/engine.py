@@ -1,9 +1,16 @@
 """The escalation engine: fires each due deadline exactly once and runs the plan's next step.
 
-Deadlines live in the database. Firing is one transaction that first flips the deadline from
-pending to fired (a conditional UPDATE, so of two engines only one wins), then re-reads the alert
-and the target: an answered, closed or cancelled one gets nothing. A crash rolls the whole step
-back, and the deadline is fired again on restart.
+Deadlines live in the database. An engine first claims a batch of due deadlines: one UPDATE bumps
+each one's fence and writes its own name on it (on PostgreSQL the rows are picked FOR UPDATE SKIP
+LOCKED, so engines claim disjoint batches). Firing the batch is then one transaction that flips
+each deadline from pending to fired only if its fence is still the one claimed, re-reads the
+alerts and the targets (an answered, closed or cancelled one gets nothing), and writes the steps'
+deliveries, the next deadlines and the audit entries. A claimer that stalled past its lease finds
+the fence moved and writes nothing; a crash rolls the whole batch back and its deadlines are fired
+again later.
+
+A claim outlives its claimer only when that process died: the next run on the same node releases
+it at start-up, and any engine releases a claim it has seen unchanged for a whole lease.
 """
 
 from __future__ import annotations
@@ -11,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
 import structlog
-from sqlalchemy import CursorResult, func, insert, select, update
+from sqlalchemy import CursorResult, insert, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -24,148 +32,380 @@ from alerting.alerts import plan_of
 from alerting.clock import Clock
 from alerting.domain import AlertStatus, ChannelKind, DeadlineState, DeliveryState, Purpose, TargetKind, TargetState
 from alerting.ids import new_id
-from alerting.plan import Step, Who
-from alerting.planning import load_contacts, person_deliveries
+from alerting.plan import PlanSet, Step, Who
+from alerting.planning import Contact, load_contacts, person_deliveries
 from alerting.store.db import Database
 from alerting.store.tables import Alert, Deadline, Delivery, OrgUnit, Target
 from escalation.recipients import contacts_for
 
 log = structlog.get_logger()
 
+PENDING = DeadlineState.PENDING.value
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A deadline this engine may fire, as long as nobody has claimed it since (the fence has not moved)."""
+
+    deadline_id: str
+    fence: int
+    due_at: datetime
+    step: int
+
+
+@dataclass
+class _Batch:
+    """What the steps of one batch write, collected so each kind of row is one statement."""
+
+    ran: int = 0
+    deliveries: list[dict[str, Any]] = field(default_factory=list)
+    deadlines: list[dict[str, Any]] = field(default_factory=list)
+    entries: list[audit.Entry] = field(default_factory=list)
+
+
+@dataclass
+class Round:
+    fired: int = 0
+    failed: int = 0
+    late: int = 0
+    max_late_s: float = 0.0
+
 
 class EscalationEngine:
+    """`owner` names this process in claims and the audit. Of the form `<role>/<node>/<run>`, claims left by an
+    earlier run of the same `<role>/<node>/` are released at start-up: that run is dead."""
+
     def __init__(
-        self, db: Database, clock: Clock, *, owner: str = "escalation", on_sent: Callable[[], None] = lambda: None
+        self,
+        db: Database,
+        clock: Clock,
+        *,
+        owner: str = "escalation",
+        on_sent: Callable[[], None] = lambda: None,
+        batch_size: int = 100,
+        lease: timedelta = timedelta(minutes=1),
     ) -> None:
         self.db, self.clock, self.owner, self.on_sent = db, clock, owner, on_sent
+        self.batch_size, self.lease = batch_size, lease
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._resumed = False
+        # foreign claims seen at the last look: deadline id -> (claimer, fence), and when that look was
+        self._seen_claims: dict[str, tuple[str, int]] = {}
+        self._seen_at: datetime | None = None
+        # plans are snapshots that never change once an alert is out, so parsing one once per alert is enough
+        self._plans: dict[int, PlanSet] = {}
 
     def wake(self) -> None:
         self._wake.set()
 
+    @property
+    def _mine_or_free(self) -> Any:
+        return or_(col(Deadline.claimed_by).is_(None), col(Deadline.claimed_by) == self.owner)
+
     async def next_due(self) -> datetime | None:
+        """The earliest pending deadline this engine may claim (other engines' live claims are theirs)."""
         async with self.db.session() as s:
+            # ORDER BY + LIMIT walks the (state, due_at) index and stops at the first match; MIN() with the
+            # claimer filter would read every pending deadline
             due: datetime | None = await s.scalar(
-                select(func.min(Deadline.due_at)).where(col(Deadline.state) == DeadlineState.PENDING.value)
+                select(col(Deadline.due_at))
+                .where(col(Deadline.state) == PENDING, self._mine_or_free)
+                .order_by(col(Deadline.due_at))
+                .limit(1)
             )
         return due
 
-    async def run_due(self, limit: int = 500) -> int:
-        """Fire every deadline that is due, oldest first. Returns how many steps ran."""
-        fired = 0
-        while True:
-            now = self.clock.now()
-            async with self.db.session() as s:
-                ids = list(
-                    (
-                        await s.execute(
-                            select(col(Deadline.id))
-                            .where(col(Deadline.state) == DeadlineState.PENDING.value, col(Deadline.due_at) <= now)
-                            .order_by(col(Deadline.due_at), col(Deadline.step))
-                            .limit(limit)
-                        )
-                    ).scalars()
-                )
-            for deadline_id in ids:
-                if await self.fire(deadline_id):
-                    fired += 1
-            if len(ids) < limit:
-                break
-        if fired:
-            self.on_sent()
-        return fired
+    # ---- claiming ---------------------------------------------------------------------------
 
-    async def fire(self, deadline_id: str) -> bool:
+    async def resume(self) -> int:
+        """Release the claims an earlier run on this node left behind when it died."""
+        self._resumed = True
+        role_node, sep, _run = self.owner.rpartition("/")
+        if not sep or "/" not in role_node:
+            return 0  # an owner without a node: nothing identifies an earlier run of it
         now = self.clock.now()
+        async with self.db.session() as s:
+            result = await s.execute(
+                update(Deadline)
+                .where(
+                    col(Deadline.state) == PENDING,
+                    col(Deadline.due_at) <= now,  # only due deadlines are ever claimed
+                    col(Deadline.claimed_by).startswith(f"{role_node}/", autoescape=True),
+                    col(Deadline.claimed_by) != self.owner,
+                )
+                .values(claimed_by=None, fence=col(Deadline.fence) + 1)
+            )
+            released = cast(CursorResult[Any], result).rowcount
+            if released:
+                await audit.record(s, "escalation.resumed", actor=self.owner, at=now, data={"deadlines": released})
+        if released:
+            log.warning("escalation.resumed", deadlines=released)
+        return released
+
+    async def claim(self, limit: int | None = None) -> list[Claim]:
+        """Claim up to `limit` due deadlines, oldest first, each with a new fence."""
+        now = self.clock.now()
+        pick = (
+            select(col(Deadline.id))
+            .where(col(Deadline.state) == PENDING, col(Deadline.due_at) <= now, self._mine_or_free)
+            .order_by(col(Deadline.due_at), col(Deadline.step))
+            .limit(limit or self.batch_size)
+        )
+        if not self.db.is_sqlite:
+            pick = pick.with_for_update(skip_locked=True)  # SQLite has one writer: the UPDATE itself is the lock
+        async with self.db.session() as s:
+            # No second `state = 'pending'` outside the subquery: the statement is atomic (SQLite) and the rows are
+            # locked (PostgreSQL), and with it SQLite would walk every pending deadline instead of the primary key.
+            rows = await s.execute(
+                update(Deadline)
+                .where(col(Deadline.id).in_(pick))
+                .values(fence=col(Deadline.fence) + 1, claimed_by=self.owner)
+                .returning(col(Deadline.id), col(Deadline.fence), col(Deadline.due_at), col(Deadline.step))
+            )
+            claims = [Claim(r.id, r.fence, r.due_at, r.step) for r in rows]
+        claims.sort(key=lambda c: (c.due_at, c.step, c.deadline_id))  # RETURNING keeps no order
+        return claims
+
+    async def release_stale_claims(self) -> int:
+        """Release other engines' claims that have not moved for a whole lease: their claimer is dead or stuck,
+        and if it comes back, its fence no longer matches. Does nothing until a lease has passed since the last
+        look, so calling it every round costs nothing."""
+        now = self.clock.now()
+        if self._seen_at is not None and now - self._seen_at < self.lease:
+            return 0
+        async with self.db.session() as s:
+            rows = await s.execute(
+                select(col(Deadline.id), col(Deadline.claimed_by), col(Deadline.fence)).where(
+                    col(Deadline.state) == PENDING,
+                    col(Deadline.due_at) <= now,  # only due deadlines are ever claimed: an index range, not a scan
+                    col(Deadline.claimed_by).is_not(None),
+                    col(Deadline.claimed_by) != self.owner,
+                )
+            )
+            current = {r.id: (str(r.claimed_by), int(r.fence)) for r in rows}
+        stale = [(i, seen) for i, seen in self._seen_claims.items() if current.get(i) == seen]
+        released = 0
+        if stale and self._seen_at is not None:
+            async with self.db.session() as s:
+                for deadline_id, (claimer, fence) in stale:
+                    result = await s.execute(
+                        update(Deadline)
+                        .where(
+                            col(Deadline.id) == deadline_id,
+                            col(Deadline.state) == PENDING,
+                            col(Deadline.claimed_by) == claimer,
+                            col(Deadline.fence) == fence,
+                        )
+                        .values(claimed_by=None, fence=col(Deadline.fence) + 1)
+                    )
+                    if cast(CursorResult[Any], result).rowcount:
+                        released += 1
+                        current.pop(deadline_id, None)
+                if released:
+                    await audit.record(
+                        s,
+                        "escalation.claims_expired",
+                        actor=self.owner,
+                        at=now,
+                        data={"deadlines": released, "claimers": sorted({c for _, (c, _) in stale})},
+                    )
+        if released:
+            log.warning("escalation.claims_expired", deadlines=released, lease_s=self.lease.total_seconds())
+        self._seen_claims, self._seen_at = current, now
+        return released
+
+    # ---- firing -----------------------------------------------------------------------------
+
+    async def run_due(self, limit: int | None = None) -> int:
+        """Claim and fire every deadline that is due, oldest first. Returns how many steps ran."""
+        return (await self._run_round(limit)).fired
+
+    async def _run_round(self, limit: int | None = None) -> Round:
+        if not self._resumed:
+            await self.resume()
+        size = limit or self.batch_size
+        done = Round()
+        while True:
+            claims = await self.claim(size)
+            if not claims:
+                break
+            try:
+                done.fired += await self.fire_batch(claims)
+            except Exception:  # find the one that fails; the others must not wait behind it
+                log.exception("escalation.batch_failed", deadlines=len(claims))
+                for c in claims:
+                    try:
+                        done.fired += await self.fire_batch([c])
+                    except Exception:  # it stays claimed and pending: the next round tries it again
+                        log.exception("escalation.fire_failed", deadline_id=c.deadline_id)
+                        done.failed += 1
+            now = self.clock.now()
+            for c in claims:
+                late_s = (now - c.due_at).total_seconds()
+                if late_s >= 1:
+                    done.late += 1
+                    done.max_late_s = max(done.max_late_s, late_s)
+            if len(claims) < size or done.failed:
+                break
+        if done.late:
+            log.warning("escalation.late", deadlines=done.late, max_late_s=round(done.max_late_s, 3))
+        if done.fired:
+            self.on_sent()
+        return done
+
+    async def fire(self, claim: Claim) -> bool:
+        """Run the claimed deadline's step, if the claim still holds. True when a step ran."""
+        return await self.fire_batch([claim]) == 1
+
+    async def fire_batch(self, claims: Sequence[Claim]) -> int:
+        """Run the steps of the claimed deadlines whose claims still hold, in one transaction: each deadline's
+        flip to fired commits with its step's deliveries, next deadline and audit entries, or none of it does.
+        Returns how many steps ran (a deadline of an answered target or an ended alert fires and runs none)."""
+        if not claims:
+            return 0
+        now = self.clock.now()
+        order = {c.deadline_id: i for i, c in enumerate(claims)}
         async with self.db.session() as s:
             won = await s.execute(
                 update(Deadline)
-                .where(col(Deadline.id) == deadline_id, col(Deadline.state) == DeadlineState.PENDING.value)
-                .values(
-                    state=DeadlineState.FIRED.value, fired_at=now, fence=col(Deadline.fence) + 1, claimed_by=self.owner
+                .where(
+                    # Only the primary key is a plain condition. SQLite would otherwise plan a 100-id batch as a
+                    # walk of every pending deadline by the (state, due_at) index.
+                    col(Deadline.id).in_(list(order)),
+                    tuple_(col(Deadline.id), col(Deadline.fence), col(Deadline.state), col(Deadline.claimed_by)).in_(
+                        [(c.deadline_id, c.fence, PENDING, self.owner) for c in claims]
+                    ),
+                )
+                .values(state=DeadlineState.FIRED.value, fired_at=now)
+                .returning(
+                    col(Deadline.id),
+                    col(Deadline.alert_id),
+                    col(Deadline.target_id),
+                    col(Deadline.step),
+                    col(Deadline.due_at),
                 )
             )
-            if cast(CursorResult[Any], won).rowcount != 1:
-                return False  # another engine fired it, or it was cancelled meanwhile
-            deadline = await s.get(Deadline, deadline_id)
-            assert deadline is not None
-            alert = await s.get(Alert, deadline.alert_id)
-            target = await s.get(Target, deadline.target_id)
-            assert alert is not None
-            assert target is not None
-            if alert.status != AlertStatus.ACTIVE.value or target.state != TargetState.OPEN.value:
-                return False
-            unit = await s.get(OrgUnit, target.unit_code)
-            plan = plan_of(alert).for_path(unit.path if unit else "")
-            steps = plan.person_steps if target.kind == TargetKind.PERSON.value else plan.device_steps
-            late_s = max(0.0, (now - deadline.due_at).total_seconds())
-            step_no = deadline.step
-            while step_no < len(steps):
-                reached = await self._run_step(s, alert, target, step_no, steps[step_no], now, late_s)
-                if reached or step_no + 1 >= len(steps):
-                    break
-                step_no += 1  # nobody to reach at this step: go straight on to the next one
-            target.step = step_no
-            s.add(target)
-            if step_no + 1 < len(steps):
-                await s.execute(
-                    insert(Deadline),
-                    [
+            fired = sorted(won.all(), key=lambda r: order[r.id])
+            if len(fired) < len(claims):
+                lost = sorted(set(order) - {r.id for r in fired})
+                log.info("escalation.claims_lost", deadlines=lost)  # fired, cancelled or claimed again meanwhile
+            if not fired:
+                return 0
+            alerts = await self._live_alerts(s, {r.alert_id for r in fired})
+            targets = {
+                t.id: t
+                for t in (
+                    await s.execute(select(Target).where(col(Target.id).in_([r.target_id for r in fired])))
+                ).scalars()
+            }
+            # loaded into the session, so the per-target lookups below find them without a query
+            units = {
+                u.code: u
+                for u in (
+                    await s.execute(
+                        select(OrgUnit).where(col(OrgUnit.code).in_({t.unit_code for t in targets.values()}))
+                    )
+                ).scalars()
+            }
+            contacts = await load_contacts(s, (t.person_id for t in targets.values() if t.person_id))
+            batch = _Batch()
+            for r in fired:
+                target = targets[r.target_id]
+                plans = alerts.get(r.alert_id)
+                if plans is None or target.state != TargetState.OPEN.value:
+                    continue  # the alert ended or the target answered: the deadline fires and nothing goes out
+                unit = units.get(target.unit_code)
+                plan = plans.for_path(unit.path if unit else "")
+                steps = plan.person_steps if target.kind == TargetKind.PERSON.value else plan.device_steps
+                late_s = max(0.0, (now - r.due_at).total_seconds())
+                step_no = r.step
+                while step_no < len(steps):
+                    reached = await self._run_step(
+                        s, batch, contacts, r.alert_id, target, step_no, steps[step_no], now, r.due_at, late_s
+                    )
+                    if reached or step_no + 1 >= len(steps):
+                        break
+                    step_no += 1  # nobody to reach at this step: go straight on to the next one
+                target.step = step_no
+                batch.ran += 1
+                if step_no + 1 < len(steps):
+                    batch.deadlines.append(
                         {
                             "id": new_id(),
-                            "alert_id": alert.id,
+                            "alert_id": r.alert_id,
                             "target_id": target.id,
                             "step": step_no + 1,
                             "due_at": now + timedelta(seconds=steps[step_no].wait_s),
-                            "state": DeadlineState.PENDING.value,
+                            "state": PENDING,
                             "fence": 0,
                         }
-                    ],
-                )
-        return True
+                    )
+            if batch.deliveries:
+                await s.execute(insert(Delivery), batch.deliveries)
+            if batch.deadlines:
+                await s.execute(insert(Deadline), batch.deadlines)
+            await audit.append(s, batch.entries)
+        return batch.ran
+
+    async def _live_alerts(self, s: AsyncSession, alert_ids: set[int]) -> dict[int, PlanSet]:
+        """The plans of those alerts still active, read fresh for their status, parsed once per alert."""
+        rows = await s.execute(
+            select(col(Alert.id), col(Alert.status)).where(
+                col(Alert.id).in_(alert_ids), col(Alert.status) == AlertStatus.ACTIVE.value
+            )
+        )
+        active = {int(r.id) for r in rows}
+        missing = [a for a in active if a not in self._plans]
+        if missing:
+            for a in (await s.execute(select(Alert).where(col(Alert.id).in_(missing)))).scalars():
+                assert a.id is not None
+                self._plans[a.id] = plan_of(a)
+        return {a: self._plans[a] for a in active}
 
     async def _run_step(
-        self, s: AsyncSession, alert: Alert, target: Target, step_no: int, step: Step, now: datetime, late_s: float
+        self,
+        s: AsyncSession,
+        batch: _Batch,
+        contacts: dict[str, Contact],
+        alert_id: int,
+        target: Target,
+        step_no: int,
+        step: Step,
+        now: datetime,
+        due_at: datetime,
+        late_s: float,
     ) -> bool:
-        assert alert.id is not None
         data: dict[str, Any] = {
             "step": step_no,
             "who": step.who.value,
             "channels": [c.value for c in step.channels],
+            "due_at": due_at.isoformat(),
             "late_by_s": round(late_s, 3),
         }
+
+        def record(kind: str, details: dict[str, Any]) -> None:
+            batch.entries.append(audit.Entry(kind, self.owner, now, alert_id, subject=target.id, data=details))
+
         if target.kind == TargetKind.DEVICE.value and step.who is Who.TARGET:
             resent = await _resend_device_command(s, target, step.channels, now)
             data["resent"] = resent
-            await audit.record(
-                s, "target.escalated", actor=self.owner, at=now, alert_id=alert.id, subject=target.id, data=data
-            )
+            record("target.escalated", data)
             return resent > 0
         if target.kind == TargetKind.DEVICE.value:
             # the device never confirmed after its resends: it counts as failed, and people stand in for it
-            await audit.record(
-                s,
-                "device.failed",
-                actor=self.owner,
-                at=now,
-                alert_id=alert.id,
-                subject=target.id,
-                data={"device": target.device_id, "step": step_no},
-            )
+            record("device.failed", {"device": target.device_id, "step": step_no})
         person_ids = await contacts_for(s, step.who, target, now)
-        contacts = await load_contacts(s, person_ids)
+        unknown = [p for p in person_ids if p not in contacts]
+        if unknown:
+            contacts.update(await load_contacts(s, unknown))
         rows = person_deliveries(
-            alert.id, target.id, step_no, step, [contacts[p] for p in person_ids if p in contacts], now
+            alert_id, target.id, step_no, step, [contacts[p] for p in person_ids if p in contacts], now
         )
-        if rows:
-            await s.execute(insert(Delivery), rows)
+        batch.deliveries += rows
         data["contacts"] = person_ids
         data["deliveries"] = len(rows)
-        kind = "target.escalated" if rows else "escalation.nobody"
-        await audit.record(s, kind, actor=self.owner, at=now, alert_id=alert.id, subject=target.id, data=data)
-        if late_s >= 1:
-            log.warning("escalation.late", alert_id=alert.id, target_id=target.id, step=step_no, late_s=late_s)
+        record("target.escalated" if rows else "escalation.nobody", data)
         return bool(rows)
 
     # ---- running --------------------------------------------------------------------------
@@ -180,14 +420,39 @@ class EscalationEngine:
             self._task = None
 
     async def _loop(self, poll_s: float) -> None:
+        """Sleep until the next deadline is due (at most `poll_s`, so deadlines other processes add are seen),
+        or until woken; with nothing due a round is one indexed read."""
         while True:
+            self._wake.clear()  # before looking, so a wake that comes while we look is not lost
+            delay: float | None = None
             try:
-                await self.run_due()
+                await self.release_stale_claims()
+                due = await self.next_due()
+                if due is not None and due <= self.clock.now():
+                    done = await self._run_round()
+                    if done.failed:
+                        delay = poll_s  # do not spin on a deadline that cannot fire right now
+                    else:
+                        continue  # more may have come due meanwhile
+                elif due is not None:
+                    delay = (due - self.clock.now()).total_seconds()
             except Exception:  # the deadlines stay in the database; the next round picks them up
                 log.exception("escalation.round_failed")
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), poll_s)
+                delay = poll_s
+            await self._nap(delay, poll_s)
+
+    async def _nap(self, delay: float | None, poll_s: float) -> None:
+        """Until woken, `delay` seconds of the engine's clock have passed, or `poll_s` wall seconds."""
+        waiters: list[asyncio.Task[Any]] = [asyncio.create_task(self._wake.wait())]
+        if delay is not None:
+            waiters.append(asyncio.create_task(self.clock.sleep(max(0.0, delay))))
+        try:
+            await asyncio.wait(waiters, timeout=poll_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(*waiters, return_exceptions=True)
 
 
 async def _resend_device_command(
@@ -198,6 +463,7 @@ async def _resend_device_command(
     result = await s.execute(
         update(Delivery)
         .where(
+            col(Delivery.alert_id) == target.alert_id,  # with the target: the (alert_id, target_id) index
             col(Delivery.target_id) == target.id,
             col(Delivery.channel).in_([c.value for c in channels]),
             col(Delivery.purpose) == Purpose.WARN.value,
