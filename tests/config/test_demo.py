@@ -22,7 +22,7 @@ async def test_demo_closes_every_loop_and_writes_the_report(tmp_path: Path) -> N
 
 async def test_demo_over_real_adapters_against_local_fakes_closes_the_same_way(tmp_path: Path) -> None:
     console = Console(record=True, width=160)
-    result = await run_demo(tmp_path / "demo", seed=7, speed=20.0, console=console, real_local=True)
+    result = await run_demo(tmp_path / "demo", seed=7, speed=10.0, console=console, real_local=True)
     output = console.export_text()
     assert result.ok, result.mismatches
     assert "Real adapters against local fakes" in output
