@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from config.demo import run_demo
 
 
+@pytest.mark.timeout(300)
 async def test_demo_closes_every_loop_and_writes_the_report(tmp_path: Path) -> None:
     console = Console(record=True, width=120)
     result = await run_demo(tmp_path / "demo", seed=7, speed=20.0, console=console)
@@ -20,6 +22,7 @@ async def test_demo_closes_every_loop_and_writes_the_report(tmp_path: Path) -> N
     assert result.report.exists() and "演练" in html
 
 
+@pytest.mark.timeout(400)  # a 28-minute drill at 10x, over real HTTP and MQTT
 async def test_demo_over_real_adapters_against_local_fakes_closes_the_same_way(tmp_path: Path) -> None:
     console = Console(record=True, width=160)
     result = await run_demo(tmp_path / "demo", seed=7, speed=10.0, console=console, real_local=True)
