@@ -87,6 +87,7 @@ class EscalationEngine:
     ) -> None:
         self.db, self.clock, self.owner, self.on_sent = db, clock, owner, on_sent
         self.batch_size, self.lease = batch_size, lease
+        self.tick_s = 0.05  # wall seconds between the starts of two rounds of the loop, unless a backlog is worked off
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._resumed = False
@@ -422,6 +423,8 @@ class EscalationEngine:
     async def _loop(self, poll_s: float) -> None:
         """Sleep until the next deadline is due (at most `poll_s`, so deadlines other processes add are seen),
         or until woken; with nothing due a round is one indexed read."""
+        loop = asyncio.get_running_loop()
+        last_round = float("-inf")
         while True:
             self._wake.clear()  # before looking, so a wake that comes while we look is not lost
             delay: float | None = None
@@ -429,6 +432,10 @@ class EscalationEngine:
                 await self.release_stale_claims()
                 due = await self.next_due()
                 if due is not None and due <= self.clock.now():
+                    gap = self.tick_s - (loop.time() - last_round)
+                    if gap > 0:  # deadlines falling due a few ms apart gather into one batch, not a round each
+                        await asyncio.sleep(gap)
+                    last_round = loop.time()
                     done = await self._run_round()
                     if done.failed:
                         delay = poll_s  # do not spin on a deadline that cannot fire right now
