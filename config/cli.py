@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Annotated, Any, TypeVar, cast
+from typing import Annotated, Any, NoReturn, TypeVar, cast
 
 import typer
 from pydantic import ValidationError
@@ -67,6 +67,14 @@ def run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
+
+
+def refuse_import(errors: Sequence[object]) -> NoReturn:
+    """An import with bad rows: every problem listed, nothing written, exit 2."""
+    err.print(f"[bold red]nothing was imported:[/] {len(errors)} problem(s)")
+    for e in errors:
+        err.print(f"  {e}")
+    raise typer.Exit(2)
 
 
 def settings() -> Settings:
@@ -139,10 +147,7 @@ def import_files(
             directory = await load_directory(files)
             result = await import_directory(engine.db, directory, actor="cli:import", at=SystemClock().now())
         except DirectoryError as exc:
-            err.print(f"[bold red]nothing was imported:[/] {len(exc.errors)} problem(s)")
-            for e in exc.errors:
-                err.print(f"  {e}")
-            raise typer.Exit(2) from None
+            refuse_import(exc.errors)
         console.print(f"Imported: {result}")
 
     run(lambda: with_engine(job))

@@ -32,7 +32,7 @@ def import_files(
     Example: [bold]jiaoying roster import 凤凰镇7月值班表.xlsx[/]
     """
     # config.cli adds this app, so it can only be imported once a command runs
-    from config.cli import console, err, run, with_engine
+    from config.cli import console, refuse_import, run, with_engine
     from config.rosters import RosterError, import_roster, load_roster
     from config.wiring import Engine
 
@@ -41,10 +41,7 @@ def import_files(
             roster = await load_roster(files)
             result = await import_roster(engine.db, roster, actor="cli:roster", at=SystemClock().now())
         except RosterError as exc:
-            err.print(f"[bold red]nothing was imported:[/] {len(exc.errors)} problem(s)")
-            for e in exc.errors:
-                err.print(f"  {e}")
-            raise typer.Exit(2) from None
+            refuse_import(exc.errors)
         console.print(f"Imported: {result}")
         for w in result.warnings:
             console.print(f"  [yellow]check:[/] {w}")
