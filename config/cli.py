@@ -20,6 +20,7 @@ from alerting.api.queries import recipients_page
 from alerting.clock import SystemClock, local_text
 from alerting.domain import ChannelKind, DeliveryState, Level, TargetState
 from alerting.planning import UnknownUnits
+from config.cli_accounts import account_app
 from config.cli_policy import policy_app
 from config.cli_roster import roster_app
 from config.engine_process import engine_app
@@ -40,6 +41,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(roster_app, name="roster")
 app.add_typer(policy_app, name="policy")
 app.add_typer(engine_app, name="engine")
+app.add_typer(account_app, name="account")
 
 console = Console()
 err = Console(stderr=True)

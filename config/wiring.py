@@ -10,6 +10,7 @@ from datetime import timedelta
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # APScheduler 3 ships no types
 
+from alerting.accounts import AccountService
 from alerting.acks import AckService
 from alerting.alerts import AlertService
 from alerting.clock import Clock, SystemClock
@@ -35,10 +36,14 @@ log = structlog.get_logger()
 def api_keys(settings: Settings) -> dict[str, str]:
     keys: dict[str, str] = {}
     for item in settings.api_keys:
-        key, _, role = item.partition(":")
-        if role not in ("duty", "auditor", "admin") or not key:
-            raise ValueError(f"JIAOYING_API_KEYS: '{key[:4]}…' needs the form key:role with role duty|auditor|admin")
-        keys[key] = role
+        key, _, grant = item.partition(":")
+        role, _, unit = grant.partition(":")
+        if role not in ("duty", "township", "auditor", "admin") or not key or (role == "township") != bool(unit):
+            raise ValueError(
+                f"JIAOYING_API_KEYS: '{key[:4]}…' needs the form key:role with role duty|auditor|admin, "
+                "or key:township:<unit code>"
+            )
+        keys[key] = grant
     return keys
 
 
@@ -155,6 +160,7 @@ def build_engine(
         alerts=alerts,
         acks=acks,
         signer=signer,
+        accounts=AccountService(db, clock),
         api_keys=api_keys(settings),
         channels=[ChannelInfo(k.value, c.provider, c.sandbox) for k, c in chosen.items()],
         public_url=settings.public_url,

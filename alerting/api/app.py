@@ -4,10 +4,24 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
+from importlib.resources import files
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from fastapi.staticfiles import StaticFiles
 
+from alerting.access import Forbidden
 from alerting.api import ack_routes, alert_routes, health, problems, webhook_routes
+from alerting.console import (
+    accounts_routes,
+    board_routes,
+    detail_routes,
+    directory_routes,
+    issue_routes,
+    review_routes,
+    signin_routes,
+    web,
+)
 from alerting.core import Core
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]] | Callable[[FastAPI], AsyncIterator[None]]
@@ -31,10 +45,28 @@ def create_app(core: Core, *, lifespan: Lifespan | None = None) -> FastAPI:
         lifespan=lifespan,  # type: ignore[arg-type]
     )
     app.state.core = core
-    problems.install(app, html_error=ack_routes.html_error)
+    problems.install(app, html_error=_html_error)
+    app.add_exception_handler(web.SignInRequired, web.on_sign_in_required)
+    app.add_exception_handler(web.PageError, web.on_page_error)
+    app.add_exception_handler(Forbidden, web.on_forbidden)
     ack_routes.templates()  # read the page templates now rather than during the first answer
     app.include_router(alert_routes.router)
     app.include_router(ack_routes.router)
     app.include_router(health.router)
     app.include_router(webhook_routes.router)
+    for console in (
+        signin_routes,
+        board_routes,
+        issue_routes,
+        detail_routes,
+        directory_routes,
+        review_routes,
+        accounts_routes,
+    ):
+        app.include_router(console.router)
+    app.mount("/static", StaticFiles(directory=str(files("alerting") / "static")), name="static")
     return app
+
+
+def _html_error(request: Request, status: int) -> Response | None:
+    return ack_routes.html_error(request, status) or web.html_error(request, status)

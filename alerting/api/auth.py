@@ -1,38 +1,25 @@
-"""API keys and roles. duty and admin issue and cancel; every valid key may read."""
+"""API keys and roles. duty, township and admin issue and act; auditors read; a township key sees its subtree.
+
+A key is configured as `key:role`, or `key:township:<unit code>` for a township officer's key.
+"""
 
 from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from alerting.access import ACCOUNT_ROLE_LABEL, AccountRole, Principal, unit_path
 from alerting.api.problems import Problem
 from alerting.core import Core
-
-
-class ApiRole(StrEnum):
-    DUTY = "duty"
-    AUDITOR = "auditor"
-    ADMIN = "admin"
-
-
-ISSUERS = (ApiRole.DUTY, ApiRole.ADMIN)
 
 _key_header = APIKeyHeader(
     name="X-API-Key", auto_error=False, description="an API key; its role decides what it may do"
 )
 _bearer = HTTPBearer(auto_error=False, description="the same API key as a bearer token")
-
-
-@dataclass(frozen=True)
-class Caller:
-    role: ApiRole
-    actor: str  # what the audit records: "api:<role>:<first 6 characters of the key>"
 
 
 def core_of(request: Request) -> Core:
@@ -43,12 +30,13 @@ def core_of(request: Request) -> Core:
 CoreDep = Annotated[Core, Depends(core_of)]
 
 
-def identify(api_keys: dict[str, str], presented: str) -> Caller | None:
-    """The caller a key belongs to. Compares every key in constant time, so timing tells nothing."""
-    found: Caller | None = None
-    for key, role in api_keys.items():
-        if hmac.compare_digest(key.encode(), presented.encode()) and role in ApiRole.__members__.values():
-            found = Caller(ApiRole(role), f"api:{role}:{key[:6]}")
+def identify(api_keys: dict[str, str], presented: str) -> tuple[AccountRole, str | None, str] | None:
+    """(role, unit code, key prefix) of the key presented. Compares every key in constant time."""
+    found: tuple[AccountRole, str | None, str] | None = None
+    for key, grant in api_keys.items():
+        role, _, unit = grant.partition(":")
+        if hmac.compare_digest(key.encode(), presented.encode()) and role in AccountRole.__members__.values():
+            found = (AccountRole(role), unit or None, key[:6])
     return found
 
 
@@ -56,7 +44,7 @@ async def caller(
     core: CoreDep,
     key: Annotated[str | None, Security(_key_header)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
-) -> Caller:
+) -> Principal:
     presented = key or (bearer.credentials if bearer else None)
     if not presented:
         raise Problem(
@@ -69,13 +57,20 @@ async def caller(
     found = identify(core.api_keys, presented)
     if found is None:
         raise Problem(401, "unauthenticated", "The API key is not valid", headers={"WWW-Authenticate": "Bearer"})
-    return found
+    role, unit, prefix = found
+    path = None
+    if role is AccountRole.TOWNSHIP:
+        async with core.db.session() as s:
+            path = await unit_path(s, unit or "")
+        if path is None:
+            raise Problem(401, "unauthenticated", "The API key's unit does not exist", f"no unit has the code {unit}")
+    return Principal(role, f"api:{role.value}:{prefix}", ACCOUNT_ROLE_LABEL[role], unit, path)
 
 
-def require(*roles: ApiRole) -> Callable[[Caller], Awaitable[Caller]]:
+def require(*roles: AccountRole) -> Callable[[Principal], Awaitable[Principal]]:
     """A dependency letting only these roles through: 403 for any other valid key."""
 
-    async def check(who: Annotated[Caller, Depends(caller)]) -> Caller:
+    async def check(who: Annotated[Principal, Depends(caller)]) -> Principal:
         if who.role not in roles:
             allowed = " or ".join(r.value for r in roles)
             raise Problem(403, "forbidden", "This key may not do that", f"needs role {allowed}; the key is {who.role}")
@@ -84,5 +79,6 @@ def require(*roles: ApiRole) -> Callable[[Caller], Awaitable[Caller]]:
     return check
 
 
-Reader = Annotated[Caller, Depends(caller)]
-Issuer = Annotated[Caller, Depends(require(*ISSUERS))]
+Reader = Annotated[Principal, Depends(caller)]
+Issuer = Annotated[Principal, Depends(require(AccountRole.DUTY, AccountRole.TOWNSHIP, AccountRole.ADMIN))]
+Admin = Annotated[Principal, Depends(require(AccountRole.ADMIN))]

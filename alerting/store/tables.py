@@ -212,3 +212,32 @@ class AuditHead(SQLModel, table=True):
     id: int = Field(primary_key=True)
     seq: int = 0
     hash: str = Field(max_length=64)
+
+
+class Account(SQLModel, table=True):
+    """Someone who signs in to the console. A township officer's unit_code limits them to its subtree."""
+
+    __tablename__ = "account"
+
+    username: str = Field(primary_key=True, max_length=64)
+    display_name: str = Field(max_length=100)
+    role: str = Field(max_length=16)  # duty | township | auditor | admin
+    unit_code: str | None = Field(default=None, foreign_key="org_unit.code")
+    password_hash: str = Field(max_length=200)  # argon2id, with its parameters and salt
+    active: bool = True
+    created_at: datetime = _utc()
+    failed_sign_ins: int = 0  # in a row; reset by a good one
+    locked_until: datetime | None = _utc(nullable=True)
+
+
+class WebSession(SQLModel, table=True):
+    """A signed-in browser. The cookie holds a random token; only its SHA-256 is stored."""
+
+    __tablename__ = "web_session"
+
+    token_hash: str = Field(primary_key=True, max_length=64)
+    username: str = Field(foreign_key="account.username", index=True)
+    csrf_token: str = Field(max_length=64)
+    created_at: datetime = _utc()
+    expires_at: datetime = _utc(index=True)
+    ended_at: datetime | None = _utc(nullable=True)

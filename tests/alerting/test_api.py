@@ -11,6 +11,7 @@ import httpx
 import pytest
 from sqlmodel import col, select
 
+from alerting.accounts import AccountService
 from alerting.acks import AckService
 from alerting.alerts import AlertService
 from alerting.api import create_app
@@ -36,6 +37,7 @@ def make_core(db: Database, clock: ManualClock, channels: list[ChannelInfo] | No
         AlertService(db, clock, default_policy()),
         AckService(db),
         TokenSigner(b"test-secret"),
+        AccountService(db, clock),
         api_keys={"k-duty-0001": "duty", "k-aud-0002": "auditor", "k-admin-003": "admin"},
         channels=SANDBOXED if channels is None else channels,
     )
