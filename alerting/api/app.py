@@ -11,15 +11,26 @@ from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
 from alerting.access import Forbidden
-from alerting.api import ack_routes, alert_routes, health, problems, webhook_routes
-from alerting.console import (
-    accounts_routes,
-    board_routes,
-    detail_routes,
+from alerting.api import (
+    account_routes,
+    ack_routes,
+    action_routes,
+    alert_routes,
     directory_routes,
-    issue_routes,
+    health,
+    problems,
     review_routes,
-    signin_routes,
+    unit_routes,
+    webhook_routes,
+)
+from alerting.console import (
+    accounts_pages,
+    board_pages,
+    detail_pages,
+    directory_pages,
+    issue_pages,
+    review_pages,
+    signin_pages,
     web,
 )
 from alerting.core import Core
@@ -50,18 +61,19 @@ def create_app(core: Core, *, lifespan: Lifespan | None = None) -> FastAPI:
     app.add_exception_handler(web.PageError, web.on_page_error)
     app.add_exception_handler(Forbidden, web.on_forbidden)
     ack_routes.templates()  # read the page templates now rather than during the first answer
-    app.include_router(alert_routes.router)
+    for api in (alert_routes, action_routes, unit_routes, directory_routes, review_routes, account_routes):
+        app.include_router(api.router)
     app.include_router(ack_routes.router)
     app.include_router(health.router)
     app.include_router(webhook_routes.router)
     for console in (
-        signin_routes,
-        board_routes,
-        issue_routes,
-        detail_routes,
-        directory_routes,
-        review_routes,
-        accounts_routes,
+        signin_pages,
+        board_pages,
+        issue_pages,
+        detail_pages,
+        directory_pages,
+        review_pages,
+        accounts_pages,
     ):
         app.include_router(console.router)
     app.mount("/static", StaticFiles(directory=str(files("alerting") / "static")), name="static")
