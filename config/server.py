@@ -35,5 +35,8 @@ async def serve(settings: Settings, host: str, port: int) -> None:
     await engine.db.upgrade()
     # a duty room with nobody on duty tonight should hear it now, not at the first escalation
     await warn_coverage_gaps(engine.db, now=engine.clock.now())
+    if not await engine.core.accounts.list():
+        log.warning("console.no_accounts", hint="nobody can sign in yet: jiaoying account add <name> --role admin")
+    log.info("console.ready", url=f"{engine.settings.public_url}/console/")
     server = uvicorn.Server(uvicorn.Config(make_app(engine), host=host, port=port, log_config=None))
     await server.serve()
