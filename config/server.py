@@ -38,5 +38,7 @@ async def serve(settings: Settings, host: str, port: int) -> None:
     if not await engine.core.accounts.list():
         log.warning("console.no_accounts", hint="nobody can sign in yet: jiaoying account add <name> --role admin")
     log.info("console.ready", url=f"{engine.settings.public_url}/console/")
-    server = uvicorn.Server(uvicorn.Config(make_app(engine), host=host, port=port, log_config=None))
+    # open live-board streams never end by themselves; give them a few seconds, then stop anyway
+    config = uvicorn.Config(make_app(engine), host=host, port=port, log_config=None, timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
     await server.serve()
