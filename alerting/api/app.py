@@ -39,9 +39,12 @@ Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]] | Callable[[Fa
 
 DESCRIPTION = """
 叫应 (jiaoying): issue a warning to every responsible person down the grid hierarchy, follow who has
-answered 收到, and lift it. Authenticate with an API key in `X-API-Key` (or `Authorization: Bearer`);
-its role decides what it may do: **duty** and **admin** issue and cancel, **auditor** reads.
-Every error is `application/problem+json` (RFC 9457).
+answered 收到, and lift it. Everything the console pages do is here too.
+
+Authenticate with an API key in `X-API-Key` (or `Authorization: Bearer`); its role decides what it may do:
+**duty** and **admin** issue and act county-wide, **township** keys (configured as `key:township:<unit code>`)
+do the same inside their own subtree and see nothing outside it, **auditor** reads. Lists are paged with
+`limit` and `offset` and say how many there are in all. Every error is `application/problem+json` (RFC 9457).
 """
 
 
