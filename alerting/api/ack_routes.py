@@ -92,6 +92,7 @@ class Outcome:
 
     kind: str  # counted | repeat | ended | invalid
     feedback_saved: bool = False
+    help_asked: bool = False  # the call for help went up to the township and county duty
     errors: list[str] = field(default_factory=list)
 
 
@@ -179,4 +180,5 @@ async def ack_answer(token: str, request: Request, core: CoreDep) -> HTMLRespons
     else:
         kind = "repeat"
     log_.info("ack.page_answer", outcome=kind, channel=view.channel.value)
-    return _show(after, outcome=Outcome(kind, feedback_saved=bool(form.feedback)))
+    outcome = Outcome(kind, feedback_saved=bool(form.feedback), help_asked=result.help_needed)
+    return _show(after, outcome=outcome)

@@ -256,3 +256,59 @@ async def test_after_a_lift_the_page_says_no_answer_is_needed(web: httpx.AsyncCl
         assert "雨情减弱" in r.text
         assert 'class="big"' not in r.text
     assert [a.delivery_id for a in await answers(core.db)] == [warning.id]  # the lift notice recorded nothing
+
+
+LONG_TEXT = (
+    "巫溪县气象台发布暴雨红色预警：受强对流云团影响，预计未来3小时凤凰镇、宁厂镇将出现100毫米以上强降雨，"
+    "局地伴有雷电和8级以上大风，山洪、泥石流、滑坡等灾害风险极高。"
+) * 4
+LONG_INSTRUCTIONS = (
+    "一、立即组织危险区、沿河低洼地带和地质灾害隐患点群众转移到安全地带；二、停止户外作业和涉水活动；"
+    "三、网格员逐户敲门确认，老人、儿童、病人优先；四、转移情况及时报告乡镇值班室。"
+) * 3
+
+
+async def test_a_long_red_alert_still_fits_one_small_response(web: httpx.AsyncClient, core: Core) -> None:
+    for text, instructions in ((LONG_TEXT, LONG_INSTRUCTIONS), ("雨" * 2000, "撤" * 1000)):  # typical, then longest
+        alert_id = await issue(web, title="凤凰镇山洪红色预警", text=text, instructions=instructions, exercise=True)
+        r = await web.get(link(core, await delivery(core.db, alert_id, "g1")))
+        assert r.status_code == 200
+        assert text in r.text and instructions in r.text
+        assert len(r.content) < 20_000, len(r.content)
+        assert "<script" not in r.text and "<link" not in r.text and "<img" not in r.text
+        assert not re.search(r"(src|href)=|url\(|@import|https?://", r.text)  # nothing else to fetch
+
+
+async def test_a_long_task_page_fits_too(web: httpx.AsyncClient, core: Core, clock: ManualClock) -> None:
+    await issue(web, text=LONG_TEXT, instructions=LONG_INSTRUCTIONS)
+    escalation = EscalationEngine(core.db, core.clock)
+    for _ in range(2):
+        clock.advance(minutes=1)
+        await escalation.run_due()
+    async with core.db.session() as s:
+        task = (await s.execute(select(Delivery).where(col(Delivery.purpose) == Purpose.TASK.value))).scalars().first()
+    assert task is not None
+    r = await web.get(link(core, task))
+    assert "入户户数" in r.text and LONG_INSTRUCTIONS in r.text
+    assert len(r.content) < 20_000, len(r.content)
+
+
+async def test_answering_twice_says_when_and_asking_for_help_says_where_it_went(
+    web: httpx.AsyncClient, core: Core, clock: ManualClock
+) -> None:
+    alert_id = await issue(web)
+    url = link(core, await delivery(core.db, alert_id, "g1"))
+    first = await web.post(url, data={})
+    assert "✓ 已确认收到" in first.text
+    assert "求助" not in first.text
+    clock.advance(minutes=7)
+    again = await web.post(url, data={})
+    assert again.status_code == 200
+    assert "已收到，无需重复" in again.text
+    assert "您已于 2026-07-01 10:00:00（北京时间）确认收到" in again.text  # the first answer's time, not now
+    more = await web.post(url, data={"help_needed": "1", "note": "河水漫过桥面"})
+    assert "补充情况已记录" in more.text
+    assert "求助已报乡镇值班和县值班室" in more.text
+    t = await target_of(core.db, await delivery(core.db, alert_id, "g1"))
+    assert (t.state, t.answered_at is not None) == ("answered", True)
+    assert sum(a.counted for a in await answers(core.db)) == 1
