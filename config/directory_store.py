@@ -49,12 +49,15 @@ class ImportResult:
         return asdict(self)
 
 
-async def import_directory(db: Database, directory: Directory, *, actor: str, at: datetime) -> ImportResult:
+async def import_directory(
+    db: Database, directory: Directory, *, actor: str, at: datetime, files: Sequence[str] = ()
+) -> ImportResult:
     """Check the directory against the database and write it, in one transaction.
 
     Raises DirectoryError listing every problem (and having written nothing) when anything is wrong.
     Units are upserted by code, people by id, devices by id; the responsibilities of every unit that
     appears in the people rows are replaced by the file's. Nothing is deleted otherwise.
+    `files` names the uploaded files in the audit entry, for an import that did not come from a path.
     """
     async with db.session() as session:
         existing = await read_existing(session)
@@ -119,7 +122,8 @@ async def import_directory(db: Database, directory: Directory, *, actor: str, at
             devices_updated=sum(d.id in existing.device_ids for d in devices),
             paths_moved=len(moved_elsewhere),
         )
-        await audit.append(session, [audit.Entry(kind="directory.imported", actor=actor, at=at, data=result.counts())])
+        data: dict[str, Any] = {**result.counts(), **({"files": list(files)} if files else {})}
+        await audit.append(session, [audit.Entry(kind="directory.imported", actor=actor, at=at, data=data)])
     log.info("directory.imported", actor=actor, **result.counts())
     return result
 

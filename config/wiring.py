@@ -25,6 +25,7 @@ from alerting.tokens import TokenSigner
 from channels.mqtt_broker import EmbeddedBroker
 from channels.simulation import AnswerSimulator
 from config.channels import complete, device_channel, provider_channels
+from config.directory_importer import FileImporter
 from config.settings import Settings
 from escalation.engine import EscalationEngine
 from escalation.help import HelpEscalation
@@ -167,5 +168,6 @@ def build_engine(
         inbound=inbound,
         webhooks={w.name: w for c in chosen.values() for w in c.webhooks},
         breakers={k.value: b for k, b in dispatcher.breakers.items()},
+        directory=FileImporter(db, clock),
     )
     return Engine(settings, core, dispatcher, escalation, inbound, chosen, broker)
