@@ -135,7 +135,24 @@ class AccountService:
             await _end_sessions(s, username, now)
             await audit.record(s, "account.password_set", actor=actor, at=now, subject=f"user:{username}")
 
+    async def change_own_password(self, username: str, current: str, new: str) -> None:
+        """Someone changing their own password proves they know the current one; every session ends."""
+        async with self.db.session() as s:
+            account = await s.get(Account, username)
+            stored = account.password_hash if account else _DUMMY_HASH
+        if not await asyncio.to_thread(_password_matches, stored, current):
+            now = self.clock.now()
+            async with self.db.session() as s:
+                actor = f"user:{username}"
+                await audit.record(s, "account.password_change_refused", actor=actor, at=now, subject=actor)
+            raise AccountError("current: the current password is wrong")
+        if new == current:
+            raise AccountError("password: the new password must differ from the current one")
+        await self.set_password(username, new, actor=f"user:{username}")
+
     async def set_active(self, username: str, active: bool, *, actor: str) -> None:
+        if not active and actor == f"user:{username}":
+            raise AccountError("username: an administrator cannot disable their own account")
         now = self.clock.now()
         async with self.db.session() as s:
             account = await s.get(Account, username)

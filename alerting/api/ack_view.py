@@ -17,7 +17,7 @@ from alerting.domain import (
     TaskKind,
 )
 from alerting.messages import About
-from alerting.report import DEVICE_KIND_LABEL
+from alerting.report import DEVICE_KIND_LABEL, feedback_text
 from alerting.report_export import LEVEL_COLOUR
 from alerting.store.db import Database
 from alerting.store.tables import Alert, Delivery, Device, OrgUnit, Person, Target
@@ -49,6 +49,7 @@ class AckView:
     answered_by_name: str | None
     about: About | None  # set when the link is about someone (or something) else's silence
     unit: str
+    reported: str = ""  # the field report kept with the answer so far, in words
 
     @property
     def answered(self) -> bool:
@@ -117,6 +118,7 @@ async def load_ack_view(db: Database, delivery_id: str) -> AckView | None:
         answered_by_name=by_name,
         about=about,
         unit=unit_name,
+        reported=feedback_text(target.feedback),
     )
 
 
