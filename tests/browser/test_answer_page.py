@@ -103,7 +103,7 @@ def open_recording(ctx: BrowserContext, url: str) -> tuple[Page, list[Request], 
     """Open the link and return the page, every request it made, and the size of the HTML."""
     page = ctx.new_page()
     requests: list[Request] = []
-    page.on("request", requests.append)
+    page.on("request", lambda request: requests.append(request))
     response = page.goto(url, wait_until="load")
     assert response is not None and response.status == 200
     page.wait_for_timeout(300)  # anything fetched late (icons, fonts) would show up by now
