@@ -227,7 +227,7 @@ class AckService:
 
 def _person(by: str) -> str | None:
     # the duty officer answering on behalf may be named by an account, not a directory person id
-    return by if by and not by.startswith(("duty:", "cli:", "api:")) else None
+    return by if by and not by.startswith(("duty:", "cli:", "api:", "user:")) else None
 
 
 async def _stop_chasing(s: AsyncSession, target_id: str) -> None:

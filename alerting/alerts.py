@@ -15,21 +15,28 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from alerting import audit
+from alerting.access import Forbidden
 from alerting.clock import Clock
 from alerting.domain import (
+    PERSON_CHANNELS,
     AlertStatus,
     ChannelKind,
     DeadlineState,
     DeliveryState,
+    DeviceKind,
     Level,
     Purpose,
     TargetKind,
     TargetState,
 )
 from alerting.ids import new_id
-from alerting.plan import Planner, PlanSet
+from alerting.plan import Planner, PlanSet, Who
 from alerting.planning import (
+    DEVICE_CHANNEL,
+    PRIORITY_DEVICE,
     PRIORITY_LIFT,
+    PRIORITY_PERSON,
+    channels_for,
     delivery_row,
     device_deliveries,
     load_contacts,
@@ -38,7 +45,7 @@ from alerting.planning import (
     target_row,
 )
 from alerting.store.db import Database
-from alerting.store.tables import Alert, Deadline, Delivery, Target
+from alerting.store.tables import Alert, Deadline, Delivery, Device, OrgUnit, Target
 
 log = structlog.get_logger()
 
@@ -85,6 +92,15 @@ class Issued:
     deliveries: int
     by_channel: dict[str, int] = field(default_factory=dict)
     unreachable: int = 0
+
+
+@dataclass(frozen=True)
+class CalledAgain:
+    alert_id: int
+    targets: int  # silent recipients a fresh call went to
+    deliveries: int
+    by_channel: dict[str, int] = field(default_factory=dict)
+    skipped: int = 0  # answered, closed, or already waiting in the queue on every channel
 
 
 @dataclass(frozen=True)
@@ -309,6 +325,66 @@ class AlertService:
         self.wake()
         return Lifted(alert_id, stopped, len(lifts))
 
+    async def call_again(
+        self, alert_id: int, target_ids: list[str] | None, *, actor: str, within: str | None = None
+    ) -> CalledAgain:
+        """立即重呼: call silent recipients again now, without waiting for their next escalation step.
+
+        Each gets fresh warnings over the channels of the step they have reached (a step that only assigns
+        a manual task or reaches someone else falls back to the first wave's channels); a device gets a new
+        command. `target_ids=None` means every silent recipient (inside `within`, a unit path, if given). The
+        escalation schedule stays as it was: this is an extra call, not a step.
+        """
+        now = self.clock.now()
+        async with self.db.session() as s:
+            alert = await s.get(Alert, alert_id, with_for_update=True)
+            if alert is None:
+                raise AlertNotFound(alert_id)
+            if alert.status != AlertStatus.ACTIVE:
+                raise AlertNotActive(f"alert {alert_id} is {alert.status}; only a running alert can be called again")
+            q = (
+                select(Target, col(OrgUnit.path))
+                .join(OrgUnit, col(OrgUnit.code) == col(Target.unit_code))
+                .where(col(Target.alert_id) == alert_id)
+            )
+            if target_ids is None:
+                q = q.where(col(Target.state) == TargetState.OPEN.value)
+                if within is not None:
+                    q = q.where(col(OrgUnit.path).startswith(within))
+            else:
+                q = q.where(col(Target.id).in_(target_ids))
+            found = [(t, path) for t, path in (await s.execute(q)).all()]
+            if target_ids is not None:
+                missing = sorted(set(target_ids) - {t.id for t, _ in found})
+                if missing:
+                    raise LookupError(f"alert {alert_id} has no recipient {', '.join(missing)}")
+                outside = [t.id for t, path in found if within is not None and not path.startswith(within)]
+                if outside:
+                    raise Forbidden("只能重呼本辖区内的责任人")
+            silent = [(t, path) for t, path in found if t.state == TargetState.OPEN.value]
+            rows = await _fresh_calls(s, alert, silent, now)
+            await _insert_batched(s, Delivery, rows)
+            called = sorted({r["target_id"] for r in rows})
+            by_channel = dict(Counter(r["channel"] for r in rows))
+            await audit.record(
+                s,
+                "alert.called_again",
+                actor=actor,
+                at=now,
+                alert_id=alert_id,
+                subject=called[0] if len(called) == 1 else None,
+                data={
+                    "targets": called,
+                    "deliveries": by_channel,
+                    "all_silent": target_ids is None,
+                    "skipped": len(found) - len(called),
+                },
+            )
+        log.info("alert.called_again", alert_id=alert_id, targets=len(called), deliveries=len(rows))
+        if rows:
+            self.wake()
+        return CalledAgain(alert_id, len(called), len(rows), by_channel, len(found) - len(called))
+
     async def get(self, alert_id: int) -> Alert:
         async with self.db.session() as s:
             alert = await s.get(Alert, alert_id)
@@ -323,29 +399,30 @@ class AlertService:
         async with self.db.session() as s:
             return list((await s.execute(q)).scalars())
 
-    async def progress(self, alert_id: int) -> AlertProgress:
-        """Counts a duty officer watches: per target state, per delivery state and channel."""
+    async def progress(self, alert_id: int, *, within: str | None = None) -> AlertProgress:
+        """Counts a duty officer watches: per target state, per delivery state and channel. `within` (a unit
+        path) counts only targets in that subtree, and the deliveries about them."""
         alert = await self.get(alert_id)
+        mine = [col(Target.alert_id) == alert_id]
+        about: list[Any] = [col(Delivery.alert_id) == alert_id]
+        if within is not None:
+            inside = select(col(OrgUnit.code)).where(col(OrgUnit.path).startswith(within))
+            mine.append(col(Target.unit_code).in_(inside))
+            about.append(col(Delivery.target_id).in_(select(col(Target.id)).where(*mine)))
         async with self.db.session() as s:
             targets = dict(
                 (
-                    await s.execute(
-                        select(col(Target.state), func.count())
-                        .where(col(Target.alert_id) == alert_id)
-                        .group_by(col(Target.state))
-                    )
+                    await s.execute(select(col(Target.state), func.count()).where(*mine).group_by(col(Target.state)))
                 ).all()
             )
             deliveries = (
                 await s.execute(
                     select(col(Delivery.channel), col(Delivery.state), col(Delivery.sandbox), func.count())
-                    .where(col(Delivery.alert_id) == alert_id)
+                    .where(*about)
                     .group_by(col(Delivery.channel), col(Delivery.state), col(Delivery.sandbox))
                 )
             ).all()
-            escalated = await s.scalar(
-                select(func.count()).select_from(Target).where(col(Target.alert_id) == alert_id, col(Target.step) > 0)
-            )
+            escalated = await s.scalar(select(func.count()).select_from(Target).where(*mine, col(Target.step) > 0))
         return AlertProgress(
             alert=alert,
             targets={str(k): int(v) for k, v in targets.items()},
@@ -414,6 +491,70 @@ async def _answered_targets(s: AsyncSession, alert_id: int) -> dict[tuple[str | 
         )
     )
     return {(t.person_id, t.device_id): t for t in rows.scalars()}
+
+
+async def _fresh_calls(
+    s: AsyncSession, alert: Alert, silent: list[tuple[Target, str]], now: datetime
+) -> list[dict[str, Any]]:
+    """New warning deliveries for silent targets, leaving out a channel whose earlier warning is still queued."""
+    assert alert.id is not None
+    if not silent:
+        return []
+    plans = plan_of(alert)
+    queued = {
+        (r.target_id, r.channel)
+        for r in await s.execute(
+            select(col(Delivery.target_id), col(Delivery.channel)).where(
+                col(Delivery.alert_id) == alert.id,
+                col(Delivery.target_id).in_([t.id for t, _ in silent]),
+                col(Delivery.purpose) == Purpose.WARN.value,
+                col(Delivery.state).in_([DeliveryState.PENDING.value, DeliveryState.SENDING.value]),
+            )
+        )
+    }
+    contacts = await load_contacts(s, (t.person_id for t, _ in silent if t.person_id))
+    device_kinds = dict(
+        (
+            await s.execute(
+                select(col(Device.id), col(Device.kind)).where(
+                    col(Device.id).in_([t.device_id for t, _ in silent if t.device_id])
+                )
+            )
+        ).all()
+    )
+    rows: list[dict[str, Any]] = []
+    for t, path in silent:
+        plan = plans.for_path(path)
+        if t.kind == TargetKind.PERSON.value:
+            contact = contacts.get(t.person_id or "")
+            if contact is None:
+                continue
+            step = plan.person_steps[min(t.step, len(plan.person_steps) - 1)]
+            if step.who is not Who.TARGET or not any(c in PERSON_CHANNELS for c in step.channels):
+                step = plan.person_steps[0]
+            channels = [c for c in channels_for(contact, step) if c in PERSON_CHANNELS]
+            priority, person_id, device_id = PRIORITY_PERSON, t.person_id, None
+        else:
+            kind = device_kinds.get(t.device_id or "")
+            channels = [DEVICE_CHANNEL[DeviceKind(kind)]] if kind in DEVICE_CHANNEL else []
+            priority, person_id, device_id = PRIORITY_DEVICE, None, t.device_id
+        rows += [
+            delivery_row(
+                alert_id=alert.id,
+                target_id=t.id,
+                channel=ch,
+                purpose=Purpose.WARN,
+                step=t.step,
+                priority=priority,
+                now=now,
+                person_id=person_id,
+                device_id=device_id,
+                detail={"called_again": True},
+            )
+            for ch in channels
+            if (t.id, ch.value) not in queued
+        ]
+    return rows
 
 
 def _deadline(alert_id: int, target_id: str, step: int, due: datetime) -> dict[str, Any]:

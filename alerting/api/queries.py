@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import aliased
 from sqlmodel import col
 
+from alerting.access import Principal, alert_in_scope, in_scope
 from alerting.api.schemas import RecipientOut
 from alerting.clock import utc
 from alerting.domain import AlertStatus, TargetState
@@ -23,10 +24,15 @@ def word(labels: Mapping[Any, str], value: str) -> str:
     return labels.get(value, value)
 
 
-async def alerts_page(db: Database, *, limit: int, offset: int, active_only: bool) -> tuple[list[Alert], int]:
-    """Newest first, and how many there are in all."""
+async def alerts_page(
+    db: Database, *, limit: int, offset: int, active_only: bool, scope: Principal | None = None
+) -> tuple[list[Alert], int]:
+    """Newest first, and how many there are in all (of those `scope` may see, when given)."""
     q = select(Alert)
     n = select(func.count()).select_from(Alert)
+    if scope is not None:
+        q = q.where(alert_in_scope(scope, col(Alert.id)))
+        n = n.where(alert_in_scope(scope, col(Alert.id)))
     if active_only:
         q = q.where(col(Alert.status) == AlertStatus.ACTIVE.value)
         n = n.where(col(Alert.status) == AlertStatus.ACTIVE.value)
@@ -37,11 +43,19 @@ async def alerts_page(db: Database, *, limit: int, offset: int, active_only: boo
 
 
 async def recipients_page(
-    db: Database, alert_id: int, *, limit: int, offset: int, state: TargetState | None
+    db: Database,
+    alert_id: int,
+    *,
+    limit: int,
+    offset: int,
+    state: TargetState | None,
+    scope: Principal | None = None,
 ) -> tuple[list[RecipientOut], int]:
-    """Targets in the order the report uses: most critical first, then down the hierarchy."""
+    """Targets in the order the report uses: most critical first, then down the hierarchy (inside `scope`)."""
     answerer = aliased(Person)
     where = [col(Target.alert_id) == alert_id]
+    if scope is not None:
+        where.append(in_scope(scope, col(Target.unit_code)))
     if state is not None:
         where.append(col(Target.state) == state.value)
     q = (

@@ -1,0 +1,249 @@
+"""The live board and the alert detail page: numbers per township, the silent first, live updates, scope."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from sqlmodel import col, select
+
+from alerting.access import AccountRole, Principal
+from alerting.board import read_board
+from alerting.clock import ManualClock
+from alerting.console.board_pages import board_stream
+from alerting.domain import ChannelKind
+from alerting.store.db import Database
+from alerting.store.tables import Delivery, OrgUnit, Target
+from config.wiring import Engine
+from tests.alerting.board_setup import (
+    DUTY,
+    FENGHUANG,
+    KEYS,
+    NINGCHANG,
+    TOWNSHIP,
+    add_ningchang,
+    alert_body,
+    api_client,
+    signed_in,
+)
+from tests.conftest import SmallCounty
+from tests.harness import sandbox_engine
+
+
+@pytest.fixture
+async def engine(db: Database, clock: ManualClock, county: SmallCounty) -> AsyncIterator[Engine]:
+    await add_ningchang(db)
+    e = sandbox_engine(db, clock)
+    e.core.api_keys.update(KEYS)
+    await e.start(loops=False)
+    yield e
+    await e.stop()
+
+
+@pytest.fixture
+async def api(engine: Engine) -> AsyncIterator[httpx.AsyncClient]:
+    async with api_client(engine.core) as client:
+        yield client
+
+
+async def issue(api: httpx.AsyncClient, units: list[str], **changes: object) -> int:
+    r = await api.post("/api/v1/alerts", json=alert_body(units, **changes), headers=DUTY)
+    assert r.status_code == 201, r.text
+    alert_id: int = r.json()["id"]
+    return alert_id
+
+
+async def targets_by_township(db: Database, alert_id: int) -> dict[str, list[Target]]:
+    async with db.session() as s:
+        rows = (
+            await s.execute(
+                select(Target, col(OrgUnit.path))
+                .join(OrgUnit, col(OrgUnit.code) == col(Target.unit_code))
+                .where(col(Target.alert_id) == alert_id)
+            )
+        ).all()
+    found: dict[str, list[Target]] = {}
+    for t, path in rows:
+        parts = [p for p in path.split("/") if p]
+        found.setdefault(parts[1] if len(parts) > 1 else "county", []).append(t)
+    return found
+
+
+async def first_delivery(db: Database, alert_id: int, person_id: str) -> Delivery:
+    async with db.session() as s:
+        d = (
+            await s.execute(
+                select(Delivery).where(
+                    col(Delivery.alert_id) == alert_id,
+                    col(Delivery.person_id) == person_id,
+                    col(Delivery.channel) == ChannelKind.SMS.value,
+                )
+            )
+        ).scalar_one()
+    return d
+
+
+async def test_the_board_counts_each_township_and_lists_the_silent(engine: Engine, api: httpx.AsyncClient) -> None:
+    alert_id = await issue(api, [FENGHUANG, NINGCHANG], title="两镇山洪")
+    await engine.dispatcher.drain()
+    expected = await targets_by_township(engine.core.db, alert_id)
+
+    board = (await api.get("/api/v1/board", headers=DUTY)).json()
+    mine = next(a for a in board["alerts"] if a["id"] == alert_id)
+    rows = {t["code"]: t for t in mine["townships"]}
+    assert set(rows) == {FENGHUANG, NINGCHANG}
+    assert (rows[FENGHUANG]["name"], rows[NINGCHANG]["name"]) == ("凤凰镇", "宁厂镇")
+    for code, row in rows.items():
+        assert row["planned"] == len(expected[code])
+        assert row["silent"] == len(expected[code])
+        assert row["answered"] == 0
+        assert row["sent"] == len(expected[code])  # the sandbox hands every first-wave message over
+        assert row["delivered"] == 0  # and never claims one arrived
+    assert mine["totals"]["planned"] == sum(len(v) for v in expected.values())
+    assert mine["silent_total"] == mine["totals"]["planned"]
+
+    # 网格员甲 answers through the link of their SMS: the board counts it and takes them off the silent list
+    sms = await first_delivery(engine.core.db, alert_id, "g1")
+    await engine.core.acks.answer_delivery(sms.id, channel=ChannelKind.SMS, at=engine.core.clock.now())
+    board = (await api.get("/api/v1/board", headers=DUTY)).json()
+    mine = next(a for a in board["alerts"] if a["id"] == alert_id)
+    rows = {t["code"]: t for t in mine["townships"]}
+    assert rows[FENGHUANG]["answered"] == 1
+    assert rows[FENGHUANG]["silent"] == len(expected[FENGHUANG]) - 1
+    assert rows[NINGCHANG]["answered"] == 0
+    assert "网格员甲" not in [r["name"] for r in mine["silent"]]
+    assert "网格员乙" in [r["name"] for r in mine["silent"]]
+    phones = [r["phone"] for r in mine["silent"] if r["name"] == "网格员乙"]
+    assert phones == ["+86139****0009"]  # masked
+
+
+async def test_a_township_officer_sees_only_their_subtree(engine: Engine, api: httpx.AsyncClient) -> None:
+    both = await issue(api, [FENGHUANG, NINGCHANG], title="两镇山洪")
+    elsewhere = await issue(api, [NINGCHANG], title="宁厂镇山洪")
+    board = (await api.get("/api/v1/board", headers=TOWNSHIP)).json()
+    assert [a["id"] for a in board["alerts"]] == [both]
+    shown = board["alerts"][0]
+    assert [t["code"] for t in shown["townships"]] == [FENGHUANG]
+    assert all(r["unit_name"] not in ("宁厂镇", "宁河村") for r in shown["silent"])
+    # the county sees both alerts
+    county = (await api.get("/api/v1/board", headers=DUTY)).json()
+    assert {both, elsewhere} <= {a["id"] for a in county["alerts"]}
+
+
+async def test_ended_alerts_stay_on_the_board_for_a_day(engine: Engine, api: httpx.AsyncClient) -> None:
+    alert_id = await issue(api, [FENGHUANG])
+    r = await api.post(f"/api/v1/alerts/{alert_id}/cancel", json={"reason": "雨停"}, headers=DUTY)
+    assert r.status_code == 200
+    board = (await api.get("/api/v1/board", headers=DUTY)).json()
+    assert alert_id not in [a["id"] for a in board["alerts"]]
+    assert [(e["id"], e["status_label"], e["end_reason"]) for e in board["ended"]] == [(alert_id, "已解除", "雨停")]
+    assert isinstance(engine.core.clock, ManualClock)
+    engine.core.clock.advance(hours=25)
+    assert (await api.get("/api/v1/board", headers=DUTY)).json()["ended"] == []
+
+
+async def test_the_stream_sends_a_snapshot_when_a_number_changes(engine: Engine, api: httpx.AsyncClient) -> None:
+    alert_id = await issue(api, [FENGHUANG])
+    officer = Principal(AccountRole.DUTY, "user:duty", "值班员")
+
+    async def signed_in_still() -> bool:
+        return True
+
+    stream = board_stream(engine.core, officer, signed_in_still, poll_s=0.02)
+    first = await asyncio.wait_for(anext(stream), 5)
+    assert first.alerts[0].totals.answered == 0
+    # nothing changes: nothing is sent
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(anext_task := asyncio.ensure_future(anext(stream))), 0.2)
+    sms = await first_delivery(engine.core.db, alert_id, "g2")
+    await engine.core.acks.answer_delivery(sms.id, channel=ChannelKind.SMS, at=engine.core.clock.now())
+    second = await asyncio.wait_for(anext_task, 5)
+    assert second.alerts[0].totals.answered == 1
+    assert second.alerts[0].totals.silent == first.alerts[0].totals.silent - 1
+    await stream.aclose()
+
+
+async def test_the_board_page_shows_numbers_and_actions(engine: Engine, api: httpx.AsyncClient) -> None:
+    alert_id = await issue(api, [FENGHUANG], title="凤凰镇山洪")
+    await signed_in(engine.core, api, "duty", AccountRole.DUTY)
+    page = await api.get("/console/")
+    assert page.status_code == 200
+    html = page.text
+    assert "<h1>值守看板</h1>" in html
+    assert f'data-alert="{alert_id}"' in html
+    assert "凤凰镇山洪" in html and "演练" in html
+    planned = len((await targets_by_township(engine.core.db, alert_id))[FENGHUANG])
+    assert f'data-k="{alert_id}.total.planned" data-testid="total-planned">{planned}<' in html
+    assert "立即重呼" in html and "代为确认" in html and "重呼全部未应答" in html
+    assert '<meta http-equiv="refresh" content="30">' in html  # inside <noscript>
+    assert "/static/board.js" in html
+
+
+async def test_an_auditor_sees_the_board_without_actions(engine: Engine, api: httpx.AsyncClient) -> None:
+    await issue(api, [FENGHUANG], title="凤凰镇山洪")
+    await signed_in(engine.core, api, "audit", AccountRole.AUDITOR)
+    html = (await api.get("/console/")).text
+    assert "凤凰镇山洪" in html
+    assert "立即重呼" not in html and "解除预警" not in html
+
+
+async def test_the_detail_page_shows_each_recipients_timeline(engine: Engine, api: httpx.AsyncClient) -> None:
+    alert_id = await issue(api, [FENGHUANG], title="凤凰镇山洪")
+    await engine.dispatcher.drain()
+    sms = await first_delivery(engine.core.db, alert_id, "g1")
+    await engine.core.acks.answer_delivery(
+        sms.id, channel=ChannelKind.SMS, at=engine.core.clock.now(), feedback={"moved": 12, "note": "已转移"}
+    )
+    await signed_in(engine.core, api, "duty", AccountRole.DUTY)
+    page = await api.get(f"/console/alerts/{alert_id}")
+    assert page.status_code == 200
+    html = page.text
+    assert "上游强降雨，河水暴涨。" in html and "立即转移沿河群众。" in html
+    assert "网格员甲" in html and "转移 12 人" in html and "已转移" in html
+    assert "应答“收到”" in html
+    assert '<span class="pill">沙箱</span>' in html  # the sandbox deliveries say they reached nobody
+    assert "预警设备" in html  # a red alert sounds the village sirens
+    # silent first: the first recipient on the page has not answered
+    first = html.index('data-testid="recipient"')
+    assert "state-open" in html[first - 80 : first]
+
+    silent = (await api.get(f"/console/alerts/{alert_id}", params={"show": "silent"})).text
+    assert "网格员乙" in silent and "网格员甲" not in silent
+    found = (await api.get(f"/console/alerts/{alert_id}", params={"q": "西坪"})).text
+    assert "西坪村主任" in found and "网格员甲" not in found
+
+
+async def test_the_detail_page_pages_through_many_recipients(engine: Engine, api: httpx.AsyncClient) -> None:
+    alert_id = await issue(api, ["500238"], title="全县山洪")
+    await signed_in(engine.core, api, "duty", AccountRole.DUTY)
+    html = (await api.get(f"/console/alerts/{alert_id}")).text
+    count = html.count('data-testid="recipient"')
+    total = sum(len(v) for v in (await targets_by_township(engine.core.db, alert_id)).values())
+    assert count == min(total, 50)
+
+
+async def test_a_township_officer_gets_404_for_an_alert_outside(engine: Engine, api: httpx.AsyncClient) -> None:
+    elsewhere = await issue(api, [NINGCHANG], title="宁厂镇山洪")
+    both = await issue(api, [FENGHUANG, NINGCHANG], title="两镇山洪")
+    await signed_in(engine.core, api, "fenghuang", AccountRole.TOWNSHIP, FENGHUANG)
+    page = await api.get(f"/console/alerts/{elsewhere}")
+    assert page.status_code == 404
+    assert "宁厂镇山洪" not in page.text
+    assert "宁厂镇山洪" not in (await api.get("/console/")).text
+    detail = (await api.get(f"/console/alerts/{both}")).text
+    assert "网格员甲" in detail
+    assert "宁河村主任" not in detail and "宁厂镇值班员" not in detail
+
+
+async def test_unknown_alert_is_a_404_page(engine: Engine, api: httpx.AsyncClient) -> None:
+    await signed_in(engine.core, api, "duty", AccountRole.DUTY)
+    page = await api.get("/console/alerts/99999")
+    assert page.status_code == 404
+    assert "没有编号为 99999 的预警" in page.text
+
+
+async def test_the_board_is_empty_without_alerts(engine: Engine) -> None:
+    board = await read_board(engine.core.db, Principal(AccountRole.DUTY, "t", "t"), now=engine.core.clock.now())
+    assert board.alerts == [] and board.ended == []
