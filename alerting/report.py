@@ -268,6 +268,7 @@ class AlertReport(BaseModel):
     villages: list[TownshipRow] = Field(default_factory=list)
     audit: AuditStatus
     recipients: list[RecipientRow]
+    scope: str | None = None  # a unit path when the report covers only that subtree
 
     @property
     def silent_recipients(self) -> list[RecipientRow]:
@@ -380,10 +381,18 @@ class _Snapshot:
     alert_events: int
 
 
-async def _read(session: AsyncSession, alert_id: int) -> _Snapshot:
+async def _read(session: AsyncSession, alert_id: int, within: str | None = None) -> _Snapshot:
     alert = await session.get(Alert, alert_id)
     if alert is None:
         raise LookupError(f"alert {alert_id} does not exist")
+    # A township officer's report holds only the targets in their subtree, and what was sent or answered for them.
+    scoped = (
+        select(col(Target.id))
+        .join(OrgUnit, col(OrgUnit.code) == col(Target.unit_code))
+        .where(col(Target.alert_id) == alert_id, col(OrgUnit.path).startswith(within))
+        if within
+        else None
+    )
     # SQLAlchemy rows resolve attributes by name on every access; plain named tuples are several times
     # faster to read, which is most of the cost at 100,000 targets.
     targets = [
@@ -391,14 +400,17 @@ async def _read(session: AsyncSession, alert_id: int) -> _Snapshot:
         for r in await session.execute(
             select(*_columns(Target, _TargetRec, skip=2), col(OrgUnit.name), col(OrgUnit.path))
             .join(OrgUnit, col(OrgUnit.code) == col(Target.unit_code))
-            .where(col(Target.alert_id) == alert_id)
+            .where(col(Target.alert_id) == alert_id, *([col(OrgUnit.path).startswith(within)] if within else []))
         )
     ]
     deliveries = [
         _DeliveryRec._make(r)
         for r in await session.execute(
             select(*_columns(Delivery, _DeliveryRec))
-            .where(col(Delivery.alert_id) == alert_id)
+            .where(
+                col(Delivery.alert_id) == alert_id,
+                *([col(Delivery.target_id).in_(scoped)] if scoped is not None else []),
+            )
             .order_by(col(Delivery.step), col(Delivery.created_at), col(Delivery.channel))
         )
     ]
@@ -406,7 +418,9 @@ async def _read(session: AsyncSession, alert_id: int) -> _Snapshot:
         _AckRec._make(r)
         for r in await session.execute(
             select(*_columns(Acknowledgement, _AckRec)).where(
-                col(Acknowledgement.alert_id) == alert_id, col(Acknowledgement.counted)
+                col(Acknowledgement.alert_id) == alert_id,
+                col(Acknowledgement.counted),
+                *([col(Acknowledgement.target_id).in_(scoped)] if scoped is not None else []),
             )
         )
     ]
@@ -698,9 +712,14 @@ def _assemble(snap: _Snapshot, now: datetime) -> AlertReport:
     )
 
 
-async def build_report(db: Database, alert_id: int, *, now: datetime) -> AlertReport:
-    """The audit report of one alert as the store has it at `now`. Raises LookupError for an unknown alert."""
+async def build_report(db: Database, alert_id: int, *, now: datetime, within: str | None = None) -> AlertReport:
+    """The audit report of one alert as the store has it at `now`. Raises LookupError for an unknown alert.
+
+    `within` is a unit path ("/500238/500238101/"): the report then covers only the targets in that subtree.
+    """
     async with db.session() as session:
-        snap = await _read(session, alert_id)
+        snap = await _read(session, alert_id, within)
     # Shaping 100,000 rows is seconds of CPU: keep the loop free for acks arriving meanwhile.
-    return await asyncio.to_thread(_assemble, snap, now)
+    report = await asyncio.to_thread(_assemble, snap, now)
+    report.scope = within
+    return report

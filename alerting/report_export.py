@@ -5,20 +5,25 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import structlog
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from openpyxl import Workbook
+from openpyxl.cell import WriteOnlyCell
+from openpyxl.styles import Font
+from openpyxl.utils import get_column_letter
 
 from alerting.clock import local_text
-from alerting.domain import Purpose
+from alerting.domain import DeliveryState, Purpose
 from alerting.report import DELIVERY_STATE_LABEL, AlertReport, RecipientRow, build_report, channel_label, label
 from alerting.store.db import Database
 
-Format = Literal["csv", "json", "html"]
+Format = Literal["csv", "json", "html", "xlsx"]
 TEMPLATES = Path(__file__).parent / "templates"
 BOM = "\ufeff"  # without it Excel reads UTF-8 CSV as the local code page and the Chinese comes out garbled
 
@@ -98,9 +103,61 @@ def answered_by_text(row: RecipientRow) -> str:
     return f"{row.answered_by_name}（代应答）" if row.answered_for else row.answered_by_name
 
 
+CHAIN_REASON = {
+    "its link to the row before it is broken": "与前一条记录的链接断开（记录被删除或插入）",
+    "its content does not match its hash (edited)": "内容与哈希不符（记录被改动）",
+}
+
+
+def chain_text(ok: bool, rows: int, first_bad_seq: int | None, reason: str) -> str:
+    """The audit chain's state in a sentence an auditor reads."""
+    if ok:
+        return f"审计链校验通过：共 {rows} 条记录，哈希链完整"
+    why = CHAIN_REASON.get(reason)
+    if why is None and reason.startswith("row ") and reason.endswith(" is missing"):
+        why = "记录缺失"
+    elif why is None and reason.startswith("the chain ends"):
+        why = "链尾与链头记录不一致（末尾记录被删除）"
+    return f"审计链校验失败：第 {first_bad_seq} 条记录{why or reason}，链在此断裂（此前 {rows} 条完好）"
+
+
 def _cell(value: str) -> str:
     # A cell starting with = + - @ is a formula to Excel; a note typed on a phone must not become one.
     return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+def recipient_values(report: AlertReport) -> list[list[str | int]]:
+    """One row per recipient under CSV_HEADERS, as plain values (each format guards its own formulas)."""
+    rows: list[list[str | int]] = []
+    for i, r in enumerate(report.recipients, 1):
+        rows.append(
+            [
+                i,
+                r.township_name,
+                r.village_name,
+                r.unit_name,
+                r.unit_code,
+                r.kind_label,
+                r.role_label,
+                r.name,
+                r.phone,
+                r.state_label,
+                "是" if r.silent else "否",
+                channels_text(r),
+                local_text(r.first_delivered_at),
+                local_text(r.answered_at),
+                "" if r.answer_s is None else round(r.answer_s),
+                answered_by_text(r),
+                r.answer_channel_label,
+                r.on_behalf_reason or "",
+                r.step,
+                escalation_text(r),
+                r.feedback_text,
+                r.answers,
+                "是" if r.sandbox else "否",
+            ]
+        )
+    return rows
 
 
 def render_csv(report: AlertReport) -> str:
@@ -108,37 +165,8 @@ def render_csv(report: AlertReport) -> str:
     out.write(BOM)
     writer = csv.writer(out)
     writer.writerow(CSV_HEADERS)
-    for i, r in enumerate(report.recipients, 1):
-        texts = [
-            r.township_name,
-            r.village_name,
-            r.unit_name,
-            r.unit_code,
-            r.kind_label,
-            r.role_label,
-            r.name,
-            r.phone,
-            r.state_label,
-            "是" if r.silent else "否",
-            channels_text(r),
-            local_text(r.first_delivered_at),
-            local_text(r.answered_at),
-        ]
-        writer.writerow(
-            [
-                i,
-                *map(_cell, texts),
-                "" if r.answer_s is None else round(r.answer_s),
-                _cell(answered_by_text(r)),
-                r.answer_channel_label,
-                _cell(r.on_behalf_reason or ""),
-                r.step,
-                _cell(escalation_text(r)),
-                _cell(r.feedback_text),
-                r.answers,
-                "是" if r.sandbox else "否",
-            ]
-        )
+    for row in recipient_values(report):
+        writer.writerow([_cell(v) if isinstance(v, str) else v for v in row])
     return out.getvalue()
 
 
@@ -168,31 +196,176 @@ def _environment() -> Environment:
     return env
 
 
-def render_html(report: AlertReport) -> str:
+def render_html(report: AlertReport, charts: Mapping[str, str] | None = None) -> str:
+    """The standalone report; `charts` are inline SVGs (answer_time, answer_curve, channels) if drawn."""
     template = _environment().get_template("report.html")
+    a = report.audit
     return template.render(
         r=report,
+        charts=charts or {},
+        chain=chain_text(a.ok, a.rows, a.first_bad_seq, a.reason),
         s=report.summary,
         colour=LEVEL_COLOUR.get(report.level, "#455a64"),
         silent=report.silent_recipients,
     )
 
 
+def _xl(ws: Any, value: object, *, bold: bool = False) -> Any:
+    """A cell that stays text: openpyxl would store a string starting with = as a formula."""
+    cell = WriteOnlyCell(ws, value=value)
+    if isinstance(value, str) and value.startswith("="):
+        cell.data_type = "s"
+    if bold:
+        cell.font = Font(bold=True)
+    return cell
+
+
+def _sheet(wb: Any, title: str, headers: list[str], rows: Iterable[Iterable[object]], widths: list[int]) -> None:
+    ws = wb.create_sheet(title)
+    for i, w in enumerate(widths):
+        ws.column_dimensions[get_column_letter(i + 1)].width = w
+    ws.freeze_panes = "A2"
+    ws.append([_xl(ws, h, bold=True) for h in headers])
+    for row in rows:
+        ws.append([_xl(ws, v) for v in row])
+
+
+def _overview(report: AlertReport) -> list[tuple[str, object]]:
+    s, a = report.summary, report.audit
+    closed_rate = f"{s.closed / s.targets:.1%}" if s.targets else "—"
+    return [
+        ("预警编号", report.alert_id),
+        ("级别", report.level_label),
+        ("灾种", report.hazard),
+        ("标题", report.title),
+        ("演练", "是（演练，非真实预警）" if report.exercise else "否"),
+        ("状态", report.status_label),
+        ("发布时间（北京时间）", local_text(report.created_at)),
+        ("发布人", report.created_by),
+        ("结束时间", local_text(report.ended_at)),
+        ("结束原因", report.end_reason or ""),
+        ("预警范围", "、".join(report.target_unit_names)),
+        ("应叫应", s.targets),
+        ("本人应答", s.answered),
+        ("代应答", s.answered_for),
+        ("仍未应答", s.silent),
+        ("设备未确认", s.failed),
+        ("已取消", s.cancelled),
+        ("闭环率", closed_rate),
+        ("应答用时中位数", duration(s.median_answer_s)),
+        ("90% 应答用时", duration(s.p90_answer_s)),
+        ("发送总数", s.deliveries_total),
+        ("沙箱发送（未真实送达）", s.sandbox_deliveries),
+        ("审计链", chain_text(a.ok, a.rows, a.first_bad_seq, a.reason)),
+        ("报告生成时间", local_text(report.generated_at)),
+    ]
+
+
+def render_xlsx(report: AlertReport) -> bytes:
+    """A workbook an auditor files: overview, every recipient, townships, the silent, failed deliveries."""
+    wb = Workbook(write_only=True)
+    _sheet(wb, "概况", ["项目", "内容"], _overview(report), [24, 60])
+    _sheet(wb, "叫应对象", CSV_HEADERS, recipient_values(report), [6, 12, 12, 16, 16, 6, 12, 12, 16, 10, 8, 60])
+    _sheet(
+        wb,
+        "分乡镇",
+        ["乡镇/街道", "代码", "应叫应", "本人应答", "代应答", "仍未应答", "设备未确认", "用时中位数（秒）"],
+        (
+            [
+                t.name,
+                t.code or "",
+                t.targets,
+                t.answered,
+                t.answered_for,
+                t.silent,
+                t.failed,
+                "" if t.median_answer_s is None else round(t.median_answer_s),
+            ]
+            for t in report.townships
+        ),
+        [16, 14, 10, 10, 10, 10, 10, 16],
+    )
+    _sheet(
+        wb,
+        "仍未应答",
+        [
+            "乡镇/街道",
+            "责任单位",
+            "单位代码",
+            "角色",
+            "姓名/设备",
+            "电话（脱敏）",
+            "已尝试渠道",
+            "升级步数",
+            "升级联系情况",
+        ],
+        (
+            [
+                r.township_name,
+                r.unit_name,
+                r.unit_code,
+                r.role_label,
+                r.name,
+                r.phone,
+                channels_text(r),
+                r.step,
+                escalation_text(r),
+            ]
+            for r in report.silent_recipients
+        ),
+        [12, 16, 16, 12, 12, 16, 60, 8, 40],
+    )
+    _sheet(
+        wb,
+        "发送失败",
+        ["姓名/设备", "责任单位", "联系人", "渠道", "服务商", "错误", "尝试次数", "步骤", "发送时间"],
+        (
+            [
+                r.name,
+                r.unit_name,
+                d.contact_name,
+                d.channel_label,
+                d.provider or "",
+                d.error or "",
+                d.attempts,
+                d.step,
+                local_text(d.sent_at),
+            ]
+            for r in report.recipients
+            for d in r.deliveries
+            if d.state == DeliveryState.FAILED
+        ),
+        [12, 16, 12, 10, 12, 40, 8, 6, 20],
+    )
+    out = io.BytesIO()
+    wb.save(out)
+    return out.getvalue()
+
+
 RENDERERS = {"csv": render_csv, "json": render_json, "html": render_html}
 
 
+def render(report: AlertReport, fmt: Format, charts: Mapping[str, str] | None = None) -> bytes:
+    """The report as the bytes of a file in this format (text formats in UTF-8). CPU work: call it in a thread."""
+    if fmt == "xlsx":
+        return render_xlsx(report)
+    if fmt == "html":
+        return render_html(report, charts).encode("utf-8")
+    return RENDERERS[fmt](report).encode("utf-8")
+
+
 def _write(report: AlertReport, fmt: Format, path: Path) -> Path:
-    text = RENDERERS[fmt](report)
+    data = render(report, fmt)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # newline="" keeps the CSV writer's \r\n as it is instead of doubling it on Windows
-    path.write_text(text, encoding="utf-8", newline="")
+    # bytes as rendered: the CSV writer's \r\n stays as it is instead of doubling on Windows
+    path.write_bytes(data)
     return path
 
 
 async def export(db: Database, alert_id: int, fmt: Format, path: Path, *, now: datetime) -> Path:
-    """Build the report of one alert and write it as csv, json or html; rendering runs in a thread."""
-    if fmt not in RENDERERS:
-        raise ValueError(f"unknown report format {fmt!r}; use csv, json or html")
+    """Build the report of one alert and write it as csv, json, html or xlsx; rendering runs in a thread."""
+    if fmt not in (*RENDERERS, "xlsx"):
+        raise ValueError(f"unknown report format {fmt!r}; use csv, json, html or xlsx")
     report = await build_report(db, alert_id, now=now)
     written = await asyncio.to_thread(_write, report, fmt, path)
     log.info("report.exported", alert_id=alert_id, format=fmt, path=str(written), recipients=len(report.recipients))

@@ -1,0 +1,91 @@
+"""Reading the global audit log: newest first, filtered by kind, alert or actor, and its chain status."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import func, select
+from sqlmodel import col
+
+from alerting import audit
+from alerting.access import Principal, alert_in_scope
+from alerting.clock import utc
+from alerting.report_export import chain_text
+from alerting.store.db import Database
+from alerting.store.tables import AuditEvent
+
+
+class AuditItem(BaseModel):
+    seq: int
+    at: datetime
+    kind: str
+    actor: str
+    alert_id: int | None
+    subject: str | None
+    data: dict[str, Any]
+
+
+class ChainStatus(BaseModel):
+    ok: bool
+    rows: int
+    first_bad_seq: int | None
+    reason: str
+    text: str  # the same in words an auditor reads
+
+
+async def audit_page(
+    db: Database,
+    who: Principal,
+    *,
+    kind: str | None = None,
+    alert_id: int | None = None,
+    actor: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[AuditItem], int]:
+    """A kind ending in "." is a prefix ("alert." matches every alert event). A township officer reads
+    only the events of alerts reaching their subtree."""
+    where: list[Any] = []
+    if kind:
+        where.append(col(AuditEvent.kind).startswith(kind) if kind.endswith(".") else col(AuditEvent.kind) == kind)
+    if alert_id is not None:
+        where.append(col(AuditEvent.alert_id) == alert_id)
+    if actor:
+        where.append(col(AuditEvent.actor) == actor)
+    if not who.county_wide:
+        where += [col(AuditEvent.alert_id).is_not(None), alert_in_scope(who, col(AuditEvent.alert_id))]
+    async with db.session() as s:
+        total = await s.scalar(select(func.count()).select_from(AuditEvent).where(*where))
+        rows = (
+            await s.execute(
+                select(AuditEvent).where(*where).order_by(col(AuditEvent.seq).desc()).limit(limit).offset(offset)
+            )
+        ).scalars()
+        items = [
+            AuditItem(
+                seq=e.seq,
+                at=utc(e.at),
+                kind=e.kind,
+                actor=e.actor,
+                alert_id=e.alert_id,
+                subject=e.subject,
+                data=dict(e.data or {}),
+            )
+            for e in rows
+        ]
+    return items, int(total or 0)
+
+
+async def chain_status(db: Database) -> ChainStatus:
+    """Walks the whole chain in batches (audit.verify); a long chain takes a moment, so call it only on request."""
+    async with db.session() as s:
+        v = await audit.verify(s)
+    return ChainStatus(
+        ok=v.ok,
+        rows=v.rows,
+        first_bad_seq=v.first_bad_seq,
+        reason=v.reason,
+        text=chain_text(v.ok, v.rows, v.first_bad_seq, v.reason),
+    )
