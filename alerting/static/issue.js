@@ -12,17 +12,7 @@
 
     const chosen = () => new Set([...form.querySelectorAll("input[name=units]:checked")].map((i) => i.value));
 
-    const keep = () => {
-      // results ticked before the next search become part of the chosen list rather than vanish with it
-      const list = form.querySelector("[data-testid=chosen]");
-      for (const box of found.querySelectorAll("input[name=units]:checked")) {
-        list.querySelector("[data-testid=none-chosen]")?.remove();
-        list.append(box.closest("label"));
-      }
-    };
-
     const show = (items, total) => {
-      keep();
       found.replaceChildren();
       if (!q.value.trim()) return;
       if (!items.length) {
@@ -76,6 +66,20 @@
         show(body.items, body.total);
       }
     };
+
+    // a ticked result joins the chosen list at once, so it is plainly part of the warning
+    found.addEventListener("change", (e) => {
+      const box = e.target;
+      if (box.name !== "units" || !box.checked) return;
+      const label = box.closest("label");
+      const mark = document.createElement("span");
+      mark.className = "pick taken";
+      mark.textContent = `✓ ${label.textContent.trim()} 已选`;
+      const list = form.querySelector("[data-testid=chosen]");
+      list.querySelector("[data-testid=none-chosen]")?.remove();
+      label.replaceWith(mark);
+      list.append(label);
+    });
 
     q.addEventListener("input", () => {
       clearTimeout(timer);
