@@ -444,12 +444,12 @@ def _uncovered(start: datetime, end: datetime, spans: Iterable[tuple[datetime, d
     for lo, hi in sorted(spans):
         if lo > cursor:
             stop = min(lo, end)
-            gaps.append(GapOut(starts_at=cursor, ends_at=stop, hours=round((stop - cursor).total_seconds() / 3600, 2)))
+            gaps.append(GapOut(starts_at=cursor, ends_at=stop, hours=round((stop - cursor).total_seconds() / 3600, 1)))
         cursor = max(cursor, hi)
         if cursor >= end:
             return gaps
     if cursor < end:
-        gaps.append(GapOut(starts_at=cursor, ends_at=end, hours=round((end - cursor).total_seconds() / 3600, 2)))
+        gaps.append(GapOut(starts_at=cursor, ends_at=end, hours=round((end - cursor).total_seconds() / 3600, 1)))
     return gaps
 
 
