@@ -188,3 +188,10 @@ async def test_warning_texts_are_offered_per_hazard_and_level(api: httpx.AsyncCl
     assert len(one) == 1
     assert one[0]["title"] == "{area}山洪红色预警"
     assert "{area}" in one[0]["text"]
+
+
+async def test_the_api_documents_units_texts_and_preview(api: httpx.AsyncClient) -> None:
+    paths = (await api.get("/openapi.json")).json()["paths"]
+    assert "get" in paths["/api/v1/units"]
+    assert "get" in paths["/api/v1/warning-texts"]
+    assert "post" in paths["/api/v1/alerts/preview"]

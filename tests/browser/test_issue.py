@@ -7,9 +7,9 @@ import uuid
 from collections.abc import Callable
 
 import httpx
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
-from tests.browser.served import Served
+from tests.browser.served import ACCOUNTS, Served
 from tests.browser.shots import screenshot
 
 DUTY_KEY = {"X-API-Key": "browser-duty-key"}
@@ -128,3 +128,28 @@ def test_a_township_officer_picks_only_inside_their_township(sign_in: Callable[[
         assert "500238102" in r.text()
     listed = httpx.get(served.url + "/api/v1/alerts", params={"limit": 100}, headers=DUTY_KEY, timeout=10).json()
     assert not [a for a in listed["items"] if a["title"] == "越权预警"]
+
+
+def test_the_form_works_without_javascript(browser: Browser, served: Served) -> None:
+    context = browser.new_context(base_url=served.url, java_script_enabled=False, locale="zh-CN")
+    try:
+        page = context.new_page()
+        page.goto("/console/sign-in")
+        page.get_by_label("用户名").fill("duty")
+        page.get_by_label("密码").fill(ACCOUNTS["duty"][0])
+        page.get_by_role("button", name="登录").click()
+        page.goto("/console/alerts/new")
+        page.get_by_label("按名称或代码查找").fill("凤凰")
+        page.get_by_role("button", name="查找").click()  # the server answers the search
+        page.get_by_test_id("found").locator('input[value="500238101"]').check()
+        page.get_by_label("橙色", exact=True).check()
+        page.get_by_label("灾种", exact=True).select_option("地质灾害")
+        page.get_by_role("button", name="套用模板文本").click()  # and reloads the template
+        expect(page.get_by_label("标题", exact=True)).to_have_value("凤凰镇地质灾害橙色预警")
+        expect(page.get_by_test_id("chosen")).to_contain_text("凤凰镇")
+        page.get_by_role("button", name="预览送达范围").click()
+        expect(page.get_by_test_id("preview-title")).to_have_text("凤凰镇地质灾害橙色预警")
+        expect(page.get_by_test_id("count-people")).not_to_have_text("0")
+        expect(page.get_by_test_id("by-township")).to_contain_text("凤凰镇")
+    finally:
+        context.close()
