@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, exists, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 from sqlmodel import col
 
 from alerting.store.tables import OrgUnit, Target
@@ -84,7 +85,9 @@ def alert_in_scope(principal: Principal, alert_id: Any) -> ColumnElement[bool]:
     """A WHERE clause keeping alerts that reach at least one recipient in the principal's subtree."""
     if principal.unit_path is None:
         return true()
-    reaches = select(col(Target.id)).where(col(Target.alert_id) == alert_id, in_scope(principal, col(Target.unit_code)))
+    # an alias, so the subquery never correlates with a query that itself selects from target
+    t = aliased(Target)
+    reaches = select(col(t.id)).where(col(t.alert_id) == alert_id, in_scope(principal, col(t.unit_code)))
     return exists(reaches)
 
 
