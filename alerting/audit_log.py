@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 from datetime import datetime
 from typing import Any
 
@@ -11,7 +14,7 @@ from sqlmodel import col
 
 from alerting import audit
 from alerting.access import Principal, alert_in_scope
-from alerting.clock import utc
+from alerting.clock import local_text, utc
 from alerting.report_export import chain_text
 from alerting.store.db import Database
 from alerting.store.tables import AuditEvent
@@ -44,6 +47,7 @@ async def audit_page(
     actor: str | None = None,
     limit: int = 50,
     offset: int = 0,
+    oldest_first: bool = False,
 ) -> tuple[list[AuditItem], int]:
     """A kind ending in "." is a prefix ("alert." matches every alert event). A township officer reads
     only the events of alerts reaching their subtree."""
@@ -56,13 +60,10 @@ async def audit_page(
         where.append(col(AuditEvent.actor) == actor)
     if not who.county_wide:
         where += [col(AuditEvent.alert_id).is_not(None), alert_in_scope(who, col(AuditEvent.alert_id))]
+    order = col(AuditEvent.seq).asc() if oldest_first else col(AuditEvent.seq).desc()
     async with db.session() as s:
         total = await s.scalar(select(func.count()).select_from(AuditEvent).where(*where))
-        rows = (
-            await s.execute(
-                select(AuditEvent).where(*where).order_by(col(AuditEvent.seq).desc()).limit(limit).offset(offset)
-            )
-        ).scalars()
+        rows = (await s.execute(select(AuditEvent).where(*where).order_by(order).limit(limit).offset(offset))).scalars()
         items = [
             AuditItem(
                 seq=e.seq,
@@ -89,3 +90,14 @@ async def chain_status(db: Database) -> ChainStatus:
         reason=v.reason,
         text=chain_text(v.ok, v.rows, v.first_bad_seq, v.reason),
     )
+
+
+def audit_csv(items: list[AuditItem]) -> str:
+    """The events as CSV: times in Asia/Shanghai, the data as JSON in one column."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["seq", "time (Asia/Shanghai)", "kind", "actor", "alert_id", "subject", "data"])
+    for e in items:
+        data = json.dumps(e.data, ensure_ascii=False, sort_keys=True)
+        writer.writerow([e.seq, local_text(e.at), e.kind, e.actor, e.alert_id or "", e.subject or "", data])
+    return out.getvalue()

@@ -15,7 +15,7 @@ from alerting.access import Forbidden, check_alert
 from alerting.api.auth import CoreDep, Reader
 from alerting.api.problems import Problem, documented
 from alerting.api.schemas import Page
-from alerting.audit_log import AuditItem, ChainStatus, audit_page, chain_status
+from alerting.audit_log import AuditItem, ChainStatus, audit_csv, audit_page, chain_status
 from alerting.clock import SHANGHAI
 from alerting.domain import Level
 from alerting.report import AlertReport, build_report
@@ -149,6 +149,36 @@ async def audit_log(
     """The hash-chained audit log, newest first: every sign-in, issue, cancel, update, answer on behalf,
     import and account change. A township key reads only the events of alerts reaching its subtree."""
     items, total = await audit_page(core.db, who, kind=kind, alert_id=alert_id, actor=actor, limit=limit, offset=offset)
+    return Page[AuditItem](items=items, total=total, limit=limit, offset=offset)
+
+
+@router.get(
+    "/api/v1/alerts/{alert_id}/audit",
+    response_model=Page[AuditItem],
+    responses={200: {"content": {"text/csv": {}}}, **documented(404)},
+)
+async def alert_audit(
+    core: CoreDep,
+    who: Reader,
+    alert_id: Annotated[int, Path(ge=1)],
+    format: Literal["json", "csv"] = "json",
+    limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
+    offset: Offset = 0,
+) -> Page[AuditItem] | Response:
+    """One alert's audit trail, oldest first: what was decided, sent, answered and by whom. CSV for a spreadsheet."""
+    async with core.db.session() as s:
+        if not await check_alert(s, who, alert_id):
+            raise Problem(404, "alert-not-found", "No such alert", f"there is no alert {alert_id}")
+    items, total = await audit_page(core.db, who, alert_id=alert_id, limit=limit, offset=offset, oldest_first=True)
+    if not items and offset == 0:
+        raise Problem(404, "alert-not-found", "No such alert", f"there is no alert {alert_id}")
+    if format == "csv":
+        name = f"预警{alert_id}_审计记录.csv"
+        return Response(
+            audit_csv(items).encode("utf-8-sig"),  # the BOM lets Excel read the Chinese as UTF-8
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": content_disposition(name, f"alert-{alert_id}-audit.csv")},
+        )
     return Page[AuditItem](items=items, total=total, limit=limit, offset=offset)
 
 

@@ -275,3 +275,20 @@ async def test_a_duty_officer_raises_the_level_and_the_old_alert_is_superseded(a
     assert (await api.get(f"/api/v1/alerts/{first}", headers=AUDITOR)).json()["status"] == "superseded"
     assert (await api.get(raised["links"]["self"], headers=AUDITOR)).json()["level"] == "red"
     assert_problem(await api.post(f"/api/v1/alerts/{first}/update", json={"level": "red"}, headers=DUTY), 409)
+
+
+async def test_an_alerts_audit_trail_reads_as_json_and_csv(api: httpx.AsyncClient) -> None:
+    issued = (await api.post("/api/v1/alerts", json=rainstorm(), headers=DUTY)).json()
+    await api.post(f"/api/v1/alerts/{issued['id']}/cancel", json={"reason": "雨停了"}, headers=DUTY)
+
+    r = await api.get(issued["links"]["audit"], headers=AUDITOR)
+    assert r.status_code == 200, r.text
+    kinds = [e["kind"] for e in r.json()["items"]]
+    assert kinds[0] == "alert.triggered" and "alert.cancelled" in kinds  # oldest first
+    assert {e["alert_id"] for e in r.json()["items"]} == {issued["id"]}
+
+    csv_text = (await api.get(issued["links"]["audit"], params={"format": "csv"}, headers=AUDITOR)).text
+    assert csv_text.lstrip("\ufeff").startswith("seq,time (Asia/Shanghai),kind,actor")
+    assert "雨停了" in csv_text and "api:duty:k-duty" in csv_text
+
+    assert_problem(await api.get("/api/v1/alerts/999/audit", headers=AUDITOR), 404)
