@@ -22,7 +22,7 @@ from alerting.domain import AlertStatus, DeliveryState, Level, Purpose, TargetSt
 from alerting.privacy import mask_phone
 from alerting.report import ALERT_STATUS_LABEL, COUNTY_LEVEL, LEVEL_LABEL, label, role_label
 from alerting.store.db import Database
-from alerting.store.tables import Alert, Delivery, Device, OrgUnit, Person, Target
+from alerting.store.tables import Alert, AuditHead, Delivery, Device, OrgUnit, Person, Target
 
 RECENT = timedelta(hours=24)
 REACHED = [DeliveryState.SENT.value, DeliveryState.DELIVERED.value]
@@ -261,6 +261,15 @@ async def visible_alert(s: AsyncSession, principal: Principal, alert_id: int) ->
     return (
         await s.execute(select(Alert).where(col(Alert.id) == alert_id, alert_in_scope(principal, col(Alert.id))))
     ).scalar_one_or_none()
+
+
+async def change_stamp(db: Database) -> int:
+    """The end of the audit chain. Every change the board counts (a send, a provider report, an answer, an
+    escalation step, a lift) appends to the audit in its own transaction, so while this stays put the board
+    would read the same: one single-row read per poll instead of a full board read."""
+    async with db.session() as s:
+        seq = await s.scalar(select(col(AuditHead.seq)).where(col(AuditHead.id) == 1))
+    return int(seq or 0)
 
 
 async def read_board(db: Database, principal: Principal, *, now: datetime, silent_limit: int = 20) -> Board:

@@ -162,6 +162,7 @@ class AlertView:
     counts: dict[str, int]  # per filter, inside the viewer's scope
     devices: list[DeviceLine] = field(default_factory=list)
     tasks: list[TaskLine] = field(default_factory=list)
+    unit_names: list[str] = field(default_factory=list)  # the alert's target units, by name
 
 
 async def read_alert(
@@ -217,7 +218,15 @@ async def read_alert(
         recipients = await _timelines(s, alert, rows)
         devices = await _devices(s, scope)
         tasks = await _tasks(s, scope)
-    return AlertView(alert, older, newer, townships, recipients, int(total or 0), counts, devices, tasks)
+        names = dict(
+            (
+                await s.execute(
+                    select(col(OrgUnit.code), col(OrgUnit.name)).where(col(OrgUnit.code).in_(alert.target_units))
+                )
+            ).all()
+        )
+    units = [f"{names.get(c, c)}（{c}）" for c in alert.target_units]
+    return AlertView(alert, older, newer, townships, recipients, int(total or 0), counts, devices, tasks, units)
 
 
 async def _chain(s: AsyncSession, alert: Alert) -> tuple[list[Alert], Alert | None]:
@@ -376,7 +385,7 @@ async def _timelines(s: AsyncSession, alert: Alert, rows: Any) -> list[Recipient
     ]
 
 
-async def _devices(s: AsyncSession, scope: list[ColumnElement[bool]], limit: int = 300) -> list[DeviceLine]:
+async def _devices(s: AsyncSession, scope: list[ColumnElement[bool]], limit: int = 2000) -> list[DeviceLine]:
     rows = (
         await s.execute(
             select(Target, Device, col(OrgUnit.name))

@@ -16,7 +16,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from alerting.access import Principal
 from alerting.api.auth import CoreDep
-from alerting.board import MEANING, Board, read_board, since_text
+from alerting.board import MEANING, Board, change_stamp, read_board, since_text
 from alerting.console.web import PREFIX, SESSION_COOKIE, Seeing, render
 from alerting.core import Core
 
@@ -25,6 +25,7 @@ log = structlog.get_logger()
 router = APIRouter(include_in_schema=False)
 
 POLL_S = 1.0
+REREAD_S = 60.0  # read the board in full at least this often anyway: alerts age off the ended list by time
 RECHECK_SESSION_S = 60.0  # a session that ended (sign-out elsewhere, expiry) stops its stream within this
 
 
@@ -42,17 +43,22 @@ async def board_stream(
     *,
     poll_s: float = POLL_S,
 ) -> AsyncGenerator[Board, None]:
-    """A snapshot now, then another each time what the board shows changes. Each read is its own short
-    transaction, so nothing is held open between polls however long the duty officer keeps the page."""
+    """A snapshot now, then another each time what the board shows changes. Each poll first reads the audit
+    chain's end and reads the board in full only when that moved; each read is its own short transaction, so
+    nothing is held open between polls however long the duty officer keeps the page."""
     last = ""
     loop = asyncio.get_running_loop()
-    checked = loop.time()
+    checked = read_at = loop.time()
+    stamp: int | None = None
     while True:
-        snapshot = await read_board(core.db, principal, now=core.clock.now())
-        fingerprint = snapshot.fingerprint()
-        if fingerprint != last:
-            last = fingerprint
-            yield snapshot
+        now_stamp = await change_stamp(core.db)
+        if now_stamp != stamp or loop.time() - read_at >= REREAD_S:
+            stamp, read_at = now_stamp, loop.time()
+            snapshot = await read_board(core.db, principal, now=core.clock.now())
+            fingerprint = snapshot.fingerprint()
+            if fingerprint != last:
+                last = fingerprint
+                yield snapshot
         await asyncio.sleep(poll_s)
         if loop.time() - checked >= RECHECK_SESSION_S:
             checked = loop.time()
