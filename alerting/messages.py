@@ -36,6 +36,15 @@ class Rendered:
     spoken_text: str
 
 
+def _sentences(*parts: str) -> str:
+    """Parts joined as sentences: a full stop after each, unless it already ends one (no "。。")."""
+    out = []
+    for part in (p.strip() for p in parts):
+        if part:
+            out.append(part if part[-1] in "。！？!?." else part + "。")
+    return "".join(out)
+
+
 def _headline(a: AlertText) -> str:
     drill = "【演练】" if a.exercise else ""
     return f"{drill}{a.level.label}{a.hazard}预警"
@@ -52,7 +61,7 @@ def render(
     head = _headline(a)
     link = f" 请点击链接回复“收到”：{ack_url}" if ack_url else ""
     if purpose is Purpose.LIFT:
-        text = f"{SENDER}{head}已解除。{a.title}。感谢各位坚守岗位。"
+        text = SENDER + _sentences(f"{head}已解除", a.title, "感谢各位坚守岗位")
         return Rendered(f"{head}解除", text, text, f"{head}已解除。")
     if purpose is Purpose.HELP:
         who = f"{about.role}{about.name}（{about.unit}）" if about else "有责任人"
@@ -62,9 +71,10 @@ def render(
         what = task.value if task else "人工通知"
         where = f"（{about.unit}）" if about else ""
         text = (
-            f"{SENDER}人工任务：{what}{where}。{head}：{a.title}。{a.instructions} 完成后请填报户数和转移人数。{link}"
+            f"{SENDER}人工任务：{_sentences(what + where, f'{head}：{a.title}', a.instructions)}"
+            f"完成后请填报户数和转移人数。{link}"
         )
-        return Rendered(f"{what}任务", text, text, f"请立即{what}。{head}。{a.title}。")
+        return Rendered(f"{what}任务", text, text, _sentences(f"请立即{what}", head, a.title))
     if about is not None:
         text = (
             f"{SENDER}{head}叫应升级：{about.role}{about.name}（{about.unit}）未回复。"
@@ -72,7 +82,7 @@ def render(
         )
         spoken = f"{head}叫应升级。{about.unit}{about.role}{about.name}未回复，请立即联系落实。"
         return Rendered(f"{head}叫应升级", text, text, spoken)
-    text = f"{SENDER}{head}：{a.title}。{a.text} {a.instructions}{link}"
-    short = f"{SENDER}{head}：{a.title}。{a.instructions}{link}"
-    spoken = f"{head}。{a.title}。{a.text}。{a.instructions}"
+    text = f"{SENDER}{_sentences(f'{head}：{a.title}', a.text, a.instructions)}{link}"
+    short = f"{SENDER}{_sentences(f'{head}：{a.title}', a.instructions)}{link}"
+    spoken = _sentences(head, a.title, a.text, a.instructions)
     return Rendered(f"{head}：{a.title}", text, short, spoken)
