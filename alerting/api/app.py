@@ -7,6 +7,7 @@ from contextlib import AbstractAsyncContextManager
 from importlib.resources import files
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
@@ -59,6 +60,8 @@ def create_app(core: Core, *, lifespan: Lifespan | None = None) -> FastAPI:
         lifespan=lifespan,  # type: ignore[arg-type]
     )
     app.state.core = core
+    # pages travel over weak mobile links; Starlette leaves server-sent event streams uncompressed
+    app.add_middleware(GZipMiddleware, minimum_size=1000)
     problems.install(app, html_error=_html_error)
     app.add_exception_handler(web.SignInRequired, web.on_sign_in_required)
     app.add_exception_handler(web.PageError, web.on_page_error)
