@@ -38,7 +38,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         yield s
 
 
-@pytest.fixture(scope="session")
+# Playwright's sync API runs an event loop of its own on this thread for as long as it is started; the
+# asyncio tests elsewhere in the same run need the thread free again, so it lives for one test at a time.
+@pytest.fixture
 def playwright() -> Iterator[Playwright]:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"the browser tests need Chromium at {CHROMIUM} (apt-get install chromium)")
@@ -46,7 +48,7 @@ def playwright() -> Iterator[Playwright]:
         yield p
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def browser(playwright: Playwright) -> Iterator[Browser]:
     b = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
     yield b
