@@ -84,3 +84,11 @@ async def signed_in(
     done = await core.accounts.sign_in(name, "pass-word-0001")
     client.cookies.set("jy_session", done.token)
     return done.csrf_token
+
+
+async def issue(api: httpx.AsyncClient, units: list[str], **changes: Any) -> int:
+    """Issue an alert through the API as the duty room; its id."""
+    r = await api.post("/api/v1/alerts", json=alert_body(units, **changes), headers=DUTY)
+    assert r.status_code == 201, r.text
+    alert_id: int = r.json()["id"]
+    return alert_id

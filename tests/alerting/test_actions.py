@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 import pytest
@@ -25,6 +24,7 @@ from tests.alerting.board_setup import (
     add_ningchang,
     alert_body,
     api_client,
+    issue,
     signed_in,
 )
 from tests.conftest import SmallCounty
@@ -47,13 +47,6 @@ async def engine(db: Database, clock: ManualClock, county: SmallCounty) -> Async
 async def api(engine: Engine) -> AsyncIterator[httpx.AsyncClient]:
     async with api_client(engine.core) as client:
         yield client
-
-
-async def issue(api: httpx.AsyncClient, units: list[str], **changes: Any) -> int:
-    r = await api.post("/api/v1/alerts", json=alert_body(units, **changes), headers=DUTY)
-    assert r.status_code == 201, r.text
-    alert_id: int = r.json()["id"]
-    return alert_id
 
 
 async def target_of(db: Database, alert_id: int, person_id: str) -> Target:

@@ -24,8 +24,8 @@ from tests.alerting.board_setup import (
     NINGCHANG,
     TOWNSHIP,
     add_ningchang,
-    alert_body,
     api_client,
+    issue,
     signed_in,
 )
 from tests.conftest import SmallCounty
@@ -46,13 +46,6 @@ async def engine(db: Database, clock: ManualClock, county: SmallCounty) -> Async
 async def api(engine: Engine) -> AsyncIterator[httpx.AsyncClient]:
     async with api_client(engine.core) as client:
         yield client
-
-
-async def issue(api: httpx.AsyncClient, units: list[str], **changes: object) -> int:
-    r = await api.post("/api/v1/alerts", json=alert_body(units, **changes), headers=DUTY)
-    assert r.status_code == 201, r.text
-    alert_id: int = r.json()["id"]
-    return alert_id
 
 
 async def targets_by_township(db: Database, alert_id: int) -> dict[str, list[Target]]:
