@@ -17,6 +17,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 
 from alerting.access import ACCOUNT_ROLE_LABEL, Principal
 from alerting.api.auth import CoreDep
+from alerting.api.problems import problem_response
 from alerting.clock import local_text
 from alerting.core import Core
 from alerting.report import ALERT_STATUS_LABEL, CHANNEL_LABEL, LEVEL_LABEL, ROLE_LABEL, TARGET_STATE_LABEL
@@ -194,8 +195,6 @@ async def on_page_error(request: Request, exc: Exception) -> Response:
 
 async def on_forbidden(request: Request, exc: Exception) -> Response:
     """A Forbidden from the core: a page on the console, problem+json on the API."""
-    from alerting.api.problems import problem_response
-
     if is_console(request):
         return error_page(request, 403, str(exc))
     return problem_response(request, 403, "forbidden", "Not allowed", str(exc))
