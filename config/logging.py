@@ -26,6 +26,8 @@ def configure_logging(level: str = "info", stream: TextIO | None = None) -> None
     # httpx logs every request URL at INFO, and some providers (WeCom) carry credentials in the query string
     logging.getLogger("httpx").setLevel(max(numeric, logging.WARNING))
     logging.getLogger("httpcore").setLevel(max(numeric, logging.WARNING))
+    # the scheduler's heartbeat says "job executed" every few seconds: noise that buries what matters
+    logging.getLogger("apscheduler").setLevel(max(numeric, logging.WARNING))
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -37,8 +37,8 @@ async def serve(settings: Settings, host: str, port: int) -> None:
     await warn_coverage_gaps(engine.db, now=engine.clock.now())
     if not await engine.core.accounts.list():
         log.warning("console.no_accounts", hint="nobody can sign in yet: jiaoying account add <name> --role admin")
-    log.info("console.ready", url=f"{engine.settings.public_url}/console/")
     # open live-board streams never end by themselves; give them a few seconds, then stop anyway
     config = uvicorn.Config(make_app(engine), host=host, port=port, log_config=None, timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
+    log.info("console.ready", url=f"http://{host}:{port}/console/", public_url=engine.settings.public_url)
     await server.serve()
