@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,11 +14,40 @@ from alerting.clock import ManualClock
 from alerting.domain import DeviceKind, Role, UnitKind
 from alerting.store.db import Database
 from alerting.store.tables import Device, OrgUnit, Person, Responsibility
+from tests.postgres import PostgresServer, find_bin_dir
+
+BACKENDS = ("sqlite", "postgresql")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked `both_databases` run once on SQLite and once on PostgreSQL; the rest on SQLite only."""
+    if "db" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_databases"):
+        metafunc.parametrize("db", BACKENDS, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL for the whole run, started the first time a test asks for it."""
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL server binaries (initdb, postgres) not found; set JIAOYING_PG_BIN")
+    server = PostgresServer(bin_dir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'jiaoying.db'}")
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    """A migrated database: a SQLite file, or (for `both_databases` tests) a fresh PostgreSQL database."""
+    if getattr(request, "param", "sqlite") == "postgresql":
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        url = await server.create_database()
+    else:
+        url = f"sqlite+aiosqlite:///{tmp_path / 'jiaoying.db'}"
+    database = Database(url)
     await database.upgrade()
     yield database
     await database.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.engine import Connection
@@ -11,6 +12,8 @@ from sqlmodel import SQLModel
 
 import alerting.store.tables  # noqa: F401  (registers the tables)
 from alerting.store.db import Database
+
+pytestmark = pytest.mark.both_databases
 
 
 def _diff(connection: Connection) -> list[Any]:
