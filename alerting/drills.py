@@ -70,7 +70,7 @@ async def drill_record(db: Database, year: int) -> DrillRecord:
         ids = [a.id for a in alerts]
         counts = (
             await s.execute(
-                select(col(Target.alert_id), col(Target.state), func.count(), func.sum(col(Target.step) > 0))
+                select(col(Target.alert_id), col(Target.state), func.count(), func.count().filter(col(Target.step) > 0))
                 .where(col(Target.alert_id).in_(ids))
                 .group_by(col(Target.alert_id), col(Target.state))
             )

@@ -243,7 +243,7 @@ class _Stats:
 async def _target_stats(s: AsyncSession, who: Principal, ids: list[int | None]) -> dict[int, _Stats]:
     scope: ColumnElement[bool] = in_scope(who, col(Target.unit_code))
     counts = await s.execute(
-        select(col(Target.alert_id), col(Target.state), func.count(), func.sum(col(Target.step) > 0))
+        select(col(Target.alert_id), col(Target.state), func.count(), func.count().filter(col(Target.step) > 0))
         .where(col(Target.alert_id).in_(ids), scope)
         .group_by(col(Target.alert_id), col(Target.state))
     )

@@ -18,6 +18,8 @@ from alerting.store.tables import Account, AuditEvent
 from tests.alerting.test_api import DUTY, assert_problem, make_core, serve
 from tests.conftest import SmallCounty
 
+pytestmark = pytest.mark.both_databases
+
 ADMIN_KEY = {"X-API-Key": "k-admin-003"}
 PASSWORDS = {"boss": "boss-pass-0001", "duty1": "duty-pass-0001", "town1": "town-pass-0001"}
 

@@ -30,6 +30,8 @@ from tests.alerting.board_setup import (
 from tests.conftest import SmallCounty
 from tests.harness import sandbox_engine
 
+pytestmark = pytest.mark.both_databases
+
 PROBLEM = "application/problem+json"
 
 

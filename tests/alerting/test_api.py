@@ -24,6 +24,8 @@ from alerting.tokens import TokenSigner
 from escalation.policy import default_policy
 from tests.conftest import SmallCounty
 
+pytestmark = pytest.mark.both_databases
+
 PROBLEM = "application/problem+json"
 DUTY = {"X-API-Key": "k-duty-0001"}
 AUDITOR = {"X-API-Key": "k-aud-0002"}

@@ -31,6 +31,8 @@ from tests.alerting.board_setup import (
 from tests.conftest import SmallCounty
 from tests.harness import sandbox_engine
 
+pytestmark = pytest.mark.both_databases
+
 
 @pytest.fixture
 async def engine(db: Database, clock: ManualClock, county: SmallCounty) -> AsyncIterator[Engine]:

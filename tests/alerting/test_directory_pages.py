@@ -20,6 +20,8 @@ from config.directory_importer import FileImporter
 from tests.alerting.test_api import make_core
 from tests.conftest import SmallCounty
 
+pytestmark = pytest.mark.both_databases
+
 ADMIN_KEY = {"X-API-Key": "k-admin-003"}
 DUTY_KEY = {"X-API-Key": "k-duty-0001"}
 AUDITOR_KEY = {"X-API-Key": "k-aud-0002"}

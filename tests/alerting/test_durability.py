@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import func, select
 from sqlmodel import col
 
@@ -12,6 +13,8 @@ from alerting.store.db import Database
 from alerting.store.tables import Delivery
 from tests.conftest import SmallCounty
 from tests.harness import outbox, sandbox_engine
+
+pytestmark = pytest.mark.both_databases
 
 RED = AlertRequest(
     level=Level.RED,

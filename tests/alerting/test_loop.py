@@ -19,6 +19,8 @@ from config.wiring import Engine
 from tests.conftest import SmallCounty
 from tests.harness import outbox, sandbox_engine
 
+pytestmark = pytest.mark.both_databases
+
 
 @pytest.fixture
 async def engine(db: Database, clock: ManualClock, county: SmallCounty) -> AsyncIterator[Engine]:

@@ -20,6 +20,8 @@ from alerting.store.tables import Alert, AuditEvent, Deadline, Delivery, Person,
 from tests.alerting.test_api import DUTY, assert_problem, make_core, serve
 from tests.conftest import SmallCounty
 
+pytestmark = pytest.mark.both_databases
+
 TOWN = {"X-API-Key": "k-town-0004"}  # a township key bound to 东坪村 (500238101001)
 AUDITOR = {"X-API-Key": "k-aud-0002"}
 

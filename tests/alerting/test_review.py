@@ -26,6 +26,8 @@ from alerting.store.tables import AuditEvent, Delivery, OrgUnit, Person, Respons
 from tests.alerting.test_api import AUDITOR, make_core, serve
 from tests.conftest import SmallCounty
 
+pytestmark = pytest.mark.both_databases
+
 # 23:50 on 31 December in 巫溪: still 2025 there, and in UTC
 START = datetime(2025, 12, 31, 15, 50, tzinfo=UTC)
 AUDITOR_ME = Principal(AccountRole.AUDITOR, "user:audit", "审计")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 from sqlmodel import col
 
@@ -13,6 +14,8 @@ from alerting.store.tables import Delivery, Target
 from config.wiring import Engine
 from tests.conftest import SmallCounty
 from tests.harness import outbox, sandbox_engine
+
+pytestmark = pytest.mark.both_databases
 
 VILLAGE = "500238101001"  # 东坪村: v1-head, g1, g2
 

@@ -26,6 +26,8 @@ from escalation.rosters import coverage_gaps, on_duty
 from tests.conftest import SmallCounty, build_small_county
 from tests.harness import outbox, sandbox_engine
 
+pytestmark = pytest.mark.both_databases
+
 HEADER = "单位代码,值班人员,顺位,开始,结束\n"
 # 凤凰镇's night officer hands over to the day officer at 08:00 on 2 July (Asia/Shanghai)
 HANDOVER = (
