@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from alerting.store.types import UTCDateTime
@@ -241,3 +241,39 @@ class WebSession(SQLModel, table=True):
     created_at: datetime = _utc()
     expires_at: datetime = _utc(index=True)
     ended_at: datetime | None = _utc(nullable=True)
+
+
+class EngineOwner(SQLModel, table=True):
+    """One run of an engine process: the name it writes on its claims, and its heartbeat.
+
+    Another process takes over this run's claims once it is known dead: it stopped, its heartbeat went stale,
+    or it ran on the same machine and its pid is gone. `live_slot` numbers the live processes of one node
+    (NULL once the run ended), so a restarted process takes its dead predecessor's slot and a live sibling
+    never shares one; the slot names the process to the MQTT broker.
+    """
+
+    __tablename__ = "engine_owner"
+    __table_args__ = (UniqueConstraint("node", "live_slot", name="uq_engine_owner_live_slot"),)
+
+    owner: str = Field(primary_key=True, max_length=100)  # "<node>/<run>"
+    node: str = Field(max_length=64)
+    slot: int
+    live_slot: int | None = None
+    host: str | None = Field(default=None, max_length=100)  # boot and pid namespace: where `pid` means something
+    pid: int
+    pid_started: int | None = Field(
+        default=None, sa_type=BigInteger
+    )  # the process's start time in clock ticks, so a reused pid is not mistaken
+    started_at: datetime = _utc()
+    beat_at: datetime = _utc()
+    ended_at: datetime | None = _utc(nullable=True)
+
+
+class InboundSeen(SQLModel, table=True):
+    """Reports already taken in, by key: a device ack reaches every engine subscribed to it, and QoS 1 may
+    hand the same one over twice; only the first one to insert its key records it."""
+
+    __tablename__ = "inbound_seen"
+
+    key: str = Field(primary_key=True, max_length=200)
+    at: datetime = _utc()
