@@ -9,15 +9,15 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, and_, exists, func, select
 from sqlmodel import col
 
 from alerting import audit
-from alerting.access import Principal, alert_in_scope
+from alerting.access import Principal, alert_in_scope, in_scope
 from alerting.clock import local_text, utc
 from alerting.report_export import chain_text
 from alerting.store.db import Database
-from alerting.store.tables import AuditEvent
+from alerting.store.tables import AuditEvent, Delivery, Target
 
 
 class AuditItem(BaseModel):
@@ -59,7 +59,11 @@ async def audit_page(
     if actor:
         where.append(col(AuditEvent.actor) == actor)
     if not who.county_wide:
-        where += [col(AuditEvent.alert_id).is_not(None), alert_in_scope(who, col(AuditEvent.alert_id))]
+        where += [
+            col(AuditEvent.alert_id).is_not(None),
+            alert_in_scope(who, col(AuditEvent.alert_id)),
+            _not_about_others(who),
+        ]
     order = col(AuditEvent.seq).asc() if oldest_first else col(AuditEvent.seq).desc()
     async with db.session() as s:
         total = await s.scalar(select(func.count()).select_from(AuditEvent).where(*where))
@@ -77,6 +81,19 @@ async def audit_page(
             for e in rows
         ]
     return items, int(total or 0)
+
+
+def _not_about_others(who: Principal) -> ColumnElement[bool]:
+    """Keeps an alert's own events but drops those about a recipient (or a delivery to one) outside the
+    township: on an alert reaching two townships, one must not read the other's answers, notes and failures."""
+    subject = col(AuditEvent.subject)
+    their_target = select(col(Target.id)).where(col(Target.id) == subject, ~in_scope(who, col(Target.unit_code)))
+    their_delivery = (
+        select(col(Delivery.id))
+        .join(Target, col(Target.id) == col(Delivery.target_id))
+        .where(col(Delivery.id) == subject, ~in_scope(who, col(Target.unit_code)))
+    )
+    return and_(~exists(their_target), ~exists(their_delivery))
 
 
 async def chain_status(db: Database) -> ChainStatus:
