@@ -96,9 +96,12 @@ class FoundUnit:
     path: str
 
 
-async def resolve_unit(session: AsyncSession, typed: str) -> FoundUnit:
-    """A unit by its code, its exact name, or failing those the one unit whose name contains the text."""
+async def resolve_unit(session: AsyncSession, typed: str, within: str | None = None) -> FoundUnit:
+    """A unit by its code, its exact name, or failing those the one unit whose name contains the text.
+    `within` (a township officer's path) keeps the search, and what its messages name, inside that subtree."""
     q = select(col(OrgUnit.code), col(OrgUnit.name), col(OrgUnit.path))
+    if within is not None:
+        q = q.where(col(OrgUnit.path).startswith(within))
     row = (await session.execute(q.where(col(OrgUnit.code) == typed))).first()
     if row is None:
         exact = (await session.execute(q.where(col(OrgUnit.name) == typed).limit(2))).all()
@@ -165,7 +168,7 @@ async def _conditions(session: AsyncSession, who: Principal, f: ReviewFilter) ->
         where.append(col(Alert.exercise) == f.exercise)
     found = None
     if f.unit:
-        found = await resolve_unit(session, f.unit)
+        found = await resolve_unit(session, f.unit, who.unit_path)
         inside = select(col(OrgUnit.code)).where(col(OrgUnit.path).startswith(found.path))
         reaches = select(col(Target.id)).where(col(Target.alert_id) == col(Alert.id), col(Target.unit_code).in_(inside))
         where.append(exists(reaches))

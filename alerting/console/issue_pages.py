@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 from starlette.datastructures import FormData, QueryParams
 
@@ -142,7 +143,7 @@ async def _form_page(
     request: Request, core: Core, who: Viewer, form: IssueForm, *, errors: dict[str, str] | None = None
 ) -> Response:
     async with core.db.session() as s:
-        chosen = await lookup(s, form.units)
+        chosen = await _visible(s, who.principal, form.units)
         found: list[UnitHit] = []
         found_total = 0
         if form.q:
@@ -187,10 +188,16 @@ async def _preview_page(
     )
 
 
-async def _names(core: Core, codes: list[str]) -> list[str]:
+async def _visible(s: AsyncSession, who: Principal, codes: list[str]) -> dict[str, UnitHit]:
+    """The chosen units the viewer may see; a code outside a township officer's subtree is as if unknown,
+    so the form never names a unit they could not have found by searching."""
+    return {c: u for c, u in (await lookup(s, codes)).items() if who.sees_path(u.path)}
+
+
+async def _names(core: Core, who: Principal, codes: list[str]) -> list[str]:
     """Names of the chosen units in the order chosen, for the {area} of a template."""
     async with core.db.session() as s:
-        found = await lookup(s, codes)
+        found = await _visible(s, who, codes)
     return [found[c].name for c in codes if c in found]
 
 
@@ -208,7 +215,7 @@ async def new_alert(request: Request, who: Seeing) -> Response:
     core: Core = request.app.state.core
     form = IssueForm.read(request.query_params)
     if not (form.title or form.text):
-        form = form.with_template(await _names(core, form.units))
+        form = form.with_template(await _names(core, who.principal, form.units))
     return await _form_page(request, core, who, form)
 
 
@@ -219,7 +226,7 @@ async def preview_alert(request: Request, who: Issuing) -> Response:
     form = IssueForm.read(data)
     action = data.get("do")
     if action == "template":
-        return await _form_page(request, core, who, form.with_template(await _names(core, form.units)))
+        return await _form_page(request, core, who, form.with_template(await _names(core, who.principal, form.units)))
     if action in ("find", "edit"):
         return await _form_page(request, core, who, form)
     req, errors = validate(form)
@@ -289,7 +296,7 @@ async def offered_text(request: Request, who: Seeing) -> Response:
     issuer(who)
     core: Core = request.app.state.core
     form = IssueForm.read(request.query_params)
-    filled = form.with_template(await _names(core, form.units))
+    filled = form.with_template(await _names(core, who.principal, form.units))
     return JSONResponse(
         {"title": filled.title, "text": filled.text, "instructions": filled.instructions}, headers=HEADERS
     )

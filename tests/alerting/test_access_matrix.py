@@ -49,6 +49,7 @@ PARAM = re.compile(r"\{(\w+)(?::\w+)?\}")
 NC_TITLE = "宁厂镇独有的山洪预警"
 SHARED_TITLE = "两镇共同的暴雨预警"
 NC_REASON = "宁厂镇值班员电话回复已转移"
+NC_VILLAGE = "500238102001"  # 宁河村
 
 
 @dataclass(frozen=True)
@@ -453,7 +454,10 @@ async def test_a_township_officer_finds_nothing_outside_their_subtree(world: Wor
     db = world.engine.core.db
     browser, csrf = await world.session("fenghuang")
     nc = world.ningchang
-    probing = {"unit": NINGCHANG, "parent": NINGCHANG, "alert_id": str(nc.alert_id), "units": NINGCHANG, "q": "宁河"}
+    probes = [
+        {"unit": NINGCHANG, "parent": NINGCHANG, "alert_id": str(nc.alert_id), "units": NC_VILLAGE, "q": "宁河"},
+        {"unit": "宁河", "units": NINGCHANG, "hazard": "山洪", "level": "red"},  # a name typed, not a code
+    ]
     async with browser, world.client() as api:
         for method, path, rule in rules():
             if rule.public or rule.stream or (unsafe(method) and rule.anyone_signed_in):
@@ -470,11 +474,17 @@ async def test_a_township_officer_finds_nothing_outside_their_subtree(world: Wor
             if takes_ids:
                 assert r.status_code in (403, 404), where
             assert not leaks(world, r), f"{where}: {leaks(world, r)}"
-            # the same page asked about 宁厂镇 through its query parameters
-            r = await send(client, method, path, rule, nc, headers=headers, params=probing)
-            where = f"{method} {nc.url(path)}?{probing} -> {r.status_code}"
-            assert r.status_code < 500, where
-            assert not leaks(world, r), f"{where}: {leaks(world, r)}"
+            for probing in probes:  # the same page asked about 宁厂镇 through its query parameters
+                r = await send(client, method, path, rule, nc, headers=headers, params=probing)
+                where = f"{method} {nc.url(path)}?{probing} -> {r.status_code}"
+                assert r.status_code < 500, where
+                assert not leaks(world, r), f"{where}: {leaks(world, r)}"
+        # the issue form's own buttons (reload the template, search, back to edit) must not name 宁厂镇's units
+        for do in ("template", "find", "edit"):
+            form = {"csrf": csrf, "do": do, "units": NC_VILLAGE, "hazard": "山洪", "level": "red", "q": "宁"}
+            r = await browser.post("/console/alerts/preview", data=form)
+            assert r.status_code < 500, r.text
+            assert not leaks(world, r), f"preview do={do}: {leaks(world, r)}"
 
 
 async def test_a_township_officer_sees_only_their_part_of_a_shared_alert(world: World) -> None:
