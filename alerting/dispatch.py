@@ -2,16 +2,15 @@
 
 A delivery is committed as `pending` before any provider is called and marked `sending` with this
 process's claim before the call, so a crash can repeat a send (the delivery id is the idempotency
-key) but never lose one: `resume` puts what a dead process had in flight back in the queue.
+key) but never lose one: `resume` puts what a dead process had in flight back in the queue. Which processes
+are dead the registry (alerting.liveness) says; a live one's claims are never taken, even on the same host.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
-import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -27,6 +26,7 @@ from alerting.breaker import BreakerState, CircuitBreaker
 from alerting.clock import Clock
 from alerting.domain import AlertStatus, ChannelKind, DeadlineState, DeliveryState, Purpose, TargetState
 from alerting.ids import new_id
+from alerting.liveness import ProcessRegistry, Verdict, node_name
 from alerting.outbound import Composer
 from alerting.port import Channel, DeliveryError, OutboundMessage, Receipt
 from alerting.ratelimit import TokenBucket
@@ -35,6 +35,8 @@ from alerting.store.db import Database
 from alerting.store.tables import Alert, Deadline, Delivery, Target
 
 log = structlog.get_logger()
+
+ALL_CHANNELS = [k.value for k in ChannelKind]
 
 # the Core table, for the executemany updates that bind each row's values
 T = Delivery.metadata.tables[Delivery.__tablename__]
@@ -48,10 +50,6 @@ class Outcome:
     deferred_s: float | None = None  # the recipient's own rate limit: not sent, not an attempt, try later
 
 
-def node_name() -> str:
-    return os.environ.get("HOSTNAME") or socket.gethostname()
-
-
 class Dispatcher:
     def __init__(
         self,
@@ -61,6 +59,7 @@ class Dispatcher:
         composer: Composer,
         *,
         node: str | None = None,
+        registry: ProcessRegistry | None = None,
         batch_size: int = 200,
         lease: timedelta = timedelta(minutes=2),
         retry: RetryPolicy | None = None,
@@ -68,8 +67,9 @@ class Dispatcher:
         on_exhausted: Callable[[], None] = lambda: None,
     ) -> None:
         self.db, self.clock, self.channels, self.composer = db, clock, channels, composer
-        self.node = node or node_name()
-        self.owner = f"{self.node}/{new_id()[:8]}"
+        self.registry = registry
+        self.node = registry.node if registry else node_name(node)
+        self.owner = registry.owner if registry else f"{self.node}/{new_id()[:8]}"
         self.batch_size, self.lease, self.retry = batch_size, lease, retry or RetryPolicy()
         self.idle_poll_s = idle_poll_s
         self._rng = random.Random()  # noqa: S311 (jitter only)
@@ -88,28 +88,56 @@ class Dispatcher:
             event.set()
 
     async def resume(self) -> int:
-        """Put back in the queue what an earlier run of this node, or any run whose lease ran out, left in flight."""
+        """Put back in the queue what dead processes left in flight: at once for a run the registry knows is dead,
+        after the lease for a claimer it does not know (one that never registered). A live run keeps its claims."""
         now = self.clock.now()
+        async with self.db.session() as s:
+            claimers = [
+                str(c)
+                for c in (
+                    await s.execute(
+                        select(col(Delivery.claimed_by))
+                        .where(
+                            col(Delivery.channel).in_(ALL_CHANNELS),  # with the state: the queue index, no scan
+                            col(Delivery.state) == DeliveryState.SENDING.value,
+                            col(Delivery.claimed_by) != self.owner,
+                        )
+                        .distinct()
+                    )
+                ).scalars()
+            ]
+        if not claimers:
+            return 0
+        known = await self.registry.verdict(claimers) if self.registry else Verdict(frozenset(), frozenset())
         async with self.db.session() as s:
             result = await s.execute(
                 update(Delivery)
                 .where(
+                    col(Delivery.channel).in_(ALL_CHANNELS),
                     col(Delivery.state) == DeliveryState.SENDING.value,
+                    col(Delivery.claimed_by) != self.owner,
                     or_(
+                        col(Delivery.claimed_by).in_(known.dead),
                         and_(
-                            col(Delivery.claimed_by).startswith(f"{self.node}/"),
-                            col(Delivery.claimed_by) != self.owner,
+                            col(Delivery.claimed_by).not_in(known.alive | {self.owner}),
+                            col(Delivery.claimed_at) < now - self.lease,
                         ),
-                        col(Delivery.claimed_at) < now - self.lease,
                     ),
                 )
                 .values(state=DeliveryState.PENDING.value, claimed_by=None, next_attempt_at=now)
             )
             count = cast(CursorResult[Any], result).rowcount
             if count:
-                await audit.record(s, "dispatch.resumed", actor=self.owner, at=now, data={"deliveries": count})
+                await audit.record(
+                    s,
+                    "dispatch.resumed",
+                    actor=self.owner,
+                    at=now,
+                    data={"deliveries": count, "dead": sorted(set(claimers) & known.dead)},
+                )
         if count:
-            log.warning("dispatch.resumed", deliveries=count)
+            log.warning("dispatch.resumed", deliveries=count, dead=sorted(set(claimers) & known.dead))
+            self.wake()
         return count
 
     def start(self) -> None:

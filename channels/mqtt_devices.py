@@ -5,8 +5,11 @@ Topics, under a configurable prefix (default "jiaoying"), all QoS 1:
   {prefix}/devices/{device_id}/ack       device -> engine: received | sounding | done | failed
   {prefix}/devices/{device_id}/status    device -> engine, retained; the device's last will sets online false
 
-The engine keeps a persistent session (fixed client id, clean_session=False) so acks sent while
-it restarts are queued by the broker and handed over when it comes back.
+The engine keeps a persistent session (clean_session=False) so acks sent while it restarts are
+queued by the broker and handed over when it comes back. The session is the client id's, so the id
+must be the same for a process and its restarts, and different for processes alive at the same time:
+a broker drops the older of two clients with one id. `engine_client_id` names it from the engine's
+node slot (alerting.liveness). Every engine subscribed gets every ack; the core records each once.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import contextlib
 import json
 import random
 import ssl
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -172,6 +176,11 @@ class Backoff:
         return min(delay, self.cap)
 
 
+def engine_client_id(slot_name: str) -> str:
+    """The client id of the engine process holding `slot_name` ("<node>-<slot>")."""
+    return f"jiaoying-{slot_name}"
+
+
 # ---- payloads -----------------------------------------------------------------------------
 
 
@@ -245,7 +254,7 @@ class MqttDeviceChannel:
         url: str,
         *,
         topic_prefix: str = "jiaoying",
-        client_id: str = "jiaoying-engine",
+        client_id: str | None = None,
         limits: ChannelLimits = DEFAULT_LIMITS,
         clock: Clock | None = None,
         connect_timeout: float = 10.0,
@@ -255,6 +264,8 @@ class MqttDeviceChannel:
         self.url = url
         self.endpoint = parse_mqtt_url(url)
         self.topics = DeviceTopics(topic_prefix)
+        # None until named: the engine names it from its slot before starting it. A channel started unnamed
+        # gets a random id and a clean session, since nothing could ever pick that session up again.
         self.client_id = client_id
         self.limits = limits
         self._clock: Clock = clock or SystemClock()
@@ -327,11 +338,13 @@ class MqttDeviceChannel:
 
     async def _run(self) -> None:
         tls_context = await tls_context_for(self.endpoint)
+        persistent = self.client_id is not None
+        client_id = self.client_id or f"jiaoying-{uuid.uuid4().hex[:12]}"
         while True:
             client = make_client(
                 self.endpoint,
-                identifier=self.client_id,
-                clean_session=False,
+                identifier=client_id,
+                clean_session=not persistent,
                 tls_context=tls_context,
                 max_inflight=self.limits.concurrency,  # paho would otherwise hold back sends beyond 20
             )
@@ -348,7 +361,7 @@ class MqttDeviceChannel:
                         self._client = client
                         self._connected.set()
                         self._backoff.reset()
-                        self._log.info("mqtt.connected", client_id=self.client_id)
+                        self._log.info("mqtt.connected", client_id=client_id, persistent=persistent)
                         await reader
                     finally:
                         reader.cancel()

@@ -111,11 +111,15 @@ def provider_channels(s: Settings, clock: Clock) -> dict[ChannelKind, Channel]:
 
 def device_channel(s: Settings, clock: Clock) -> tuple[Channel, EmbeddedBroker | None]:
     """MQTT devices: the configured broker, or the embedded one when JIAOYING_MQTT_URL is unset."""
+    # without JIAOYING_MQTT_CLIENT_ID the engine names the client from its slot when it starts (config.wiring)
     if s.mqtt_url:
-        return MqttDeviceChannel(s.mqtt_url, topic_prefix=s.mqtt_topic_prefix, clock=clock), None
+        channel = MqttDeviceChannel(
+            s.mqtt_url, topic_prefix=s.mqtt_topic_prefix, client_id=s.mqtt_client_id, clock=clock
+        )
+        return channel, None
     broker = EmbeddedBroker(port=s.mqtt_embedded_port)
     url = f"mqtt://127.0.0.1:{s.mqtt_embedded_port}"
-    return MqttDeviceChannel(url, topic_prefix=s.mqtt_topic_prefix, clock=clock), broker
+    return MqttDeviceChannel(url, topic_prefix=s.mqtt_topic_prefix, client_id=s.mqtt_client_id, clock=clock), broker
 
 
 def complete(given: Mapping[ChannelKind, Channel], simulator: AnswerSimulator | None) -> dict[ChannelKind, Channel]:

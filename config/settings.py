@@ -25,10 +25,14 @@ class Settings(BaseSettings):
     # API keys as "key:role" pairs, roles duty | auditor | admin
     api_keys: list[str] = Field(default_factory=list)
     policy_file: Path | None = None
+    # names this machine in claims and the audit (default: the host name); processes on one machine may share it
+    node: str | None = None
 
     mqtt_url: str | None = None  # unset: start the embedded broker
     mqtt_topic_prefix: str = "jiaoying"
     mqtt_embedded_port: int = 1883
+    # unset: "jiaoying-<node>-<slot>", the same for a process and its restarts, different for live siblings
+    mqtt_client_id: str | None = None
 
     twilio_account_sid: str | None = None
     twilio_auth_token: SecretStr | None = None

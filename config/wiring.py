@@ -18,11 +18,13 @@ from alerting.core import ChannelInfo, Core
 from alerting.dispatch import Dispatcher
 from alerting.domain import ChannelKind
 from alerting.inbound import Inbound
+from alerting.liveness import ProcessRegistry
 from alerting.outbound import Composer
 from alerting.port import Channel
 from alerting.store.db import Database
 from alerting.tokens import TokenSigner
 from channels.mqtt_broker import EmbeddedBroker
+from channels.mqtt_devices import MqttDeviceChannel, engine_client_id
 from channels.simulation import AnswerSimulator
 from config.channels import complete, device_channel, provider_channels
 from config.directory_importer import FileImporter
@@ -56,6 +58,7 @@ class Engine:
     escalation: EscalationEngine
     inbound: Inbound
     channels: dict[ChannelKind, Channel]
+    registry: ProcessRegistry
     broker: EmbeddedBroker | None = None
     scheduler: AsyncIOScheduler | None = None
     _started: bool = field(default=False, repr=False)
@@ -84,9 +87,13 @@ class Engine:
         """Resume what was in flight, connect channels, start the loops. `loops=False` leaves driving to the caller."""
         if self.broker is not None:
             await self.broker.start()
+        await self.registry.register()  # first: the slot names the MQTT client, and claims need a live owner
+        self._name_mqtt_clients()
+        self.registry.on_slot_changed = self._slot_changed
         for channel in self.channels.values():
             await channel.start(self.inbound)
         await self.dispatcher.resume()
+        await self.escalation.resume()
         sandboxed = [k.value for k, c in self.channels.items() if c.sandbox]
         if sandboxed:
             log.warning(
@@ -104,7 +111,26 @@ class Engine:
                 self.wake, "interval", seconds=5, misfire_grace_time=30, coalesce=True, max_instances=1, id="wake"
             )
             self.scheduler.start()
+            # every beat also takes over what runs found dead meanwhile left behind
+            self.registry.on_beat = [self.dispatcher.resume, self.escalation.release_dead_claims]
+            self.registry.start()
         self._started = True
+
+    def _derived_mqtt_clients(self) -> list[MqttDeviceChannel]:
+        derived = self.settings.mqtt_client_id is None
+        return [c for c in self.channels.values() if isinstance(c, MqttDeviceChannel) and derived]
+
+    def _name_mqtt_clients(self) -> None:
+        for channel in self._derived_mqtt_clients():
+            channel.client_id = engine_client_id(self.registry.slot_name)
+
+    async def _slot_changed(self, _slot: int) -> None:
+        """Registered again in another slot (this process hung and was found dead): the old client id may be
+        a successor's now, and two clients with one id would push each other off the broker."""
+        for channel in self._derived_mqtt_clients():
+            await channel.close()
+            channel.client_id = engine_client_id(self.registry.slot_name)
+            await channel.start(self.inbound)
 
     async def settle(self, rounds: int = 50) -> None:
         """Run every due escalation step and send everything due, until nothing is left to do now."""
@@ -120,6 +146,8 @@ class Engine:
             self.scheduler = None
         await self.dispatcher.stop()
         await self.escalation.stop()
+        with contextlib.suppress(Exception):  # unable to say goodbye: the heartbeat ages and says it instead
+            await self.registry.stop()
         for channel in self.channels.values():
             with contextlib.suppress(Exception):
                 await channel.close()
@@ -149,8 +177,11 @@ def build_engine(
     signer = TokenSigner(
         settings.secret_key.get_secret_value().encode(), ttl=timedelta(hours=settings.ack_token_ttl_hours)
     )
-    dispatcher = Dispatcher(db, clock, chosen, Composer(signer, settings.public_url, clock))
-    escalation = EscalationEngine(db, clock, owner=f"escalation/{dispatcher.owner}", on_sent=dispatcher.wake)
+    registry = ProcessRegistry(db, clock, settings.node)
+    dispatcher = Dispatcher(db, clock, chosen, Composer(signer, settings.public_url, clock), registry=registry)
+    escalation = EscalationEngine(
+        db, clock, owner=f"escalation/{registry.owner}", registry=registry, on_sent=dispatcher.wake
+    )
     dispatcher.on_exhausted = escalation.wake
     acks = AckService(db, on_help=HelpEscalation(db, clock, wake=dispatcher.wake))
     inbound = Inbound(db, acks)
@@ -170,4 +201,4 @@ def build_engine(
         breakers={k.value: b for k, b in dispatcher.breakers.items()},
         directory=FileImporter(db, clock),
     )
-    return Engine(settings, core, dispatcher, escalation, inbound, chosen, broker)
+    return Engine(settings, core, dispatcher, escalation, inbound, chosen, registry, broker)

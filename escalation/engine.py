@@ -9,8 +9,9 @@ deliveries, the next deadlines and the audit entries. A claimer that stalled pas
 the fence moved and writes nothing; a crash rolls the whole batch back and its deadlines are fired
 again later.
 
-A claim outlives its claimer only when that process died: the next run on the same node releases
-it at start-up, and any engine releases a claim it has seen unchanged for a whole lease.
+A claim outlives its claimer only when that process died. Claims of a run the registry (alerting.liveness)
+knows is dead are released at once, at start-up and at every heartbeat; a claim of a run it does not know is
+released once it has stayed unchanged for a whole lease. A live run's claims are never released.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from alerting.alerts import plan_of
 from alerting.clock import Clock
 from alerting.domain import AlertStatus, ChannelKind, DeadlineState, DeliveryState, Purpose, TargetKind, TargetState
 from alerting.ids import new_id
+from alerting.liveness import ProcessRegistry
 from alerting.plan import PlanSet, Step, Who
 from alerting.planning import Contact, load_contacts, person_deliveries
 from alerting.store.db import Database
@@ -72,8 +74,8 @@ class Round:
 
 
 class EscalationEngine:
-    """`owner` names this process in claims and the audit. Of the form `<role>/<node>/<run>`, claims left by an
-    earlier run of the same `<role>/<node>/` are released at start-up: that run is dead."""
+    """`owner` names this process in claims and the audit. With a registry it is `<role>/<registry.owner>`, and
+    the claims of other `<role>/...` runs the registry knows are dead are released without waiting."""
 
     def __init__(
         self,
@@ -81,11 +83,17 @@ class EscalationEngine:
         clock: Clock,
         *,
         owner: str = "escalation",
+        registry: ProcessRegistry | None = None,
         on_sent: Callable[[], None] = lambda: None,
         batch_size: int = 100,
         lease: timedelta = timedelta(minutes=1),
     ) -> None:
         self.db, self.clock, self.owner, self.on_sent = db, clock, owner, on_sent
+        self.registry = registry
+        if registry is not None and not owner.endswith(f"/{registry.owner}"):
+            raise ValueError(f"the owner {owner!r} must be '<role>/{registry.owner}'")
+        # what this engine's role puts before a run's name: "escalation/"
+        self._role = owner[: len(owner) - len(registry.owner)] if registry else ""
         self.batch_size, self.lease = batch_size, lease
         self.tick_s = 0.05  # wall seconds between the starts of two rounds of the loop, unless a backlog is worked off
         self._wake = asyncio.Event()
@@ -120,28 +128,54 @@ class EscalationEngine:
     # ---- claiming ---------------------------------------------------------------------------
 
     async def resume(self) -> int:
-        """Release the claims an earlier run on this node left behind when it died."""
+        """Release the claims of runs known to be dead (a restarted process's predecessor, at once)."""
         self._resumed = True
-        role_node, sep, _run = self.owner.rpartition("/")
-        if not sep or "/" not in role_node:
-            return 0  # an owner without a node: nothing identifies an earlier run of it
+        return await self.release_dead_claims()
+
+    async def release_dead_claims(self) -> int:
+        """Release the due claims whose claimer the registry knows is dead; their fences move."""
+        if self.registry is None:
+            return 0
         now = self.clock.now()
+        async with self.db.session() as s:
+            claimers = list(
+                (
+                    await s.execute(
+                        select(col(Deadline.claimed_by))
+                        .where(
+                            col(Deadline.state) == PENDING,
+                            col(Deadline.due_at) <= now,  # only due deadlines are ever claimed
+                            col(Deadline.claimed_by).is_not(None),
+                            col(Deadline.claimed_by) != self.owner,
+                        )
+                        .distinct()
+                    )
+                ).scalars()
+            )
+        runs = {str(c)[len(self._role) :]: str(c) for c in claimers if str(c).startswith(self._role)}
+        if not runs:
+            return 0
+        dead = sorted(runs[r] for r in (await self.registry.verdict(list(runs))).dead)
+        if not dead:
+            return 0
         async with self.db.session() as s:
             result = await s.execute(
                 update(Deadline)
                 .where(
                     col(Deadline.state) == PENDING,
-                    col(Deadline.due_at) <= now,  # only due deadlines are ever claimed
-                    col(Deadline.claimed_by).startswith(f"{role_node}/", autoescape=True),
-                    col(Deadline.claimed_by) != self.owner,
+                    col(Deadline.due_at) <= now,
+                    col(Deadline.claimed_by).in_(dead),
                 )
                 .values(claimed_by=None, fence=col(Deadline.fence) + 1)
             )
             released = cast(CursorResult[Any], result).rowcount
             if released:
-                await audit.record(s, "escalation.resumed", actor=self.owner, at=now, data={"deadlines": released})
+                await audit.record(
+                    s, "escalation.resumed", actor=self.owner, at=now, data={"deadlines": released, "dead": dead}
+                )
         if released:
-            log.warning("escalation.resumed", deadlines=released)
+            log.warning("escalation.resumed", deadlines=released, dead=dead)
+            self.wake()
         return released
 
     async def claim(self, limit: int | None = None) -> list[Claim]:
@@ -185,6 +219,11 @@ class EscalationEngine:
                 )
             )
             current = {r.id: (str(r.claimed_by), int(r.fence)) for r in rows}
+        if self.registry is not None and current:
+            # a run with a fresh heartbeat is working on its claims, however long one takes
+            runs = {c[len(self._role) :] for c, _ in current.values() if c.startswith(self._role)}
+            alive = {self._role + r for r in (await self.registry.verdict(sorted(runs))).alive}
+            current = {i: seen for i, seen in current.items() if seen[0] not in alive}
         stale = [(i, seen) for i, seen in self._seen_claims.items() if current.get(i) == seen]
         released = 0
         if stale and self._seen_at is not None:

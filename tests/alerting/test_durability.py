@@ -13,6 +13,7 @@ from alerting.store.db import Database
 from alerting.store.tables import Delivery
 from tests.conftest import SmallCounty
 from tests.harness import outbox, sandbox_engine
+from tests.processes import exited_process
 
 pytestmark = pytest.mark.both_databases
 
@@ -40,6 +41,7 @@ async def test_deliveries_in_flight_when_the_process_dies_are_sent_after_restart
     db: Database, clock: ManualClock, county: SmallCounty
 ) -> None:
     first = sandbox_engine(db, clock)
+    first.registry.identity = exited_process()  # it runs as a process of this machine that is about to die
     await first.start(loops=False)
     issued = await first.alerts.trigger(RED, actor="duty:test")
     # the process claims the SMS batch and dies before any result is recorded
@@ -48,8 +50,7 @@ async def test_deliveries_in_flight_when_the_process_dies_are_sent_after_restart
     await first.dispatcher.drain()  # other channels went out; the claimed SMS are stuck in 'sending'
     assert (await delivery_states(db, issued.alert_id)).get(DeliveryState.SENDING.value) == 6
 
-    second = sandbox_engine(Database(db.url), clock)
-    second.dispatcher.node = first.dispatcher.node  # the same machine, restarted
+    second = sandbox_engine(Database(db.url), clock)  # restarted at once: the first's heartbeat is still fresh
     await second.start(loops=False)
     await second.dispatcher.drain()
     states = await delivery_states(db, issued.alert_id)

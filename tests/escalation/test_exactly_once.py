@@ -27,11 +27,13 @@ from alerting import audit
 from alerting.alerts import AlertRequest, AlertService
 from alerting.clock import ManualClock, SystemClock
 from alerting.domain import DeadlineState, DeliveryState, Level, TargetKind
+from alerting.liveness import ProcessIdentity, ProcessRegistry
 from alerting.store.db import Database
 from alerting.store.tables import AuditEvent, Deadline, Delivery, Target
 from escalation.engine import EscalationEngine
 from escalation.policy import PolicySet, load_policy
 from tests.conftest import SmallCounty
+from tests.processes import exited_process
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -385,6 +387,14 @@ async def test_a_claim_that_outlived_its_engine_is_released_and_its_stale_holder
     assert events[0].data["late_by_s"] == pytest.approx(32.0)
 
 
+async def registered_engine(
+    db: Database, clock: ManualClock, node: str, identity: ProcessIdentity | None = None
+) -> EscalationEngine:
+    registry = ProcessRegistry(Database(db.url), clock, node, identity=identity)
+    await registry.register()
+    return EscalationEngine(db, clock, owner=f"escalation/{registry.owner}", registry=registry)
+
+
 async def test_a_restarted_engine_releases_what_its_dead_predecessor_claimed_at_once(
     db: Database, clock: ManualClock, county: SmallCounty, policy: PolicySet
 ) -> None:
@@ -392,14 +402,51 @@ async def test_a_restarted_engine_releases_what_its_dead_predecessor_claimed_at_
         RED.model_copy(update={"units": ["50023810100101"]}), actor="t"
     )
     clock.advance(seconds=3)
-    dead = EscalationEngine(db, clock, owner="escalation/host-1/aaaa")
-    assert len(await dead.claim()) == 1  # and then the process died
-    elsewhere = EscalationEngine(db, clock, owner="escalation/host-2/cccc")
-    assert await elsewhere.run_due() == 0  # another node cannot tell a dead claimer from a slow one yet
-    restarted = EscalationEngine(db, clock, owner="escalation/host-1/dddd")
-    assert await restarted.run_due() == 1  # the same node knows: its earlier run is gone
+    dead = await registered_engine(db, clock, "host-1", exited_process())
+    assert len(await dead.claim()) == 1  # and then the process died; its heartbeat is still fresh
+    # another machine cannot tell a dead claimer from a slow one until the heartbeat goes stale
+    elsewhere = await registered_engine(db, clock, "host-2", ProcessIdentity("another-machine:1", 4242, 1))
+    assert await elsewhere.run_due() == 0
+    restarted = await registered_engine(db, clock, "host-1")  # this machine sees the pid is gone
+    assert await restarted.run_due() == 1
     events = await step_events(db, issued.alert_id)
-    assert [(e.actor, e.data["step"]) for e in events] == [("escalation/host-1/dddd", 1)]
+    assert [(e.actor, e.data["step"]) for e in events] == [(restarted.owner, 1)]
+    assert restarted.registry is not None and dead.registry is not None
+    assert restarted.registry.slot == dead.registry.slot == 0  # the restart took its predecessor's place
+
+
+async def test_a_live_sibling_on_the_same_node_keeps_its_claims_past_the_lease(
+    db: Database, clock: ManualClock, county: SmallCounty, policy: PolicySet
+) -> None:
+    issued = await AlertService(db, clock, policy).trigger(
+        RED.model_copy(update={"units": ["50023810100101"]}), actor="t"
+    )
+    clock.advance(seconds=3)
+    working = await registered_engine(db, clock, "duty-host")
+    claims = await working.claim()
+    assert len(claims) == 1
+    sibling = await registered_engine(db, clock, "duty-host")  # a second process on the same machine
+    assert sibling.registry is not None and working.registry is not None
+    assert (working.registry.slot, sibling.registry.slot) == (0, 1)
+    assert await sibling.run_due() == 0
+    for _ in range(3):  # well past the one-minute claim lease, with the holder's heartbeat going on
+        clock.advance(seconds=25)
+        assert await working.registry.beat()
+        assert await sibling.release_stale_claims() == 0
+        assert await sibling.release_dead_claims() == 0
+    assert await sibling.run_due() == 0
+    assert await working.fire(claims[0])  # the holder fires it, late but once
+
+    # when the holder stops beating (it hangs), the sibling takes over the next claim after the heartbeat ages
+    clock.advance(seconds=2)
+    claims = await working.claim()
+    assert len(claims) == 1
+    clock.advance(seconds=31)
+    assert await sibling.release_dead_claims() == 1
+    assert await sibling.run_due() == 1
+    assert not await working.fire(claims[0])
+    events = await step_events(db, issued.alert_id)
+    assert [(e.actor, e.data["step"]) for e in events] == [(working.owner, 1), (sibling.owner, 2)]
 
 
 async def test_the_engine_runner_refuses_a_broken_policy_with_one_line_and_exit_2(tmp_path: Path, db: Database) -> None:
