@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +21,12 @@ BACKENDS = ("sqlite", "postgresql")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Tests marked `both_databases` run once on SQLite and once on PostgreSQL; the rest on SQLite only."""
-    if "db" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_databases"):
+    """Tests marked `both_databases` run once on SQLite and once on PostgreSQL; the rest on SQLite only.
+
+    JIAOYING_TEST_POSTGRES=all runs every test that takes `db` on both (a slower, occasional sweep).
+    """
+    everywhere = os.environ.get("JIAOYING_TEST_POSTGRES") == "all"
+    if "db" in metafunc.fixturenames and (everywhere or metafunc.definition.get_closest_marker("both_databases")):
         metafunc.parametrize("db", BACKENDS, indirect=True)
 
 
