@@ -444,6 +444,15 @@ def _error_text(err: DeliveryError) -> str:
 async def _advance_exhausted(s: AsyncSession, failed: Sequence[Delivery], now: datetime) -> list[tuple[int, str]]:
     """Targets whose every delivery of this step has failed for good: their next step is due now, not later."""
     advanced: list[tuple[int, str]] = []
+    # Each channel records its round in its own transaction, all at once. Without a lock, two of them failing a
+    # target's last two deliveries each count the other's as still trying, and neither advances the target. Locked
+    # (in one order, so two rounds cannot deadlock), the later one's count sees the earlier one's commit.
+    # SQLite has a single writer and leaves FOR UPDATE out.
+    targets = sorted({d.target_id for d in failed})
+    if targets:
+        await s.execute(
+            select(col(Target.id)).where(col(Target.id).in_(targets)).order_by(col(Target.id)).with_for_update()
+        )
     for d in failed:
         still_trying = await s.scalar(
             select(func.count())

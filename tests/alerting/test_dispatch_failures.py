@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import deque
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select
 from sqlmodel import col
 
@@ -19,6 +20,9 @@ from channels.sandbox import SandboxChannel
 from config.settings import Settings
 from config.wiring import Engine, build_engine
 from tests.conftest import SmallCounty
+
+# the channels record their rounds in concurrent transactions: PostgreSQL shows what SQLite's single writer hides
+pytestmark = pytest.mark.both_databases
 
 RED_G1 = AlertRequest(level=Level.RED, hazard="暴雨", title="暴雨红色预警", text="强降雨。", units=["50023810100101"])
 
