@@ -514,6 +514,27 @@ async def test_a_township_officer_sees_only_their_part_of_a_shared_alert(world: 
         r = await api.get("/api/v1/board", headers=TOWNSHIP_KEY)
         mine = next(a for a in r.json()["alerts"] if a["id"] == shared.alert_id)
         assert [t["code"] for t in mine["townships"]] == [FENGHUANG], mine["townships"]
+        # acting on 宁厂镇's part of it, or on the whole of it, is refused and writes nothing
+        db = world.engine.core.db
+        nc_target, at = world.shared.target_id, f"/alerts/{shared.alert_id}"
+        browser, csrf = await world.session("fenghuang")
+        attempts: list[tuple[httpx.AsyncClient, str, dict[str, Any]]] = [
+            (api, f"/api/v1{at}/recipients/{nc_target}/answer", {"json": {"reason": "代答"}}),
+            (api, f"/api/v1{at}/call-again", {"json": {"target_ids": [nc_target]}}),
+            (api, f"/api/v1{at}/cancel", {"json": {"reason": "雨停"}}),
+            (api, f"/api/v1{at}/update", {"json": {"level": "blue"}}),
+            (browser, f"/console{at}/recipients/{nc_target}/answer", {"data": {"csrf": csrf, "reason": "代答"}}),
+            (browser, f"/console{at}/call-again", {"data": {"csrf": csrf, "target_id": nc_target}}),
+            (browser, f"/console{at}/cancel", {"data": {"csrf": csrf, "reason": "雨停"}}),
+            (browser, f"/console{at}/update", {"data": {"csrf": csrf, "level": "blue"}}),
+        ]
+        async with browser:
+            for client, url, kwargs in attempts:
+                before = await snapshot(db)
+                headers = TOWNSHIP_KEY if client is api else None
+                r = await client.post(url, headers=headers, follow_redirects=False, **kwargs)
+                assert r.status_code in (403, 404), f"{url} -> {r.status_code} {r.text[:200]}"
+                assert changed(before, await snapshot(db)) == [], url
         # the county sees both townships' answers: the markers are really there to be leaked
         r = await api.get(f"/api/v1/alerts/{shared.alert_id}/audit", headers=DUTY)
         assert NC_REASON in r.text
