@@ -57,6 +57,9 @@ async def board_stream(
             snapshot = await read_board(core.db, principal, now=core.clock.now())
             fingerprint = snapshot.fingerprint()
             if fingerprint != last:
+                # a session ended meanwhile (signed out, account disabled) gets no further news
+                if last and not await still_signed_in():
+                    return
                 last = fingerprint
                 yield snapshot
         await asyncio.sleep(poll_s)

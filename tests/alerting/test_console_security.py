@@ -3,6 +3,7 @@ the server, the sign-in's `next` and the actions' `back` staying on this site, i
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from http.cookies import SimpleCookie
@@ -13,6 +14,7 @@ import pytest
 from sqlalchemy import insert, select
 from sqlmodel import col
 
+from alerting.console.board_pages import board_stream
 from alerting.domain import UnitKind
 from alerting.store.tables import Delivery, OrgUnit, Target
 from tests.alerting import test_access_matrix as matrix
@@ -242,3 +244,45 @@ async def test_console_pages_carry_a_content_security_policy(world: World) -> No
             assert r.headers.get("x-content-type-options") == "nosniff", url
             checked += 1
     assert checked >= 20
+
+
+async def test_signing_in_from_another_site_is_refused(world: World) -> None:
+    """A form on another site must not sign a browser in (to an account the attacker chose)."""
+    async with world.client() as browser:
+        for headers in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+            r = await browser.post("/console/sign-in", data={"username": "duty", "password": PASSWORD}, headers=headers)
+            assert r.status_code == 403, headers
+            assert "jy_session" not in cookie_of(r)
+        r = await browser.post(
+            "/console/sign-in",
+            data={"username": "duty", "password": PASSWORD},
+            headers={"Origin": "http://jy.test"},
+            follow_redirects=False,
+        )
+        assert r.status_code == 303
+
+
+async def test_a_planted_notice_cookie_is_shown_as_text(world: World) -> None:
+    duty, _ = await world.session("duty")
+    async with duty:
+        duty.cookies.set("jy_notice", SCRIPT)
+        r = await duty.get("/console/")
+    assert "<script>alert(" not in r.text and "&lt;script&gt;alert(1)" in r.text
+
+
+async def test_the_live_board_stops_for_a_disabled_account(world: World) -> None:
+    core = world.engine.core
+    signed = await core.accounts.sign_in("duty", PASSWORD)
+
+    async def still_signed_in() -> bool:
+        return await core.accounts.session(signed.token) is not None
+
+    stream = board_stream(core, signed.principal, still_signed_in, poll_s=0.01)
+    first = await anext(stream)
+    assert first.alerts
+    await core.accounts.set_active("duty", False, actor="user:admin")
+    async with world.client() as api:  # the board changes: a new alert
+        r = await api.post("/api/v1/alerts", json=alert_body([FENGHUANG], title="停用之后的预警"), headers=DUTY)
+        assert r.status_code == 201
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(anext(stream), timeout=10)
