@@ -13,6 +13,7 @@ from typing import Any, cast
 
 import structlog
 from sqlalchemy import CursorResult, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -21,9 +22,13 @@ from alerting.domain import AlertStatus, ChannelKind, DeadlineState, DeliverySta
 from alerting.ids import new_id
 from alerting.privacy import mask_phone
 from alerting.store.db import Database
-from alerting.store.tables import Acknowledgement, Alert, Deadline, Delivery, Person, Target
+from alerting.store.tables import Acknowledgement, Alert, Deadline, Delivery, InboundSeen, Person, Target
 
 log = structlog.get_logger()
+
+
+class AlreadyTaken(Exception):
+    """This very report was taken in before (by this process or another one that received it too)."""
 
 
 class AnswerRejected(LookupError):
@@ -64,9 +69,20 @@ class AckService:
         channel: ChannelKind,
         at: datetime,
         feedback: Mapping[str, Any] | None = None,
+        once: str | None = None,
     ) -> AnswerResult:
-        """An answer through the link, a key press, a button or a device ack: the delivery says who and about whom."""
+        """An answer through the link, a key press, a button or a device ack: the delivery says who and about whom.
+
+        `once` keys a report that may arrive more than once (a device ack goes to every engine subscribed, and
+        QoS 1 may repeat it): the first to store the key records the answer, any other raises AlreadyTaken."""
         async with self.db.session() as s:
+            if once is not None:
+                # first of all: a second process inserting the same key waits here for this transaction
+                s.add(InboundSeen(key=once[:200], at=at))
+                try:
+                    await s.flush()
+                except IntegrityError as exc:
+                    raise AlreadyTaken(once) from exc
             d = await s.get(Delivery, delivery_id)
             if d is None:
                 raise AnswerRejected(f"no delivery {delivery_id}")

@@ -7,7 +7,7 @@ from sqlalchemy import select, update
 from sqlmodel import col
 
 from alerting import audit
-from alerting.acks import AckService, AnswerRejected
+from alerting.acks import AckService, AlreadyTaken, AnswerRejected
 from alerting.domain import ChannelKind, DeliveryState
 from alerting.port import Answer, DeviceReport, DeviceStatus, InboundEvent, InboundText, StatusUpdate
 from alerting.privacy import mask_phone
@@ -28,6 +28,8 @@ class Inbound:
     async def __call__(self, event: InboundEvent) -> None:
         try:
             await self.handle(event)
+        except AlreadyTaken as exc:
+            log.info("inbound.already_taken", key=str(exc))
         except AnswerRejected as exc:
             self.rejected += 1
             log.warning("inbound.rejected", reason=str(exc), kind=type(event).__name__)
@@ -112,8 +114,13 @@ class Inbound:
             raise AnswerRejected(f"device {event.device_id} reported on a command that was not sent to it")
         if event.status in DEVICE_ANSWERS:
             await self.status(StatusUpdate(ChannelKind.DEVICE, event.at, True, delivery_id=event.command_id))
+            # every engine subscribed gets the same ack: one status of one command is one answer, recorded once
             await self.acks.answer_delivery(
-                event.command_id, channel=ChannelKind.DEVICE, at=event.at, feedback={"device_status": event.status}
+                event.command_id,
+                channel=ChannelKind.DEVICE,
+                at=event.at,
+                feedback={"device_status": event.status},
+                once=f"device:{event.device_id}:{event.command_id}:{event.status}",
             )
         elif event.status == "received":
             await self.status(StatusUpdate(ChannelKind.DEVICE, event.at, True, delivery_id=event.command_id))

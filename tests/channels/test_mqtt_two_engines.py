@@ -1,0 +1,183 @@
+"""Two engines on one mosquitto broker, both on the same machine: each keeps its own MQTT session, both hear every
+siren ack, and the store records each ack once. A restarted engine gets its old client id back, and with it the
+acks the broker kept for it while it was down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+
+import aiomqtt
+import pytest
+from sqlalchemy import select
+from sqlmodel import col
+
+from alerting.alerts import AlertRequest
+from alerting.clock import ManualClock
+from alerting.domain import ChannelKind, Level, TargetState
+from alerting.inbound import Inbound
+from alerting.port import DeviceReport, InboundEvent
+from alerting.store.db import Database
+from alerting.store.tables import Acknowledgement, AuditEvent, Delivery, InboundSeen, Target
+from channels.mqtt_devices import MqttDeviceChannel
+from channels.sandbox import SandboxChannel
+from config.settings import Settings
+from config.wiring import Engine, build_engine
+from tests.brokers import MosquittoBroker, start_mosquitto
+from tests.conftest import SmallCounty
+
+pytestmark = pytest.mark.timeout(60)
+
+SIREN = "siren-500238101001"
+RED = AlertRequest(
+    level=Level.RED,
+    hazard="山洪",
+    title="山洪红色预警",
+    text="沿河区域山洪风险极高。",
+    instructions="立即转移。",
+    units=["500238101001"],
+)
+
+
+class CountedInbound(Inbound):
+    """The engine's own inbound, counting the device acks it was handed."""
+
+    def __init__(self, inner: Inbound) -> None:
+        super().__init__(inner.db, inner.acks)
+        self.acks_heard: Counter[tuple[str, str]] = Counter()
+
+    async def __call__(self, event: InboundEvent) -> None:
+        await super().__call__(event)
+        if isinstance(event, DeviceReport):  # counted once handled, so the test reads what it wrote
+            self.acks_heard[(event.command_id, event.status)] += 1
+
+
+def engine_on(db: Database, clock: ManualClock, broker: MosquittoBroker) -> tuple[Engine, Counter[tuple[str, str]]]:
+    """An engine on its own connections, as another process would have, and the acks it will hear."""
+    settings = Settings(
+        database_url=db.url,
+        public_url="https://jy.example.test",
+        secret_key="test-secret",
+        mqtt_url=broker.url,
+        node="duty-host",
+    )
+    others = {k: SandboxChannel(k) for k in ChannelKind if k is not ChannelKind.DEVICE}
+    engine = build_engine(settings, clock=clock, channels=others)
+    counted = CountedInbound(engine.inbound)
+    engine.inbound = counted
+    return engine, counted.acks_heard
+
+
+def device_channel(engine: Engine) -> MqttDeviceChannel:
+    channel = engine.channels[ChannelKind.DEVICE]
+    assert isinstance(channel, MqttDeviceChannel)
+    return channel
+
+
+@asynccontextmanager
+async def siren(broker: MosquittoBroker) -> AsyncIterator[tuple[aiomqtt.Client, list[dict[str, object]]]]:
+    """A siren that only listens; the test decides what it answers."""
+    commands: list[dict[str, object]] = []
+    async with aiomqtt.Client("127.0.0.1", broker.port, identifier="test-siren") as client:
+        await client.subscribe(f"jiaoying/devices/{SIREN}/command", qos=1)
+
+        async def listen() -> None:
+            async for msg in client.messages:
+                assert isinstance(msg.payload, bytes)
+                commands.append(json.loads(msg.payload))
+
+        task = asyncio.create_task(listen())
+        try:
+            yield client, commands
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+async def answer(client: aiomqtt.Client, command_id: str, status: str) -> None:
+    payload = {"command_id": command_id, "status": status, "at": "2026-07-01T02:00:30+00:00"}
+    await client.publish(f"jiaoying/devices/{SIREN}/ack", json.dumps(payload).encode(), qos=1)
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    try:
+        async with asyncio.timeout(10):
+            while not condition():  # noqa: ASYNC110 (the counters have no event to wait on)
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        pytest.fail(f"not within 10 s: {what}")
+
+
+async def siren_records(db: Database, delivery_id: str) -> tuple[list[Acknowledgement], list[AuditEvent], int]:
+    async with db.session() as s:
+        acks = list(
+            (await s.execute(select(Acknowledgement).where(col(Acknowledgement.delivery_id) == delivery_id))).scalars()
+        )
+        events = list(
+            (
+                await s.execute(
+                    select(AuditEvent)
+                    .where(col(AuditEvent.kind).in_(["target.answered", "ack.repeated"]))
+                    .order_by(col(AuditEvent.seq))
+                )
+            ).scalars()
+        )
+        seen = len(list((await s.execute(select(InboundSeen))).scalars()))
+    return acks, [e for e in events if e.data.get("delivery") == delivery_id], seen
+
+
+async def test_two_engines_on_one_broker_keep_their_sessions_and_record_each_siren_ack_once(
+    db: Database, clock: ManualClock, county: SmallCounty, tmp_path: Path
+) -> None:
+    broker = await start_mosquitto(tmp_path)
+    async with AsyncExitStack() as stack:
+        stack.push_async_callback(broker.stop)
+        first, first_heard = engine_on(db, clock, broker)
+        second, second_heard = engine_on(db, clock, broker)
+        await first.start(loops=False)
+        stack.push_async_callback(first.stop)
+        await second.start(loops=False)
+        stack.push_async_callback(second.stop)
+        assert device_channel(first).client_id == "jiaoying-duty-host-0"
+        assert device_channel(second).client_id == "jiaoying-duty-host-1"
+        client, commands = await stack.enter_async_context(siren(broker))
+
+        await first.alerts.trigger(RED, actor="duty:test")
+        await first.dispatcher.drain()
+        await until(lambda: len(commands) == 1, "the siren hears its command")
+        command_id = str(commands[0]["command_id"])
+
+        await answer(client, command_id, "sounding")
+        await until(
+            lambda: first_heard[(command_id, "sounding")] == 1 and second_heard[(command_id, "sounding")] == 1,
+            "both engines hear the ack",
+        )
+        acks, events, _ = await siren_records(db, command_id)
+        assert [(a.counted, a.feedback) for a in acks] == [(True, {"device_status": "sounding"})]
+        assert [e.kind for e in events] == ["target.answered"]
+        async with db.session() as s:
+            target = await s.scalar(select(Target).join(Delivery).where(col(Delivery.id) == command_id))
+        assert target is not None and target.state == TargetState.ANSWERED.value
+        assert device_channel(first).connected and device_channel(second).connected  # nobody was pushed off
+
+        # the first engine restarts; the siren's next word arrives while it is down
+        await first.stop()
+        await answer(client, command_id, "done")
+        await until(lambda: second_heard[(command_id, "done")] == 1, "the running engine hears the ack")
+        restarted, restarted_heard = engine_on(db, clock, broker)
+        await restarted.start(loops=False)
+        stack.push_async_callback(restarted.stop)
+        assert device_channel(restarted).client_id == "jiaoying-duty-host-0"  # its old session, kept by the broker
+        await until(lambda: restarted_heard[(command_id, "done")] == 1, "the restarted engine gets the queued ack")
+
+        acks, events, seen = await siren_records(db, command_id)
+        assert [a.feedback for a in acks] == [{"device_status": "sounding"}, {"device_status": "done"}]
+        assert [e.kind for e in events] == ["target.answered", "ack.repeated"]
+        assert seen == 2
+    log = broker.log_file.read_text()
+    assert "already connected" not in log, log[-2000:]
