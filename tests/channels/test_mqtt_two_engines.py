@@ -21,7 +21,7 @@ from alerting.alerts import AlertRequest
 from alerting.clock import ManualClock
 from alerting.domain import ChannelKind, Level, TargetState
 from alerting.inbound import Inbound
-from alerting.port import DeviceReport, InboundEvent
+from alerting.port import Channel, DeviceReport, InboundEvent
 from alerting.store.db import Database
 from alerting.store.tables import Acknowledgement, AuditEvent, Delivery, InboundSeen, Target
 from channels.mqtt_devices import MqttDeviceChannel
@@ -66,7 +66,7 @@ def engine_on(db: Database, clock: ManualClock, broker: MosquittoBroker) -> tupl
         mqtt_url=broker.url,
         node="duty-host",
     )
-    others = {k: SandboxChannel(k) for k in ChannelKind if k is not ChannelKind.DEVICE}
+    others: dict[ChannelKind, Channel] = {k: SandboxChannel(k) for k in ChannelKind if k is not ChannelKind.DEVICE}
     engine = build_engine(settings, clock=clock, channels=others)
     counted = CountedInbound(engine.inbound)
     engine.inbound = counted
