@@ -87,6 +87,7 @@ class Rule:
     public: str = ""  # why it is open to anyone
     anyone_signed_in: str = ""  # why an auditor or township officer may post here (their own session)
     stream: str = ""  # why the generic walk does not read it (checked on its own below)
+    admin: bool = False  # for administrators only: accounts and the directory import
 
 
 def _issue_json(p: Probe) -> dict[str, Any]:
@@ -113,6 +114,7 @@ def _form(value: dict[str, str]) -> Body:
 
 NO_CONTENT: Body = lambda p: {}  # noqa: E731
 SEE = Rule()
+ADMIN = Rule(admin=True)
 ALERT = "/console/alerts/{alert_id:int}"
 RULES: dict[tuple[str, str], Rule] = {
     # ---- the JSON API (API keys) ----
@@ -133,7 +135,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/v1/devices"): SEE,
     ("GET", "/api/v1/rosters"): SEE,
     ("POST", "/api/v1/directory/import"): Rule(
-        lambda p: {**_people_file(p), "params": {"kind": "people", "dry_run": "false"}}
+        lambda p: {**_people_file(p), "params": {"kind": "people", "dry_run": "false"}}, admin=True
     ),
     ("GET", "/api/v1/reviews/alerts"): SEE,
     ("GET", "/api/v1/alerts/{alert_id}/report"): SEE,
@@ -141,12 +143,14 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/v1/audit"): SEE,
     ("GET", "/api/v1/alerts/{alert_id}/audit"): SEE,
     ("GET", "/api/v1/audit/verify"): SEE,
-    ("GET", "/api/v1/accounts"): SEE,
-    ("POST", "/api/v1/accounts"): Rule(_json({"username": "newbie", "role": "duty", "password": NEW_PASSWORD})),
-    ("GET", "/api/v1/accounts/{username}"): SEE,
-    ("POST", "/api/v1/accounts/{username}/disable"): Rule(NO_CONTENT),
-    ("POST", "/api/v1/accounts/{username}/enable"): Rule(NO_CONTENT),
-    ("POST", "/api/v1/accounts/{username}/password"): Rule(_json({"password": NEW_PASSWORD})),
+    ("GET", "/api/v1/accounts"): ADMIN,
+    ("POST", "/api/v1/accounts"): Rule(
+        _json({"username": "newbie", "role": "duty", "password": NEW_PASSWORD}), admin=True
+    ),
+    ("GET", "/api/v1/accounts/{username}"): ADMIN,
+    ("POST", "/api/v1/accounts/{username}/disable"): Rule(NO_CONTENT, admin=True),
+    ("POST", "/api/v1/accounts/{username}/enable"): Rule(NO_CONTENT, admin=True),
+    ("POST", "/api/v1/accounts/{username}/password"): Rule(_json({"password": NEW_PASSWORD}), admin=True),
     # ---- the console (session cookie + CSRF) ----
     ("GET", "/"): Rule(public="only redirects to /console/"),
     ("GET", "/console/sign-in"): Rule(public="the sign-in form"),
@@ -169,23 +173,28 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/console/directory/people"): SEE,
     ("GET", "/console/directory/devices"): SEE,
     ("GET", "/console/directory/rosters"): SEE,
-    ("GET", "/console/directory/import"): SEE,
-    ("POST", "/console/directory/import/check"): Rule(lambda p: {**_people_file(p), "data": {"kind": "people"}}),
-    ("POST", "/console/directory/import/apply"): Rule(_form({"token": "no-such-upload"})),
+    ("GET", "/console/directory/import"): ADMIN,
+    ("POST", "/console/directory/import/check"): Rule(
+        lambda p: {**_people_file(p), "data": {"kind": "people"}}, admin=True
+    ),
+    ("POST", "/console/directory/import/apply"): Rule(_form({"token": "no-such-upload"}), admin=True),
     ("GET", "/console/review"): SEE,
     ("GET", "/console/review/yearly"): SEE,
     ("GET", "/console/review/yearly.csv"): SEE,
     ("GET", "/console/review/{alert_id}"): SEE,
     ("GET", "/console/review/{alert_id}/print"): SEE,
     ("GET", "/console/review/{alert_id}/report.{fmt}"): SEE,
-    ("GET", "/console/accounts"): SEE,
+    ("GET", "/console/accounts"): ADMIN,
     ("POST", "/console/accounts"): Rule(
-        _form({"username": "newbie", "display_name": "新人", "role": "duty", "unit_code": "", "password": NEW_PASSWORD})
+        _form(
+            {"username": "newbie", "display_name": "新人", "role": "duty", "unit_code": "", "password": NEW_PASSWORD}
+        ),
+        admin=True,
     ),
-    ("GET", "/console/accounts/{username}"): SEE,
-    ("POST", "/console/accounts/{username}/password"): Rule(_form({"password": NEW_PASSWORD})),
-    ("POST", "/console/accounts/{username}/disable"): Rule(NO_CONTENT),
-    ("POST", "/console/accounts/{username}/enable"): Rule(NO_CONTENT),
+    ("GET", "/console/accounts/{username}"): ADMIN,
+    ("POST", "/console/accounts/{username}/password"): Rule(_form({"password": NEW_PASSWORD}), admin=True),
+    ("POST", "/console/accounts/{username}/disable"): Rule(NO_CONTENT, admin=True),
+    ("POST", "/console/accounts/{username}/enable"): Rule(NO_CONTENT, admin=True),
     ("GET", "/console/password"): SEE,
     ("POST", "/console/password"): Rule(
         _form({"current": PASSWORD, "new": NEW_PASSWORD, "again": NEW_PASSWORD}),
@@ -447,6 +456,30 @@ async def test_an_auditor_changes_nothing(world: World) -> None:
         r = await browser.post("/console/sign-out", data={"csrf": signed.csrf_token}, follow_redirects=False)
         assert r.status_code == 303
     assert await world.engine.core.accounts.session(signed.token) is None
+
+
+@pytest.mark.parametrize("role", ["duty", "auditor", "fenghuang"])
+async def test_only_an_administrator_manages_accounts_and_imports(world: World, role: str) -> None:
+    """The duty room, an auditor and a township officer may neither read the account list nor change it."""
+    db = world.engine.core.db
+    browser, csrf = await world.session(role)
+    key = {"duty": DUTY, "auditor": AUDITOR_KEY, "fenghuang": TOWNSHIP_KEY}[role]
+    tried = 0
+    async with browser, world.client() as api:
+        for method, path, rule in rules():
+            if not rule.admin:
+                continue
+            before = await snapshot(db)
+            if is_api(path):
+                r = await send(api, method, path, rule, world.fenghuang, headers=key)
+            else:
+                r = await send(browser, method, path, rule, world.fenghuang, csrf=csrf)
+            where = f"{role}: {method} {path} -> {r.status_code} {r.text[:200]}"
+            assert r.status_code == 403, where
+            assert "pass-word" not in r.text and "newbie" not in r.text, where
+            assert changed(before, await snapshot(db)) == [], where
+            tried += 1
+    assert tried == sum(1 for _, _, rule in rules() if rule.admin)
 
 
 async def test_a_township_officer_finds_nothing_outside_their_subtree(world: World) -> None:
