@@ -47,8 +47,9 @@ def postgres_server() -> Iterator[PostgresServer]:
 @pytest.fixture
 async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
     """A migrated database: a SQLite file, or (for `both_databases` tests) a fresh PostgreSQL database."""
+    server: PostgresServer | None = None
     if getattr(request, "param", "sqlite") == "postgresql":
-        server: PostgresServer = request.getfixturevalue("postgres_server")
+        server = request.getfixturevalue("postgres_server")
         url = await server.create_database()
     else:
         url = f"sqlite+aiosqlite:///{tmp_path / 'jiaoying.db'}"
@@ -56,6 +57,8 @@ async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Da
     await database.upgrade()
     yield database
     await database.close()
+    if server is not None:
+        await server.drop_database(url)  # a run makes hundreds; dropped, the server's directory stays small
 
 
 @pytest.fixture

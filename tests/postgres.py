@@ -148,15 +148,23 @@ class PostgresServer:
             return ""
         return lines[7].strip() if len(lines) > 7 else ""
 
+    async def _admin(self, sql: str) -> None:
+        conn = await asyncpg.connect(host="127.0.0.1", port=self.port, user="postgres", database="postgres")
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
     async def create_database(self) -> str:
         """A new empty database; returns its URL."""
         name = f"jy_{next(self._names)}"
-        conn = await asyncpg.connect(host="127.0.0.1", port=self.port, user="postgres", database="postgres")
-        try:
-            await conn.execute(f"CREATE DATABASE {name}")
-        finally:
-            await conn.close()
+        await self._admin(f"CREATE DATABASE {name} STRATEGY = FILE_COPY")  # faster than WAL_LOG for a tiny template
         return self.url(name)
+
+    async def drop_database(self, url: str) -> None:
+        """Drop a test's database, even if a process it started still holds a connection."""
+        name = url.rsplit("/", 1)[1]
+        await self._admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
     def stop(self) -> None:
         """Stop at once (the data is thrown away, so no checkpoint) and remove the directory."""
