@@ -316,6 +316,8 @@ async def test_a_killed_engine_s_successor_fires_every_overdue_step_once_in_orde
     assert [d.due_at for d in fired_order] == sorted(d.due_at for d in fired_order), "overdue fired out of order"
 
 
+# on PostgreSQL the two processes claim with SKIP LOCKED, on SQLite the single writer takes turns
+@pytest.mark.both_databases
 async def test_two_engine_processes_on_one_file_fire_every_step_once_and_send_every_delivery_once(
     tmp_path: Path, db: Database, county: SmallCounty, policy_file: Path, policy: PolicySet
 ) -> None:
@@ -363,6 +365,7 @@ async def dispatch_nodes(db: Database, alert_id: int) -> list[str]:
 # ---- the claim and the fence, step by step -----------------------------------------------------
 
 
+@pytest.mark.both_databases
 async def test_a_claim_that_outlived_its_engine_is_released_and_its_stale_holder_cannot_fire(
     db: Database, clock: ManualClock, county: SmallCounty, policy: PolicySet
 ) -> None:
@@ -395,6 +398,7 @@ async def registered_engine(
     return EscalationEngine(db, clock, owner=f"escalation/{registry.owner}", registry=registry)
 
 
+@pytest.mark.both_databases
 async def test_a_restarted_engine_releases_what_its_dead_predecessor_claimed_at_once(
     db: Database, clock: ManualClock, county: SmallCounty, policy: PolicySet
 ) -> None:
@@ -415,6 +419,7 @@ async def test_a_restarted_engine_releases_what_its_dead_predecessor_claimed_at_
     assert restarted.registry.slot == dead.registry.slot == 0  # the restart took its predecessor's place
 
 
+@pytest.mark.both_databases
 async def test_a_live_sibling_on_the_same_node_keeps_its_claims_past_the_lease(
     db: Database, clock: ManualClock, county: SmallCounty, policy: PolicySet
 ) -> None:
