@@ -11,7 +11,7 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from alerting.access import Forbidden, check_alert
+from alerting.access import check_alert
 from alerting.api.auth import CoreDep, Reader
 from alerting.api.problems import Problem, documented
 from alerting.api.schemas import Page
@@ -96,8 +96,8 @@ async def alert_report(
     time distribution, answers by channel, failures by provider error, escalation reached per step, who was
     never reached or never answered, answers on behalf, and the audit chain status."""
     async with core.db.session() as s:
-        if not await check_alert(s, who, alert_id):
-            raise Forbidden(f"预警 {alert_id} 不涉及本辖区")
+        if not await check_alert(s, who, alert_id):  # the same answer as a missing alert: nothing to learn
+            raise Problem(404, "alert-not-found", "No such alert", f"there is no alert {alert_id}")
     try:
         report = await build_report(core.db, alert_id, now=core.clock.now(), within=who.unit_path)
     except LookupError as exc:
