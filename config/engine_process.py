@@ -1,8 +1,9 @@
 """`jiaoying engine run`: the dispatcher and escalation loops on the configured database, without HTTP.
 
-Run one next to `jiaoying serve`, or several on one database: deadlines and deliveries are claimed
-in the store, so each fires or goes out once. Each process needs its own node name (HOSTNAME): on
-start-up a process takes what another run of its node left in flight for its own dead leftovers.
+Run one next to `jiaoying serve`, or several on one database, on one machine or many: deadlines and
+deliveries are claimed in the store, so each fires or goes out once. Every process registers and beats
+in the store (alerting.liveness): a live process's claims are never taken, and a dead one's are taken
+over at once on its own machine, or once its heartbeat is stale from anywhere else.
 
     python -m config.engine_process run --sandbox-devices
 """

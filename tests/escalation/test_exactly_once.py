@@ -89,7 +89,7 @@ class EngineProcess:
             JIAOYING_CONFIG=str(tmp_path / "no-such-config.toml"),
             JIAOYING_SECRET_KEY="test-secret",
             JIAOYING_LOG_LEVEL="info",
-            HOSTNAME=node,  # the node name in every claim; two processes must not share one
+            HOSTNAME=node,  # the node name in every claim; processes may share one (see test_same_host.py)
         )
         self.env = env
         self.cwd = tmp_path
