@@ -288,7 +288,7 @@ async def unit_detail(
 async def search_units(db: Database, who: Principal, q: str, *, limit: int, offset: int) -> tuple[list[UnitItem], int]:
     """Units in scope whose name contains `q` or whose code starts with it, down the tree in order."""
     q = q.strip()
-    match = or_(col(OrgUnit.name).like(_like(q), escape="\\"), col(OrgUnit.code).startswith(q))
+    match = or_(col(OrgUnit.name).ilike(_like(q), escape="\\"), col(OrgUnit.code).startswith(q, autoescape=True))
     where = and_(match, _under(who.unit_path, col(OrgUnit.path)))
     async with db.session() as s:
         total = int(await s.scalar(select(func.count()).select_from(OrgUnit).where(where)) or 0)
@@ -343,9 +343,9 @@ async def devices_page(
             like = _like(q.strip())
             where.append(
                 or_(
-                    col(Device.name).like(like, escape="\\"),
-                    col(Device.id).like(like, escape="\\"),
-                    col(OrgUnit.name).like(like, escape="\\"),
+                    col(Device.name).ilike(like, escape="\\"),
+                    col(Device.id).ilike(like, escape="\\"),
+                    col(OrgUnit.name).ilike(like, escape="\\"),
                 )
             )
         if never_reported:
@@ -386,7 +386,7 @@ async def people_page(
             where.append(or_(exists(answers), exists(on_roster)))
         if q.strip():
             text = q.strip()
-            match = [col(Person.name).like(_like(text), escape="\\"), col(Person.id) == text]
+            match = [col(Person.name).ilike(_like(text), escape="\\"), col(Person.id) == text]
             digits = "".join(ch for ch in text if ch.isdigit())
             if shows_phones(who) and len(digits) >= 4:  # an auditor cannot find a number they may not read
                 match.append(col(Person.phone).like(_like(digits), escape="\\"))

@@ -108,7 +108,7 @@ async def resolve_unit(session: AsyncSession, typed: str, within: str | None = N
         if len(exact) == 1:
             row = exact[0]
         else:
-            near = (await session.execute(q.where(col(OrgUnit.name).contains(typed)).limit(6))).all()
+            near = (await session.execute(q.where(col(OrgUnit.name).icontains(typed, autoescape=True)).limit(6))).all()
             if len(near) == 1 and not exact:
                 row = near[0]
             elif exact or near:

@@ -188,13 +188,13 @@ async def read_alert(
         if (clause := show.clause()) is not None:
             where.append(clause)
         if search.strip():
-            pattern = f"%{search.strip()}%"
+            typed = search.strip()
             where.append(
                 or_(
-                    col(Person.name).like(pattern),
-                    col(Device.name).like(pattern),
-                    col(OrgUnit.name).like(pattern),
-                    col(Target.person_id) == search.strip(),
+                    col(Person.name).icontains(typed, autoescape=True),
+                    col(Device.name).icontains(typed, autoescape=True),
+                    col(OrgUnit.name).icontains(typed, autoescape=True),
+                    col(Target.person_id) == typed,
                 )
             )
         base = (

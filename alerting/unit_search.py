@@ -77,7 +77,7 @@ async def search(
     q = q.strip()
     if q:
         where.append(
-            or_(col(OrgUnit.name).contains(q, autoescape=True), col(OrgUnit.code).startswith(q, autoescape=True))
+            or_(col(OrgUnit.name).icontains(q, autoescape=True), col(OrgUnit.code).startswith(q, autoescape=True))
         )
     if parent:
         where.append(col(OrgUnit.parent_code) == parent)
