@@ -34,6 +34,7 @@ SESSION_TTL = timedelta(hours=12)  # one duty shift and some
 LOCK_AFTER = 5
 LOCK_FOR = timedelta(minutes=15)
 MIN_PASSWORD = 10
+MAX_DISPLAY_NAME = 100  # the column's length: PostgreSQL refuses longer, SQLite would keep it
 USERNAME = re.compile(r"^[A-Za-z0-9_.-]{2,64}$")
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
@@ -89,6 +90,8 @@ class AccountService:
             raise AccountError("username: 2 to 64 letters, digits, '.', '_' or '-'")
         if len(password) < MIN_PASSWORD:
             raise AccountError(f"password: at least {MIN_PASSWORD} characters")
+        if len(display_name) > MAX_DISPLAY_NAME:
+            raise AccountError(f"name: at most {MAX_DISPLAY_NAME} characters")
         if role is AccountRole.TOWNSHIP and not unit_code:
             raise AccountError("unit: a township officer needs the code of their township (--unit)")
         if role is not AccountRole.TOWNSHIP and unit_code:

@@ -11,6 +11,8 @@ from sqlalchemy import update
 from sqlmodel import col
 
 from alerting.access import AccountRole, Principal
+from alerting.accounts import AccountError, AccountService
+from alerting.clock import ManualClock
 from alerting.directory_queries import devices_page, people_page, search_units
 from alerting.store.db import Database
 from alerting.store.tables import OrgUnit, Person
@@ -43,3 +45,18 @@ async def test_a_search_for_a_wildcard_character_finds_only_that_character(db: D
     people, total = await people_page(db, DUTY, q="_", limit=10, offset=0)
     assert (total, [p.id for p in people]) == (1, ["g1"])
     assert (await people_page(db, DUTY, q="%", limit=10, offset=0))[1] == 0
+
+
+async def test_a_name_longer_than_its_column_is_refused_by_name_not_by_the_database(
+    db: Database, clock: ManualClock
+) -> None:
+    accounts = AccountService(db, clock)
+    with pytest.raises(AccountError, match=r"^name: at most 100 characters"):
+        await accounts.create(
+            "long-name", "pass-word-0001", role=AccountRole.DUTY, display_name="长" * 101, actor="cli"
+        )
+    assert [a.username for a in await accounts.list()] == []
+    made = await accounts.create(
+        "full-name", "pass-word-0001", role=AccountRole.DUTY, display_name="长" * 100, actor="cli"
+    )
+    assert made.display_name == "长" * 100
