@@ -20,6 +20,8 @@ from escalation.engine import EscalationEngine
 from tests.alerting.test_api import AUDITOR, DUTY, make_core, rainstorm, serve
 from tests.conftest import SmallCounty
 
+pytestmark = pytest.mark.both_databases
+
 
 @pytest.fixture
 async def core(db: Database, clock: ManualClock, county: SmallCounty) -> Core:

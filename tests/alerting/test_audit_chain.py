@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import text
 
 from alerting import audit
@@ -11,6 +12,8 @@ from alerting.domain import Level
 from alerting.store.db import Database
 from tests.conftest import SmallCounty
 from tests.harness import sandbox_engine
+
+pytestmark = pytest.mark.both_databases
 
 
 async def record_an_alert(db: Database, clock: ManualClock) -> None:

@@ -18,6 +18,8 @@ from config.cli import app
 from tests.conftest import SmallCounty
 from tests.harness import sandbox_engine
 
+pytestmark = pytest.mark.both_databases
+
 
 def alert(exercise: bool) -> AlertRequest:
     return AlertRequest(

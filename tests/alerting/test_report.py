@@ -46,6 +46,8 @@ from alerting.store.tables import (
     Target,
 )
 
+pytestmark = pytest.mark.both_databases
+
 T0 = datetime(2026, 7, 1, 2, 0, tzinfo=UTC)  # 10:00 in 巫溪
 NOW = T0 + timedelta(minutes=40)
 
