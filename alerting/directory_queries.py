@@ -238,6 +238,18 @@ async def root_code(db: Database, who: Principal) -> str | None:
         )
 
 
+def _duty(who: Principal, r: Responsibility, p: Person) -> Duty:
+    return Duty(
+        person_id=p.id,
+        name=p.name,
+        phone=_phone(who, p.phone),
+        role=r.role,
+        role_label=ROLE_WORD.get(r.role, r.role),
+        rank=r.rank,
+        active=p.active,
+    )
+
+
 async def unit_detail(
     db: Database, who: Principal, code: str, *, limit: int = 50, offset: int = 0
 ) -> UnitDetail | None:
@@ -257,18 +269,7 @@ async def unit_detail(
             .where(col(Responsibility.unit_code) == code)
             .order_by(col(Responsibility.rank), col(Person.name))
         )
-        people = [
-            Duty(
-                person_id=p.id,
-                name=p.name,
-                phone=_phone(who, p.phone),
-                role=r.role,
-                role_label=ROLE_WORD.get(r.role, r.role),
-                rank=r.rank,
-                active=p.active,
-            )
-            for r, p in duties
-        ]
+        people = [_duty(who, r, p) for r, p in duties]
         devices = await _devices(s, select(Device).where(col(Device.unit_code) == code).order_by(col(Device.id)))
         child_filter = col(OrgUnit.parent_code) == code
         total = int(await s.scalar(select(func.count()).select_from(OrgUnit).where(child_filter)) or 0)
@@ -499,18 +500,7 @@ async def rosters(
             )
             .order_by(col(Responsibility.rank))
         ):
-            fallbacks.setdefault(
-                r.unit_code,
-                Duty(
-                    person_id=p.id,
-                    name=p.name,
-                    phone=_phone(who, p.phone),
-                    role=r.role,
-                    role_label=ROLE_WORD.get(r.role, r.role),
-                    rank=r.rank,
-                    active=p.active,
-                ),
-            )
+            fallbacks.setdefault(r.unit_code, _duty(who, r, p))
 
     def shift_out(shift: DutyShift, person: Person) -> ShiftOut:
         return ShiftOut(
