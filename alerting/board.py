@@ -81,23 +81,9 @@ class SilentRecipient(BaseModel):
     first_sent_at: datetime | None = Field(description="when the first warning to them went out")
 
 
-class BoardAlert(BaseModel):
-    id: int
-    level: Level
-    level_label: str
-    hazard: str
-    title: str
-    exercise: bool
-    status: str
-    created_at: datetime
-    created_by: str
-    totals: Progress
-    townships: list[TownshipProgress]
-    silent: list[SilentRecipient] = Field(description="the longest-silent first, at most a page")
-    silent_total: int
+class AlertHeading(BaseModel):
+    """What names an alert on the board, whether it is running or just ended."""
 
-
-class EndedAlert(BaseModel):
     id: int
     level: Level
     level_label: str
@@ -107,6 +93,32 @@ class EndedAlert(BaseModel):
     status: str
     status_label: str
     created_at: datetime
+    created_by: str
+
+    @classmethod
+    def fields_of(cls, a: Alert) -> dict[str, Any]:
+        return {
+            "id": a.id or 0,
+            "level": Level(a.level),
+            "level_label": label(LEVEL_LABEL, a.level),
+            "hazard": a.hazard,
+            "title": a.title,
+            "exercise": a.exercise,
+            "status": a.status,
+            "status_label": label(ALERT_STATUS_LABEL, a.status),
+            "created_at": utc(a.created_at),
+            "created_by": a.created_by,
+        }
+
+
+class BoardAlert(AlertHeading):
+    totals: Progress
+    townships: list[TownshipProgress]
+    silent: list[SilentRecipient] = Field(description="the longest-silent first, at most a page")
+    silent_total: int
+
+
+class EndedAlert(AlertHeading):
     ended_at: datetime | None
     end_reason: str | None
 
@@ -293,15 +305,7 @@ async def read_board(db: Database, principal: Principal, *, now: datetime, silen
             rows = progress.get(a.id, [])
             alerts.append(
                 BoardAlert(
-                    id=a.id,
-                    level=Level(a.level),
-                    level_label=label(LEVEL_LABEL, a.level),
-                    hazard=a.hazard,
-                    title=a.title,
-                    exercise=a.exercise,
-                    status=a.status,
-                    created_at=utc(a.created_at),
-                    created_by=a.created_by,
+                    **AlertHeading.fields_of(a),
                     totals=totals(rows),
                     townships=rows,
                     silent=silent,
@@ -322,15 +326,7 @@ async def read_board(db: Database, principal: Principal, *, now: datetime, silen
         ).scalars()
         recent = [
             EndedAlert(
-                id=a.id or 0,
-                level=Level(a.level),
-                level_label=label(LEVEL_LABEL, a.level),
-                hazard=a.hazard,
-                title=a.title,
-                exercise=a.exercise,
-                status=a.status,
-                status_label=label(ALERT_STATUS_LABEL, a.status),
-                created_at=utc(a.created_at),
+                **AlertHeading.fields_of(a),
                 ended_at=utc(a.ended_at) if a.ended_at else None,
                 end_reason=a.end_reason,
             )
