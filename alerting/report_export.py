@@ -12,19 +12,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import structlog
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from jinja2 import Environment
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
 from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
 
+from alerting import templating
 from alerting.clock import local_text
 from alerting.domain import DeliveryState, Purpose
 from alerting.report import DELIVERY_STATE_LABEL, AlertReport, RecipientRow, build_report, channel_label, label
 from alerting.store.db import Database
 
 Format = Literal["csv", "json", "html", "xlsx"]
-TEMPLATES = Path(__file__).parent / "templates"
 BOM = "\ufeff"  # without it Excel reads UTF-8 CSV as the local code page and the Chinese comes out garbled
 
 LEVEL_COLOUR = {"red": "#c62828", "orange": "#ef6c00", "yellow": "#f9a825", "blue": "#1565c0"}
@@ -177,14 +177,7 @@ def render_json(report: AlertReport) -> str:
 
 @cache
 def _environment() -> Environment:
-    env = Environment(
-        loader=FileSystemLoader(TEMPLATES),
-        autoescape=True,
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["local"] = local_text
+    env = templating.environment()
     env.filters["duration"] = duration
     env.globals.update(
         channels_text=channels_text,

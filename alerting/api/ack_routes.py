@@ -15,8 +15,9 @@ from urllib.parse import urlsplit
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
-from jinja2 import Environment, PackageLoader, StrictUndefined, Template, select_autoescape
+from jinja2 import Template
 
+from alerting import templating
 from alerting.acks import AnswerRejected
 from alerting.api.ack_form import FeedbackForm, parse_feedback
 from alerting.api.ack_view import AckView, load_ack_view
@@ -61,13 +62,7 @@ NOTICES = {
 @cache
 def templates() -> dict[str, Template]:
     """Loaded once (create_app calls this at start-up), so no request reads a file."""
-    env = Environment(
-        loader=PackageLoader("alerting", "templates"),
-        autoescape=select_autoescape(["html"]),
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
+    env = templating.environment()
     return {name: env.get_template(f"{name}.html") for name in ("ack", "ack_notice")}
 
 

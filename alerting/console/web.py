@@ -13,12 +13,12 @@ from urllib.parse import quote, unquote, urlsplit
 
 from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment
 
+from alerting import templating
 from alerting.access import ACCOUNT_ROLE_LABEL, Principal
 from alerting.api.auth import CoreDep
 from alerting.api.problems import problem_response
-from alerting.clock import local_text
 from alerting.core import Core
 from alerting.report import ALERT_STATUS_LABEL, CHANNEL_LABEL, LEVEL_LABEL, ROLE_LABEL, TARGET_STATE_LABEL
 
@@ -60,14 +60,7 @@ class Viewer:
 
 @cache
 def environment() -> Environment:
-    env = Environment(
-        loader=PackageLoader("alerting", "templates"),
-        autoescape=select_autoescape(["html"]),
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["local"] = local_text
+    env = templating.environment()
     env.globals.update(
         LEVEL_LABEL=LEVEL_LABEL,
         ALERT_STATUS_LABEL=ALERT_STATUS_LABEL,
