@@ -6,6 +6,7 @@ breaks every hash after it, and `verify` names the first row that no longer fits
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from alerting.clock import utc
+from alerting.store.db import Database
 from alerting.store.tables import AuditEvent, AuditHead
 
 GENESIS = "0" * 64
@@ -99,34 +101,57 @@ class Verification:
     reason: str = ""
 
 
+@dataclass
+class _Walk:
+    """Where a walk along the chain has got to: the hash to link to next, the row expected, rows checked."""
+
+    prev: str = GENESIS
+    expected_seq: int = 1
+    count: int = 0
+
+    def check(self, rows: Iterable[AuditEvent]) -> Verification | None:
+        """Check the next rows in order; the first fault found, or None."""
+        for row in rows:
+            entry = Entry(
+                kind=row.kind, actor=row.actor, at=row.at, alert_id=row.alert_id, subject=row.subject, data=row.data
+            )
+            if row.seq != self.expected_seq:
+                return Verification(False, self.count, self.expected_seq, f"row {self.expected_seq} is missing")
+            if row.prev_hash != self.prev:
+                return Verification(False, self.count, row.seq, "its link to the row before it is broken")
+            if chain_hash(self.prev, row.seq, entry) != row.hash:
+                return Verification(False, self.count, row.seq, "its content does not match its hash (edited)")
+            self.prev, self.expected_seq, self.count = row.hash, self.expected_seq + 1, self.count + 1
+        return None
+
+    def end(self, head: AuditHead | None) -> Verification:
+        if head is not None and (head.seq != self.count or head.hash != self.prev):
+            reason = f"the chain ends at row {self.count} but the head says {head.seq}"
+            return Verification(False, self.count, self.count + 1, reason)
+        return Verification(True, self.count)
+
+
 def verify_rows(rows: Iterable[AuditEvent], head: AuditHead | None) -> Verification:
-    prev, expected_seq, count = GENESIS, 1, 0
-    for row in rows:
-        entry = Entry(
-            kind=row.kind, actor=row.actor, at=row.at, alert_id=row.alert_id, subject=row.subject, data=row.data
-        )
-        if row.seq != expected_seq:
-            return Verification(False, count, expected_seq, f"row {expected_seq} is missing")
-        if row.prev_hash != prev:
-            return Verification(False, count, row.seq, "its link to the row before it is broken")
-        if chain_hash(prev, row.seq, entry) != row.hash:
-            return Verification(False, count, row.seq, "its content does not match its hash (edited)")
-        prev, expected_seq, count = row.hash, expected_seq + 1, count + 1
-    if head is not None and (head.seq != count or head.hash != prev):
-        return Verification(False, count, count + 1, f"the chain ends at row {count} but the head says {head.seq}")
-    return Verification(True, count)
+    walk = _Walk()
+    return walk.check(rows) or walk.end(head)
 
 
-async def verify(session: AsyncSession, batch: int = 5000) -> Verification:
-    """Walk the whole chain in order, a batch at a time."""
-    head = await session.get(AuditHead, 1)
-    rows: list[AuditEvent] = []
-    last = 0
-    while True:
-        query = select(AuditEvent).where(col(AuditEvent.seq) > last).order_by(col(AuditEvent.seq)).limit(batch)
-        chunk = (await session.execute(query)).scalars().all()
-        rows.extend(chunk)
+async def verify(db: Database, batch: int = 5000) -> Verification:
+    """Walk the whole chain in order, up to the head as it was when the walk began.
+
+    Each batch is read in a transaction of its own and hashed off the event loop, so a long chain
+    (hundreds of thousands of rows after a rainy season) holds up neither writers nor answers coming in.
+    """
+    async with db.session() as s:
+        head = await s.get(AuditHead, 1)
+    walk, last = _Walk(), 0
+    while head is not None:
+        query = select(AuditEvent).where(col(AuditEvent.seq) > last, col(AuditEvent.seq) <= head.seq)
+        async with db.session() as s:
+            chunk = (await s.execute(query.order_by(col(AuditEvent.seq)).limit(batch))).scalars().all()
+        if fault := await asyncio.to_thread(walk.check, chunk):
+            return fault
         if len(chunk) < batch:
             break
         last = chunk[-1].seq
-    return verify_rows(rows, head)
+    return walk.end(head)

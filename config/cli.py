@@ -457,8 +457,7 @@ def audit_verify() -> None:
     """
 
     async def job(engine: Engine) -> audit.Verification:
-        async with engine.db.session() as s:
-            return await audit.verify(s)
+        return await audit.verify(engine.db)
 
     v = run(lambda: with_engine(job))
     if v.ok:

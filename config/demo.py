@@ -130,8 +130,7 @@ async def run_demo(
         mismatches = await _check(engine, issued.alert_id, simulator, silent_sirens)
         if players is not None:
             mismatches += [f"on the wire: {f}" for f in players.failures]
-        async with engine.db.session() as s:
-            chain = await audit.verify(s)
+        chain = await audit.verify(engine.db)
         ok = not mismatches and chain.ok
         _summary(console, engine, issued.alert_id, report, mismatches, chain.rows, chain.ok)
         if providers is not None:

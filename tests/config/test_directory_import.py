@@ -212,7 +212,7 @@ async def test_yaml_imports_with_paths_ranks_and_an_audit_entry(db: Database, tm
         assert set(subtree) == {"500238101", "500238101200", "50023810120001"}
         event = (await s.execute(select(AuditEvent))).scalar_one()
         assert (event.kind, event.actor, event.data["people_created"]) == ("directory.imported", "admin", 4)
-        assert (await audit.verify(s)).ok
+    assert (await audit.verify(db)).ok
 
 
 async def test_people_file_alone_refers_to_units_already_imported(db: Database, tmp_path: Path) -> None:

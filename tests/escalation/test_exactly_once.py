@@ -224,8 +224,7 @@ async def assert_every_step_fired_once(db: Database, policy: PolicySet, alert_id
     assert {d.state for d in rows} == {DeadlineState.FIRED.value}
     # a deadline exists for each step that reached someone; a step with nobody to reach was passed straight on
     assert set(per_step) <= set(found)
-    async with db.session() as s:
-        verified = await audit.verify(s)
+    verified = await audit.verify(db)
     assert verified.ok, verified.reason
     return found
 
