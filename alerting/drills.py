@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlmodel import col
 
 from alerting.clock import SHANGHAI, utc
-from alerting.domain import TargetState
+from alerting.domain import AlertStatus, TargetState
 from alerting.store.db import Database
 from alerting.store.tables import Alert, Target
 
@@ -54,7 +54,7 @@ class DrillRecord(BaseModel):
 
 
 async def drill_record(db: Database, year: int) -> DrillRecord:
-    """Exercises issued in `year` (Asia/Shanghai), oldest first, with how their loops closed."""
+    """Exercises issued in `year` (Asia/Shanghai), oldest first, with how their loops closed (updates counted once)."""
     start = datetime(year, 1, 1, tzinfo=SHANGHAI)
     end = datetime(year + 1, 1, 1, tzinfo=SHANGHAI)
     async with db.session() as s:
@@ -62,7 +62,13 @@ async def drill_record(db: Database, year: int) -> DrillRecord:
             (
                 await s.execute(
                     select(Alert)
-                    .where(col(Alert.exercise), col(Alert.created_at) >= utc(start), col(Alert.created_at) < utc(end))
+                    .where(
+                        col(Alert.exercise),
+                        col(Alert.created_at) >= utc(start),
+                        col(Alert.created_at) < utc(end),
+                        # an updated drill is one drill: its last version stands for it, answers carried over
+                        col(Alert.status) != AlertStatus.SUPERSEDED.value,
+                    )
                     .order_by(col(Alert.created_at))
                 )
             ).scalars()

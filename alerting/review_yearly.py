@@ -207,6 +207,7 @@ async def _drills(db: Database, who: Principal, year: int) -> DrillRecord:
             median_answer_s=r.median_answer_s,
         )
         for r in reversed(page.items)
+        if r.status != AlertStatus.SUPERSEDED.value  # as drill_record: an updated drill is held once
     ]
     return DrillRecord(year=year, drills=rows)
 

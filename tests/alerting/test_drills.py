@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from alerting.alerts import AlertRequest
+from alerting.alerts import AlertChange, AlertRequest
 from alerting.clock import ManualClock
 from alerting.domain import ChannelKind, Level
 from alerting.drills import drill_record
@@ -57,3 +57,14 @@ async def test_a_drill_is_marked_everywhere_and_counted_apart(
     assert "1 drill(s)" in result.output
     lines = out.read_text(encoding="utf-8-sig").splitlines()
     assert lines[0].startswith("预警编号") and len(lines) == 2 and "滑坡隐患点巡查" in lines[1]
+
+
+async def test_an_updated_drill_is_held_once(db: Database, clock: ManualClock, county: SmallCounty) -> None:
+    engine = sandbox_engine(db, clock)
+    first = await engine.alerts.trigger(alert(exercise=True), actor="duty:test")
+    change = AlertChange(text="雨势加大，巡查加密。")
+    updated = await engine.alerts.update(first.alert_id, change, actor="duty:test")
+
+    record = await drill_record(db, 2026)
+    assert [d.alert_id for d in record.drills] == [updated.alert_id]
+    assert record.held == 1 and record.drills[0].targets == 2
