@@ -85,6 +85,10 @@ class AlertNotActive(ValueError):
     pass
 
 
+class AlertUnchanged(ValueError):
+    """An update that changes nothing would only call everyone still silent again under a new number."""
+
+
 @dataclass(frozen=True)
 class Issued:
     alert_id: int
@@ -140,6 +144,14 @@ class AlertService:
                 raise AlertNotFound(alert_id)
             if old.status not in (AlertStatus.ACTIVE.value, AlertStatus.CLOSED.value):
                 raise AlertNotActive(f"alert {alert_id} is {old.status}; only a running or closed alert can be updated")
+            same = (
+                (change.level is None or change.level.value == old.level)
+                and (change.title is None or change.title == old.title)
+                and (change.text is None or change.text == old.text)
+                and (change.instructions is None or change.instructions == old.instructions)
+            )
+            if same:
+                raise AlertUnchanged(f"alert {alert_id}: the update changes neither level nor text (没有任何改动)")
             req = AlertRequest(
                 level=change.level or Level(old.level),
                 hazard=old.hazard,

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query, Response
 
 from alerting import acting
 from alerting.access import Forbidden, Principal, check_alert, check_units
-from alerting.alerts import AlertChange, AlertNotActive, AlertNotFound, AlertRequest, Issued
+from alerting.alerts import AlertChange, AlertNotActive, AlertNotFound, AlertRequest, AlertUnchanged, Issued
 from alerting.api.auth import CoreDep, Issuer, Reader
 from alerting.api.problems import Problem, documented
 from alerting.api.queries import alerts_page, recipients_page
@@ -174,5 +174,7 @@ async def update_alert(
         raise _not_found(alert_id) from exc
     except AlertNotActive as exc:
         raise Problem(409, "alert-not-active", "The alert cannot be updated", str(exc)) from exc
+    except AlertUnchanged as exc:
+        raise Problem(422, "alert-unchanged", "The update changes nothing", str(exc)) from exc
     log.info("api.alert_updated", alert_id=alert_id, new_alert=issued.alert_id, actor=who.actor)
     return _issued_out(issued, response)

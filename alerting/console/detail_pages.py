@@ -15,7 +15,7 @@ from fastapi.responses import Response
 from alerting import acting
 from alerting.access import Forbidden
 from alerting.acks import AnswerRejected
-from alerting.alerts import AlertChange, AlertNotActive, AlertNotFound
+from alerting.alerts import AlertChange, AlertNotActive, AlertNotFound, AlertUnchanged
 from alerting.api.auth import CoreDep
 from alerting.board import MEANING, since_text, totals
 from alerting.console.web import PREFIX, Issuing, PageError, Seeing, redirect, render
@@ -161,15 +161,21 @@ async def update(
     who: Issuing,
     core: CoreDep,
     level: Annotated[str, Form()] = "",
+    confirm_red: Annotated[str, Form()] = "",
 ) -> Response:
+    here = f"{PREFIX}/alerts/{alert_id}"
     try:
         new_level = Level(level)
     except ValueError:
-        return redirect(f"{PREFIX}/alerts/{alert_id}", "调整级别未完成：请选择红、橙、黄、蓝之一。")
+        return redirect(here, "调整级别未完成：请选择红、橙、黄、蓝之一。")
+    if new_level is Level.RED and not confirm_red:  # as when issuing: red is never one unconsidered click
+        return redirect(here, "调整级别未完成：升为红色预警须勾选“我已核实，确认发布红色预警”。")
     try:
         issued = await acting.update(core, who.principal, alert_id, AlertChange(level=new_level))
     except Forbidden:
         raise
+    except AlertUnchanged:
+        return redirect(here, "调整级别未完成：所选级别与当前相同，预警没有任何改动。")
     except (acting.NotVisible, AlertNotFound, AlertNotActive) as exc:
         raise _refused(alert_id, exc) from exc
     return redirect(

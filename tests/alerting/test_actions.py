@@ -274,3 +274,32 @@ async def test_console_refuses_a_township_officer_outside(engine: Engine, api: h
     async with engine.core.db.session() as s:
         assert {a.status for a in (await s.execute(select(Alert))).scalars()} == {"active"}
     assert (await target_of(engine.core.db, both, "nc-head")).state == "open"
+
+
+def notice_of(r: httpx.Response) -> str:
+    return httpx.URL("http://x/?n=" + r.cookies["jy_notice"]).params["n"]
+
+
+async def test_an_update_that_changes_nothing_or_raises_to_red_unconfirmed_is_refused(
+    engine: Engine, api: httpx.AsyncClient
+) -> None:
+    alert_id = await issue(api, [FENGHUANG], level="yellow")
+    r = await api.post(f"/api/v1/alerts/{alert_id}/update", json={"level": "yellow"}, headers=DUTY)
+    assert r.status_code == 422 and r.json()["type"].endswith("alert-unchanged")
+
+    duty, csrf = await console(engine, "duty", AccountRole.DUTY)
+    async with duty:
+        r = await duty.post(f"/console/alerts/{alert_id}/update", data={"csrf": csrf, "level": "yellow"})
+        assert "没有任何改动" in notice_of(r)
+        r = await duty.post(f"/console/alerts/{alert_id}/update", data={"csrf": csrf, "level": "red"})
+        assert "须勾选" in notice_of(r)
+        async with engine.core.db.session() as s:
+            still = await s.get(Alert, alert_id)
+            assert still is not None and (still.status, still.level) == ("active", "yellow")  # nothing re-issued
+
+        confirmed = {"csrf": csrf, "level": "red", "confirm_red": "1"}
+        r = await duty.post(f"/console/alerts/{alert_id}/update", data=confirmed)
+        new_id = int(r.headers["location"].rsplit("/", 1)[1])
+    async with engine.core.db.session() as s:
+        raised = await s.get(Alert, new_id)
+        assert raised is not None and (raised.level, raised.supersedes_id) == ("red", alert_id)
