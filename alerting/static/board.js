@@ -42,20 +42,27 @@
     el.querySelector(".silent").style.width = `${silent - up}%`;
     el.title = `已应答 ${p.answered} / 应叫应 ${p.planned}`;
   };
-  // Something the page cannot patch (a new alert, one ended, a new name on a list): reload, unless the
-  // duty officer is in the middle of typing a reason, which a reload would throw away.
-  const outdated = () => {
+  // Something the page cannot patch (a new alert, one ended, a new name on a list). A reload would throw
+  // away a reason being typed, and during a county-wide alert names change every second: so reload at most
+  // every RELOAD_MS, only for a change of alerts, and otherwise offer the reload in a banner.
+  const RELOAD_MS = 15000;
+  let reloadAt = 0;
+  const outdated = (alertsChanged) => {
     const typing = [...root.querySelectorAll("input, select, textarea")].some(
       (el) => el.type !== "hidden" && el.value && el.defaultValue !== el.value,
     );
-    if (typing || document.querySelector("details[open]")) stale.hidden = false;
-    else window.location.reload();
+    stale.hidden = false;
+    if (!alertsChanged || typing || document.querySelector("details[open]") || reloadAt) return;
+    const loadedAt = Number(sessionStorage.getItem("board-loaded") || 0);
+    reloadAt = Math.max(Date.now(), loadedAt + RELOAD_MS);
+    setTimeout(() => window.location.reload(), reloadAt - Date.now());
   };
+  sessionStorage.setItem("board-loaded", String(Date.now()));
 
   const apply = (board) => {
     skew = Date.parse(board.generated_at) - Date.now();
     const shown = [...root.querySelectorAll("[data-alert]")].map((el) => el.dataset.alert).join(",");
-    if (shown !== board.alerts.map((a) => String(a.id)).join(",")) return outdated();
+    if (shown !== board.alerts.map((a) => String(a.id)).join(",")) return outdated(true);
     let patchable = true;
     for (const a of board.alerts) {
       for (const f of FIELDS) put(`${a.id}.total.${f}`, a.totals[f]);
@@ -63,7 +70,7 @@
       bar(`${a.id}.total`, a.totals);
       for (const t of a.townships) {
         const key = `${a.id}.${t.code || "county"}`;
-        if (!root.querySelector(`[data-row="${CSS.escape(key)}"]`)) patchable = false;
+        if (!root.querySelector(`[data-row="${CSS.escape(key)}"]`)) return outdated(true); // a new township
         for (const f of FIELDS) put(`${key}.${f}`, t[f]);
         bar(key, t);
       }
@@ -78,7 +85,7 @@
         else put(`${a.id}.${r.target_id}.step`, `第 ${r.step} 步`);
       }
     }
-    if (!patchable) outdated();
+    if (!patchable) outdated(false);
   };
 
   const source = new EventSource("/console/events");
