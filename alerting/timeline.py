@@ -351,7 +351,9 @@ async def _timelines(s: AsyncSession, alert: Alert, rows: Any) -> list[Recipient
         if a.person_id:
             by = names.get(a.person_id, a.person_id)
         elif a.on_behalf_reason:
-            by = t.answered_by if t.answered_by and t.state == TargetState.ANSWERED_FOR.value else "值班员"
+            # the target names who closed it; a later, uncounted answer for them was someone else's (see the audit)
+            counted_for = a.counted and t.answered_by and t.state == TargetState.ANSWERED_FOR.value
+            by = t.answered_by if counted_for and t.answered_by else "值班员"
             by = by.removeprefix("user:")
         else:
             by = "设备" if t.kind == TargetKind.DEVICE.value else ""
