@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 
 
 class TokenBucket:
@@ -34,3 +35,19 @@ class TokenBucket:
             self._tokens -= 1
             return 0.0
         return (1 - self._tokens) / self.rate
+
+
+class PerClient:
+    """A token bucket per client address, for what a script could hammer (signing in runs argon2 and audits)."""
+
+    def __init__(self, per_minute: float, burst: int, keep: int = 10_000) -> None:
+        self.per_second, self.burst, self.keep = per_minute / 60, burst, keep
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+
+    def try_acquire(self, client: str) -> float:
+        """0 if this client may go ahead now, else the seconds it should wait."""
+        bucket = self._buckets.pop(client, None) or TokenBucket(self.per_second, self.burst)
+        self._buckets[client] = bucket  # most recent last; the oldest are forgotten beyond `keep`
+        while len(self._buckets) > self.keep:
+            self._buckets.popitem(last=False)
+        return bucket.try_acquire()

@@ -60,6 +60,7 @@ def create_app(core: Core, *, lifespan: Lifespan | None = None) -> FastAPI:
         lifespan=lifespan,  # type: ignore[arg-type]
     )
     app.state.core = core
+    app.state.sign_in_attempts = signin_pages.attempts_limit()
     # pages travel over weak mobile links; Starlette leaves server-sent event streams uncompressed
     app.add_middleware(GZipMiddleware, minimum_size=1000)
     problems.install(app, html_error=_html_error)

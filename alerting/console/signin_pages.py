@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
@@ -10,8 +11,14 @@ from fastapi.responses import RedirectResponse, Response
 from alerting.accounts import SESSION_TTL, SignInFailed
 from alerting.api.auth import CoreDep
 from alerting.console.web import PREFIX, SESSION_COOKIE, Acting, PageError, cross_site, redirect, render
+from alerting.ratelimit import PerClient
 
 router = APIRouter(include_in_schema=False)
+
+
+def attempts_limit() -> PerClient:
+    """Per app: twenty attempts at once, then one every three seconds, per address. A person never notices."""
+    return PerClient(per_minute=20, burst=20)
 
 
 def _safe_next(target: str | None) -> str:
@@ -42,6 +49,12 @@ async def sign_in(
     if cross_site(request):
         raise PageError(403, "请求来自其他网站，已拒绝。")
     client = request.client.host if request.client else None
+    limit: PerClient = request.app.state.sign_in_attempts
+    if wait := limit.try_acquire(client or "?"):
+        error = f"尝试过于频繁，请 {math.ceil(wait)} 秒后再试。"
+        page = render(request, None, "sign_in", status=429, next=_safe_next(next), error=error, username=username)
+        page.headers["Retry-After"] = str(math.ceil(wait))
+        return page
     try:
         signed = await core.accounts.sign_in(username, password, client=client)
     except SignInFailed as exc:
