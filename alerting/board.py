@@ -29,7 +29,7 @@ REACHED = [DeliveryState.SENT.value, DeliveryState.DELIVERED.value]
 
 # what each column counts; shown as the column's tooltip and in the board's legend
 MEANING = {
-    "planned": "应叫应：本次预警要求应答的责任人和设备",
+    "planned": "应叫应：本次预警要求应答的责任人和设备（设备无回应已转人工任务的、已停止的，不计入已应答或未应答）",
     "sent": "已发出：至少有一条预警已交给服务商或设备（不含升级时发给他人的）",
     "delivered": "已送达：服务商或设备回报至少一条已送达本人/本设备",
     "answered": "已应答：本人回复“收到”，或上级代为确认",
@@ -114,7 +114,7 @@ class AlertHeading(BaseModel):
 class BoardAlert(AlertHeading):
     totals: Progress
     townships: list[TownshipProgress]
-    silent: list[SilentRecipient] = Field(description="the longest-silent first, at most a page")
+    silent: list[SilentRecipient] = Field(description="the silent furthest up their escalation first, at most a page")
     silent_total: int
 
 

@@ -64,8 +64,8 @@ def _missing(exc: Exception) -> Problem:
 
 @router.get("/board", response_model=Board)
 async def board(core: CoreDep, who: Reader) -> Board:
-    """Active alerts with progress per township and the longest-silent recipients; alerts ended in the last day.
-    The same snapshot the console's live board streams."""
+    """Active alerts with progress per township and the silent furthest up their escalation; alerts ended in
+    the last day. The same snapshot the console's live board streams."""
     return await read_board(core.db, who, now=core.clock.now())
 
 
