@@ -43,7 +43,7 @@ class Forbidden(PermissionError):
 @dataclass(frozen=True)
 class Principal:
     role: AccountRole
-    actor: str  # what the audit records: "user:<name>" or "api:<role>:<key prefix>"
+    actor: str  # what the audit records: "user:<name>" or "api:<role>:<key digest>"
     name: str  # what a page shows
     unit_code: str | None = None  # a township officer's unit
     unit_path: str | None = None  # its path, "/500238/500238101/"; None = the whole county

@@ -9,6 +9,7 @@ import pytest
 from sqlmodel import col, select
 
 from alerting.access import AccountRole
+from alerting.api.auth import key_label
 from alerting.clock import ManualClock
 from alerting.domain import DeliveryState, Purpose
 from alerting.store.db import Database
@@ -95,7 +96,7 @@ async def test_call_again_queues_fresh_warnings_for_one_silent_recipient(
     assert sorted(d.channel for d in fresh) == ["sms", "voice"]
     assert all(d.state == DeliveryState.PENDING.value and d.purpose == Purpose.WARN.value for d in fresh)
     [entry] = await audit_of(engine.core.db, "alert.called_again")
-    assert (entry.actor, entry.alert_id, entry.subject) == ("api:duty:k-duty", alert_id, g2.id)
+    assert (entry.actor, entry.alert_id, entry.subject) == (f"api:duty:{key_label('k-duty-0001')}", alert_id, g2.id)
     assert entry.data["targets"] == [g2.id]
 
     # asked again before those went out: nothing is queued twice
@@ -129,7 +130,7 @@ async def test_call_again_for_all_silent_stays_inside_the_township(engine: Engin
     nc = {(await target_of(engine.core.db, alert_id, p)).id for p in ("nc-duty", "nc-head")}
     assert called and not called & nc
     assert (await target_of(engine.core.db, alert_id, "g3")).id in called
-    assert entry.actor == "api:township:k-town"
+    assert entry.actor == f"api:township:{key_label('k-town-0004')}"
 
 
 async def test_call_again_needs_targets_or_all_silent(api: httpx.AsyncClient) -> None:
@@ -155,7 +156,11 @@ async def test_answer_on_behalf_needs_a_reason_and_is_audited(engine: Engine, ap
     assert r.status_code == 200
     assert (r.json()["counted"], r.json()["state"]) == (True, "answered_for")
     [entry] = await audit_of(engine.core.db, "target.answered_for")
-    assert (entry.actor, entry.subject, entry.data["reason"]) == ("api:duty:k-duty", g3.id, "已电话联系，本人确认收到")
+    assert (entry.actor, entry.subject, entry.data["reason"]) == (
+        f"api:duty:{key_label('k-duty-0001')}",
+        g3.id,
+        "已电话联系，本人确认收到",
+    )
 
 
 async def test_a_township_key_is_kept_inside_its_subtree(engine: Engine, api: httpx.AsyncClient) -> None:

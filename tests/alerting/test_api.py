@@ -15,6 +15,7 @@ from alerting.accounts import AccountService
 from alerting.acks import AckService
 from alerting.alerts import AlertService
 from alerting.api import create_app
+from alerting.api.auth import key_label
 from alerting.clock import ManualClock
 from alerting.core import ChannelInfo, Core
 from alerting.domain import ChannelKind
@@ -104,7 +105,7 @@ async def test_duty_officer_issues_an_alert_and_follows_its_progress(api: httpx.
         "active",
         False,
     )
-    assert alert["created_by"] == "api:duty:k-duty"
+    assert alert["created_by"] == f"api:duty:{key_label('k-duty-0001')}"
     progress = alert["progress"]
     assert (progress["total"], progress["closed"], progress["silent"], progress["escalated"]) == (5, 0, 5, 0)
     assert progress["deliveries"]["sms"] == {"pending": 3}
@@ -122,7 +123,7 @@ async def test_the_audit_names_the_api_key_that_issued(api: httpx.AsyncClient, d
         actors = set(
             (await s.execute(select(col(AuditEvent.actor)).where(col(AuditEvent.kind) == "alert.triggered"))).scalars()
         )
-    assert actors == {"api:admin:k-admi"}
+    assert actors == {f"api:admin:{key_label('k-admin-003')}"}
 
 
 async def test_alerts_are_listed_newest_first_in_pages(api: httpx.AsyncClient) -> None:
@@ -291,6 +292,6 @@ async def test_an_alerts_audit_trail_reads_as_json_and_csv(api: httpx.AsyncClien
 
     csv_text = (await api.get(issued["links"]["audit"], params={"format": "csv"}, headers=AUDITOR)).text
     assert csv_text.lstrip("\ufeff").startswith("seq,time (Asia/Shanghai),kind,actor")
-    assert "雨停了" in csv_text and "api:duty:k-duty" in csv_text
+    assert "雨停了" in csv_text and f"api:duty:{key_label('k-duty-0001')}" in csv_text
 
     assert_problem(await api.get("/api/v1/alerts/999/audit", headers=AUDITOR), 404)
