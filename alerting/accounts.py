@@ -143,9 +143,20 @@ class AccountService:
         async with self.db.session() as s:
             account = await s.get(Account, username)
             stored = account.password_hash if account else _DUMMY_HASH
-        if not await asyncio.to_thread(_password_matches, stored, current):
-            now = self.clock.now()
+        matches = await asyncio.to_thread(_password_matches, stored, current)
+        now = self.clock.now()
+        if account is not None and _locked(account, now):
+            raise AccountError("current: too many wrong passwords; the account is locked for a while")
+        if not matches:
+            # guessing through a stolen session counts like guessing at the sign-in page, lock and all
             async with self.db.session() as s:
+                row = await s.get(Account, username, with_for_update=True)
+                if row is not None:
+                    row.failed_sign_ins += 1
+                    if row.failed_sign_ins >= LOCK_AFTER:
+                        row.locked_until = now + LOCK_FOR
+                        await _end_sessions(s, username, now)
+                    s.add(row)
                 actor = f"user:{username}"
                 await audit.record(s, "account.password_change_refused", actor=actor, at=now, subject=actor)
             raise AccountError("current: the current password is wrong")

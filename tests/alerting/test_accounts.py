@@ -106,6 +106,22 @@ async def test_changing_ones_own_password_needs_the_current_one(accounts: Accoun
     assert ("account.password_set", "user:duty1") in kinds
 
 
+async def test_guessing_the_current_password_through_a_session_locks_the_account(
+    accounts: AccountService, clock: ManualClock
+) -> None:
+    signed = await accounts.sign_in("duty1", PASSWORDS["duty1"])
+    for _ in range(5):
+        with pytest.raises(AccountError, match="current"):
+            await accounts.change_own_password("duty1", "a-wrong-guess", "new-pass-00001")
+    assert await accounts.session(signed.token) is None  # the stolen session is over
+    with pytest.raises(AccountError, match="locked"):
+        await accounts.change_own_password("duty1", PASSWORDS["duty1"], "new-pass-00001")
+    with pytest.raises(SignInFailed):
+        await accounts.sign_in("duty1", PASSWORDS["duty1"])
+    clock.advance(minutes=15)
+    assert await accounts.sign_in("duty1", PASSWORDS["duty1"])
+
+
 async def test_an_admin_cannot_disable_their_own_account(accounts: AccountService) -> None:
     with pytest.raises(AccountError, match="own account"):
         await accounts.set_active("boss", False, actor="user:boss")
