@@ -18,7 +18,7 @@ from alerting.acks import AnswerRejected
 from alerting.alerts import AlertChange, AlertNotActive, AlertNotFound, AlertUnchanged
 from alerting.api.auth import CoreDep
 from alerting.board import MEANING, since_text, totals
-from alerting.console.web import PREFIX, Issuing, PageError, Seeing, redirect, render
+from alerting.console.web import PREFIX, Issuing, PageError, Seeing, local_path, redirect, render
 from alerting.domain import Level
 from alerting.report import ALERT_STATUS_LABEL
 from alerting.timeline import Show, read_alert
@@ -73,9 +73,7 @@ async def alert_page(
 
 def _back(value: str, alert_id: int) -> str:
     """Where to return after an action: a console page of ours, never an address given from outside."""
-    if value.startswith(PREFIX + "/") and not value.startswith("//") and "\\" not in value and "://" not in value:
-        return value
-    return f"{PREFIX}/alerts/{alert_id}"
+    return local_path(value, f"{PREFIX}/alerts/{alert_id}")
 
 
 def _refused(alert_id: int, exc: Exception) -> PageError:

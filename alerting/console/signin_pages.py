@@ -10,7 +10,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from alerting.accounts import SESSION_TTL, SignInFailed
 from alerting.api.auth import CoreDep
-from alerting.console.web import PREFIX, SESSION_COOKIE, Acting, PageError, cross_site, redirect, render
+from alerting.console.web import PREFIX, SESSION_COOKIE, Acting, PageError, cross_site, local_path, redirect, render
 from alerting.ratelimit import PerClient
 
 router = APIRouter(include_in_schema=False)
@@ -23,9 +23,7 @@ def attempts_limit() -> PerClient:
 
 def _safe_next(target: str | None) -> str:
     """Only a path on this site, so the sign-in page cannot be used to send someone elsewhere."""
-    if target and target.startswith(PREFIX + "/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return PREFIX + "/"
+    return local_path(target, PREFIX + "/")
 
 
 @router.get("/")

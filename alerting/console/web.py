@@ -95,6 +95,21 @@ def render(request: Request, viewer: Viewer | None, name: str, *, status: int = 
     return response
 
 
+def local_path(value: str | None, fallback: str) -> str:
+    """`value` if it is a console path on this site, else `fallback`: a form or link can never send a
+    browser elsewhere (//host, /\\host, scheme://, control characters)."""
+    if (
+        value
+        and value.startswith(PREFIX + "/")
+        and not value.startswith("//")
+        and "\\" not in value
+        and "://" not in value
+        and value.isprintable()
+    ):
+        return value
+    return fallback
+
+
 def redirect(url: str, notice: str | None = None) -> RedirectResponse:
     """303 after a POST, with a one-line notice shown on the next page."""
     response = RedirectResponse(url, status_code=303, headers={"Cache-Control": "no-store"})
