@@ -72,6 +72,12 @@ class Principal:
             raise Forbidden("只有管理员可以这样做")
 
 
+def township_code(path: str) -> str | None:
+    """The township a unit lies in, from its path ("/500238/500238101/…" → 500238101); None at county level."""
+    codes = [c for c in path.split("/") if c]
+    return codes[1] if len(codes) > 1 else None
+
+
 def in_scope(principal: Principal, unit_code: Any) -> ColumnElement[bool]:
     """A WHERE clause keeping rows whose unit lies in the principal's subtree (always true county-wide)."""
     if principal.unit_path is None:

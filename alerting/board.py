@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, and_, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from alerting.access import Principal, alert_in_scope, in_scope
+from alerting.access import Principal, alert_in_scope, in_scope, township_code
 from alerting.clock import utc
 from alerting.domain import AlertStatus, DeliveryState, Level, Purpose, TargetState
 from alerting.privacy import mask_phone
@@ -193,9 +193,7 @@ async def _townships_of(s: AsyncSession, unit_codes: Iterable[str]) -> dict[str,
             select(col(OrgUnit.code), col(OrgUnit.path)).where(col(OrgUnit.code).in_(codes[i : i + 500]))
         )
         paths.update({r.code: r.path for r in rows})
-    township_of = {
-        code: parts[1] for code, path in paths.items() if len(parts := [p for p in path.split("/") if p]) > 1
-    }
+    township_of = {code: t for code, path in paths.items() if (t := township_code(path))}
     names = dict(
         (
             await s.execute(

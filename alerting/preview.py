@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from alerting.access import township_code
 from alerting.alerts import AlertRequest
 from alerting.clock import Clock
 from alerting.domain import ChannelKind, Purpose, TargetKind
@@ -101,11 +102,6 @@ class _Tally:
     unreachable: int = 0
 
 
-def _township_of(path: str) -> str | None:
-    parts = [c for c in path.split("/") if c]
-    return parts[1] if len(parts) > 1 else None
-
-
 def _who(step: Step, device: bool) -> str:
     return "设备本身" if device and step.who.value == "target" else step.who.label
 
@@ -158,7 +154,7 @@ async def preview(db: Database, clock: Clock, planner: Planner, req: AlertReques
             plan = plans.for_path(t.path)
             if plans.overrides and (code := _override_code(plans, t.path)):
                 own.add(code)
-            place = tally.setdefault(_township_of(t.path), _Tally())
+            place = tally.setdefault(township_code(t.path), _Tally())
             if t.kind is TargetKind.PERSON:
                 assert t.person_id is not None
                 contact = contacts.get(t.person_id)

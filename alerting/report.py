@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import SQLModel, col
 
 from alerting import audit
+from alerting.access import township_code
 from alerting.clock import utc
 from alerting.domain import (
     AlertStatus,
@@ -584,7 +585,7 @@ def _recipient_row(
     ack: _AckRec | None,
 ) -> RecipientRow:
     codes = [c for c in t.path.split("/") if c]
-    township = codes[1] if len(codes) > 1 else None
+    township = township_code(t.path)
     village = codes[2] if len(codes) > 2 else None
     if t.kind == TargetKind.DEVICE:
         name, phone = snap.devices.get(t.device_id or "", t.device_id or ""), None

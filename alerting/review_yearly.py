@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from sqlalchemy import Row, func, select
 from sqlmodel import col
 
-from alerting.access import Principal, alert_in_scope, in_scope
+from alerting.access import Principal, alert_in_scope, in_scope, township_code
 from alerting.clock import local_text, utc
 from alerting.domain import AlertStatus, Level, TargetState, UnitKind
 from alerting.drills import DrillRecord, DrillRow, drill_record
@@ -224,8 +224,7 @@ def _tally(
     names = {code: name for code, name, _, _ in units}
 
     def township(unit_code: str) -> str | None:
-        codes = [c for c in paths.get(unit_code, "").split("/") if c]
-        return codes[1] if len(codes) > 1 else None
+        return township_code(paths.get(unit_code, ""))
 
     everything, real, drill = _Acc(), _Acc(), _Acc()
     per_township: dict[str | None, _Acc] = defaultdict(_Acc)
