@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from alerting import charts
 from alerting.domain import DeliveryState, Purpose, TargetState
 from alerting.report import AlertReport, RecipientRow, channel_label
-from alerting.report_export import channels_text, duration, escalation_text
+from alerting.report_export import channels_text, escalation_text
 
 # Upper edges in seconds; a duty officer thinks in these steps, not in equal-width bins.
 ANSWER_BINS: tuple[tuple[float, str], ...] = (
@@ -221,7 +221,3 @@ def charts_for(report: AlertReport, found: Insights) -> dict[str, str]:
         "answer_curve": answer_curve_chart(report, found),
         "channels": channel_chart(found),
     }
-
-
-def median_text(report: AlertReport) -> str:
-    return duration(report.summary.median_answer_s)
