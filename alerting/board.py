@@ -48,7 +48,7 @@ class Progress(BaseModel):
     escalated_open: int = Field(default=0, description="silent and already escalated")
 
     def add(self, other: Progress) -> None:
-        for k in MEANING:
+        for k in Progress.model_fields:
             setattr(self, k, getattr(self, k) + getattr(other, k))
 
     @property
@@ -208,7 +208,6 @@ def totals(rows: Iterable[Progress]) -> Progress:
     total = Progress()
     for r in rows:
         total.add(r)
-        total.escalated_open += r.escalated_open
     return total
 
 
