@@ -16,7 +16,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from alerting.access import Principal
 from alerting.api.auth import CoreDep
-from alerting.board import MEANING, Board, change_stamp, read_board, since_text
+from alerting.board import MEANING, Board, SharedReads, change_stamp, read_board, since_text
 from alerting.console.web import PREFIX, SESSION_COOKIE, Seeing, render
 from alerting.core import Core
 
@@ -27,6 +27,11 @@ router = APIRouter(include_in_schema=False)
 POLL_S = 1.0
 REREAD_S = 60.0  # read the board in full at least this often anyway: alerts age off the ended list by time
 RECHECK_SESSION_S = 60.0  # a session that ended (sign-out elsewhere, expiry) stops its stream within this
+
+
+def shared_reads() -> SharedReads:
+    """Per app: the board reads every open stream shares."""
+    return SharedReads(max_age_s=REREAD_S)
 
 
 @router.get(PREFIX + "/")
@@ -42,26 +47,24 @@ async def board_stream(
     still_signed_in: Callable[[], Awaitable[bool]],
     *,
     poll_s: float = POLL_S,
+    reads: SharedReads | None = None,
 ) -> AsyncGenerator[Board, None]:
     """A snapshot now, then another each time what the board shows changes. Each poll first reads the audit
-    chain's end and reads the board in full only when that moved; each read is its own short transaction, so
-    nothing is held open between polls however long the duty officer keeps the page."""
+    chain's end and the board only when that moved (shared with every other stream of the same scope); each
+    read is its own short transaction, so nothing is held open however long the duty officer keeps the page."""
+    reads = reads or SharedReads(max_age_s=REREAD_S)
     last = ""
     loop = asyncio.get_running_loop()
-    checked = read_at = loop.time()
-    stamp: int | None = None
+    checked = loop.time()
     while True:
-        now_stamp = await change_stamp(core.db)
-        if now_stamp != stamp or loop.time() - read_at >= REREAD_S:
-            stamp, read_at = now_stamp, loop.time()
-            snapshot = await read_board(core.db, principal, now=core.clock.now())
-            fingerprint = snapshot.fingerprint()
-            if fingerprint != last:
-                # a session ended meanwhile (signed out, account disabled) gets no further news
-                if last and not await still_signed_in():
-                    return
-                last = fingerprint
-                yield snapshot
+        snapshot = await reads.read(core.db, principal, await change_stamp(core.db), core.clock.now())
+        fingerprint = snapshot.fingerprint()
+        if fingerprint != last:
+            # a session ended meanwhile (signed out, account disabled) gets no further news
+            if last and not await still_signed_in():
+                return
+            last = fingerprint
+            yield snapshot
         await asyncio.sleep(poll_s)
         if loop.time() - checked >= RECHECK_SESSION_S:
             checked = loop.time()
@@ -82,7 +85,7 @@ async def events(request: Request, who: Seeing, core: CoreDep) -> AsyncIterator[
 
     log.info("board.stream_opened", actor=who.principal.actor)
     try:
-        async for snapshot in board_stream(core, who.principal, still_signed_in):
+        async for snapshot in board_stream(core, who.principal, still_signed_in, reads=request.app.state.board_reads):
             yield ServerSentEvent(raw_data=snapshot.model_dump_json(), event="board", retry=3000)
     finally:
         log.info("board.stream_closed", actor=who.principal.actor)

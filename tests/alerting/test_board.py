@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import datetime
 
 import httpx
 import pytest
 from sqlmodel import col, select
 
+from alerting import board as board_module
 from alerting.access import AccountRole, Principal
-from alerting.board import read_board
+from alerting.board import Board, SharedReads, read_board
 from alerting.clock import ManualClock
 from alerting.console.board_pages import board_stream
 from alerting.domain import ChannelKind
@@ -158,6 +160,34 @@ async def test_the_stream_sends_a_snapshot_when_a_number_changes(engine: Engine,
     assert second.alerts[0].totals.answered == 1
     assert second.alerts[0].totals.silent == first.alerts[0].totals.silent - 1
     await stream.aclose()
+
+
+async def test_streams_of_one_scope_share_each_read_and_a_township_gets_its_own(
+    engine: Engine, api: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await issue(api, [FENGHUANG, NINGCHANG])
+    reads: list[str | None] = []
+    real_read = board_module.read_board
+
+    async def counted(db: Database, principal: Principal, *, now: datetime) -> Board:
+        reads.append(principal.unit_path)
+        return await real_read(db, principal, now=now)
+
+    monkeypatch.setattr(board_module, "read_board", counted)
+    shared = SharedReads()
+
+    async def alive() -> bool:
+        return True
+
+    county = [Principal(AccountRole.DUTY, f"user:d{i}", "值班员") for i in range(3)]
+    town = Principal(AccountRole.TOWNSHIP, "user:t", "镇", FENGHUANG, f"/500238/{FENGHUANG}/")
+    streams = [board_stream(engine.core, p, alive, poll_s=0.02, reads=shared) for p in [*county, town]]
+    firsts = await asyncio.gather(*(asyncio.wait_for(anext(st), 5) for st in streams))
+    assert sorted(reads, key=str) == sorted([None, town.unit_path], key=str)  # one read per scope, not per screen
+    assert firsts[0].fingerprint() == firsts[2].fingerprint()
+    assert [t.code for t in firsts[3].alerts[0].townships] == [FENGHUANG]  # the township's own, never the county's
+    for st in streams:
+        await st.aclose()
 
 
 async def test_the_board_page_shows_numbers_and_actions(engine: Engine, api: httpx.AsyncClient) -> None:
