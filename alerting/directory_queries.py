@@ -1,7 +1,7 @@
-"""Reading the directory for the console and the API: units, people, devices, duty rosters. Read-only.
+"""Reading the directory for the console and the API: units, people and devices. Read-only.
 
 Every query is bounded by who asks: a township officer sees only their own subtree (units on its
-path, people answering for or on duty in it, its devices and its roster). Lists are paged, and one
+path, people answering for or on duty in it, and its devices). Lists are paged, and one
 page costs the same handful of queries whatever its size.
 
 Phone numbers: the duty room, township officers and admins see them whole, because they are the
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -30,10 +30,6 @@ from alerting.store.tables import Device, DutyShift, OrgUnit, Person, Responsibi
 KIND_LABEL = {k.value: k.label for k in UnitKind}
 DEVICE_KIND_LABEL = {"siren": "预警器", "broadcast_zone": "应急广播", "satellite": "卫星终端"}
 ROLE_WORD = {r.value: r.label for r in Role}
-DUTY_ROLE = {UnitKind.COUNTY.value: Role.COUNTY_DUTY.value, UnitKind.TOWNSHIP.value: Role.TOWNSHIP_DUTY.value}
-GAP_HOURS = 24  # how far ahead the roster view looks for hours with nobody on duty
-SHIFT_HORIZON = timedelta(days=7)  # how far ahead it looks for the next shifts
-NEXT_SHIFTS = 3
 
 
 class UnitRef(BaseModel):
@@ -104,42 +100,11 @@ class PersonOut(BaseModel):
     duties: list[PersonDuty] = Field(description="the units they answer for (inside the caller's scope)")
 
 
-class ShiftOut(BaseModel):
-    person_id: str
-    name: str
-    phone: str | None
-    rank: int
-    rank_label: str
-    starts_at: datetime
-    ends_at: datetime
-    active: bool
-
-
-class GapOut(BaseModel):
-    starts_at: datetime
-    ends_at: datetime
-    hours: float
-
-
-class RosterOut(BaseModel):
-    unit: UnitRef
-    has_roster: bool = Field(description="false: no shift was ever imported; the duty responsible person stands in")
-    on_duty: list[ShiftOut]
-    upcoming: list[ShiftOut]
-    gaps: list[GapOut] = Field(description=f"stretches of the next {GAP_HOURS} h with no active primary on duty")
-    fallback: Duty | None = Field(description="the unit's duty responsible person, reached when no shift covers")
-
-    @property
-    def uncovered(self) -> bool:
-        """What the duty room must fix: a roster with holes, or no roster and nobody to fall back to."""
-        return bool(self.gaps) if self.has_roster else self.fallback is None
-
-
 def shows_phones(who: Principal) -> bool:
     return who.role is not AccountRole.AUDITOR
 
 
-def _phone(who: Principal, phone: str | None) -> str | None:
+def phone_for(who: Principal, phone: str | None) -> str | None:
     if not phone:
         return None
     return phone if shows_phones(who) else mask_phone(phone)
@@ -159,7 +124,7 @@ def _within(who: Principal, path: str | None) -> str | None:
     return path
 
 
-def _under(path: str | None, unit_path: Any) -> ColumnElement[bool]:
+def under(path: str | None, unit_path: Any) -> ColumnElement[bool]:
     return true() if path is None else unit_path.startswith(path)
 
 
@@ -189,7 +154,7 @@ def _place(path: str, names: dict[str, str], *, upto_self: bool = False) -> str:
     return " / ".join(names.get(c, c) for c in (codes if upto_self else codes[:-1]))
 
 
-def _ref(u: OrgUnit) -> UnitRef:
+def unit_ref(u: OrgUnit) -> UnitRef:
     return UnitRef(code=u.code, name=u.name, kind=u.kind, kind_label=KIND_LABEL.get(u.kind, u.kind), path=u.path)
 
 
@@ -216,7 +181,7 @@ async def _unit_items(s: AsyncSession, units: Sequence[OrgUnit]) -> list[UnitIte
     children = await counted(col(OrgUnit.parent_code))
     return [
         UnitItem(
-            **_ref(u).model_dump(),
+            **unit_ref(u).model_dump(),
             parent_code=u.parent_code,
             place=_place(u.path, names),
             primary=primary.get(u.code),
@@ -238,11 +203,11 @@ async def root_code(db: Database, who: Principal) -> str | None:
         )
 
 
-def _duty(who: Principal, r: Responsibility, p: Person) -> Duty:
+def duty_of(who: Principal, r: Responsibility, p: Person) -> Duty:
     return Duty(
         person_id=p.id,
         name=p.name,
-        phone=_phone(who, p.phone),
+        phone=phone_for(who, p.phone),
         role=r.role,
         role_label=ROLE_WORD.get(r.role, r.role),
         rank=r.rank,
@@ -269,7 +234,7 @@ async def unit_detail(
             .where(col(Responsibility.unit_code) == code)
             .order_by(col(Responsibility.rank), col(Person.name))
         )
-        people = [_duty(who, r, p) for r, p in duties]
+        people = [duty_of(who, r, p) for r, p in duties]
         devices = await _devices(s, select(Device).where(col(Device.unit_code) == code).order_by(col(Device.id)))
         child_filter = col(OrgUnit.parent_code) == code
         total = int(await s.scalar(select(func.count()).select_from(OrgUnit).where(child_filter)) or 0)
@@ -278,7 +243,7 @@ async def unit_detail(
         ).scalars()
         return UnitDetail(
             unit=(await _unit_items(s, [unit]))[0],
-            ancestors=[_ref(above[c]) for c in ancestor_codes if c in above],
+            ancestors=[unit_ref(above[c]) for c in ancestor_codes if c in above],
             people=people,
             devices=devices,
             children=await _unit_items(s, list(children)),
@@ -290,7 +255,7 @@ async def search_units(db: Database, who: Principal, q: str, *, limit: int, offs
     """Units in scope whose name contains `q` or whose code starts with it, down the tree in order."""
     q = q.strip()
     match = or_(col(OrgUnit.name).ilike(_like(q), escape="\\"), col(OrgUnit.code).startswith(q, autoescape=True))
-    where = and_(match, _under(who.unit_path, col(OrgUnit.path)))
+    where = and_(match, under(who.unit_path, col(OrgUnit.path)))
     async with db.session() as s:
         total = int(await s.scalar(select(func.count()).select_from(OrgUnit).where(where)) or 0)
         rows = (
@@ -339,7 +304,7 @@ async def devices_page(
     """Devices in scope (or under `unit`), down the tree; `online` filters on the last status."""
     async with db.session() as s:
         path = await _scope_path(s, who, unit)
-        where: list[ColumnElement[bool]] = [_under(path, col(OrgUnit.path))]
+        where: list[ColumnElement[bool]] = [under(path, col(OrgUnit.path))]
         if q.strip():
             like = _like(q.strip())
             where.append(
@@ -409,7 +374,7 @@ async def people_page(
                 .join(OrgUnit, col(OrgUnit.code) == col(Responsibility.unit_code))
                 .where(
                     col(Responsibility.person_id).in_([p.id for p in people]),
-                    _under(who.unit_path, col(OrgUnit.path)),
+                    under(who.unit_path, col(OrgUnit.path)),
                 )
                 .order_by(col(OrgUnit.path), col(Responsibility.rank))
             )
@@ -427,7 +392,7 @@ async def people_page(
             PersonOut(
                 id=p.id,
                 name=p.name,
-                phone=_phone(who, p.phone),
+                phone=phone_for(who, p.phone),
                 wecom_userid=p.wecom_userid,
                 email=p.email if shows_phones(who) else None,
                 active=p.active,
@@ -436,101 +401,3 @@ async def people_page(
             for p in people
         ]
         return out, total
-
-
-def _uncovered(start: datetime, end: datetime, spans: Iterable[tuple[datetime, datetime]]) -> list[GapOut]:
-    """The parts of [start, end) no span covers."""
-    gaps: list[GapOut] = []
-    cursor = start
-    for lo, hi in sorted(spans):
-        if lo > cursor:
-            stop = min(lo, end)
-            gaps.append(GapOut(starts_at=cursor, ends_at=stop, hours=round((stop - cursor).total_seconds() / 3600, 1)))
-        cursor = max(cursor, hi)
-        if cursor >= end:
-            return gaps
-    if cursor < end:
-        gaps.append(GapOut(starts_at=cursor, ends_at=end, hours=round((end - cursor).total_seconds() / 3600, 1)))
-    return gaps
-
-
-async def rosters(
-    db: Database, who: Principal, *, now: datetime, only_uncovered: bool = False, limit: int, offset: int
-) -> tuple[list[RosterOut], int]:
-    """The county's and each township's roster in scope: who is on duty now, the next shifts, and the
-    stretches of the next GAP_HOURS with no active primary (rank 0) on duty, county first."""
-    now = utc(now)
-    gap_end = now + timedelta(hours=GAP_HOURS)
-    async with db.session() as s:
-        units = list(
-            (
-                await s.execute(
-                    select(OrgUnit)
-                    .where(col(OrgUnit.kind).in_(list(DUTY_ROLE)), _under(who.unit_path, col(OrgUnit.path)))
-                    .order_by(col(OrgUnit.path))
-                )
-            ).scalars()
-        )
-        codes = [u.code for u in units]
-        rostered = set(
-            (await s.execute(select(col(DutyShift.unit_code)).where(col(DutyShift.unit_code).in_(codes)).distinct()))
-            .scalars()
-            .all()
-        )
-        shifts: dict[str, list[tuple[DutyShift, Person]]] = defaultdict(list)
-        for shift, person in await s.execute(
-            select(DutyShift, Person)
-            .join(Person, col(Person.id) == col(DutyShift.person_id))
-            .where(
-                col(DutyShift.unit_code).in_(codes),
-                col(DutyShift.ends_at) > now,
-                col(DutyShift.starts_at) < now + SHIFT_HORIZON,
-            )
-            .order_by(col(DutyShift.starts_at), col(DutyShift.rank))
-        ):
-            shifts[shift.unit_code].append((shift, person))
-        fallbacks: dict[str, Duty] = {}
-        for r, p in await s.execute(
-            select(Responsibility, Person)
-            .join(Person, col(Person.id) == col(Responsibility.person_id))
-            .where(
-                col(Responsibility.unit_code).in_(codes),
-                col(Responsibility.role).in_(list(DUTY_ROLE.values())),
-                col(Person.active),
-            )
-            .order_by(col(Responsibility.rank))
-        ):
-            fallbacks.setdefault(r.unit_code, _duty(who, r, p))
-
-    def shift_out(shift: DutyShift, person: Person) -> ShiftOut:
-        return ShiftOut(
-            person_id=person.id,
-            name=person.name,
-            phone=_phone(who, person.phone),
-            rank=shift.rank,
-            rank_label="值班" if shift.rank == 0 else f"备班{shift.rank if shift.rank > 1 else ''}",
-            starts_at=utc(shift.starts_at),
-            ends_at=utc(shift.ends_at),
-            active=person.active,
-        )
-
-    out: list[RosterOut] = []
-    for u in units:
-        mine = shifts.get(u.code, [])
-        now_on = sorted((x for x in mine if utc(x[0].starts_at) <= now), key=lambda x: (x[0].rank, x[0].starts_at))
-        later = [x for x in mine if utc(x[0].starts_at) > now][:NEXT_SHIFTS]
-        covered = [(utc(sh.starts_at), utc(sh.ends_at)) for sh, p in mine if sh.rank == 0 and p.active]
-        has_roster = u.code in rostered
-        out.append(
-            RosterOut(
-                unit=_ref(u),
-                has_roster=has_roster,
-                on_duty=[shift_out(*x) for x in now_on],
-                upcoming=[shift_out(*x) for x in later],
-                gaps=_uncovered(now, gap_end, covered) if has_roster else [],
-                fallback=fallbacks.get(u.code),
-            )
-        )
-    if only_uncovered:
-        out = [r for r in out if r.uncovered]
-    return out[offset : offset + limit], len(out)

@@ -1,8 +1,9 @@
-"""One alert in detail, as the viewer may see it: each recipient's deliveries and answers, devices, manual tasks.
+"""One alert in detail, as the viewer may see it: each recipient's deliveries and answers.
 
 Recipients come a page at a time (silent first), so a county-wide alert with thousands of them costs
 the same few queries as a village's. The audit report (report.py) covers the whole alert for the
-auditor; this view serves the duty officer chasing the silent now, inside their own subtree.
+auditor; this view serves the duty officer chasing the silent now, inside their own subtree. The
+alert's devices and manual tasks are read in alert_equipment.py.
 """
 
 from __future__ import annotations
@@ -19,14 +20,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from alerting.access import Principal, in_scope
+from alerting.alert_equipment import DeviceLine, TaskLine, device_lines, task_lines
 from alerting.board import TownshipProgress, township_progress, visible_alert
 from alerting.clock import utc
-from alerting.domain import DeliveryState, Purpose, TargetKind, TargetState
+from alerting.domain import Purpose, TargetKind, TargetState
 from alerting.plan import PlanSet
 from alerting.privacy import mask_phone
 from alerting.report import (
     DELIVERY_STATE_LABEL,
-    DEVICE_KIND_LABEL,
     PURPOSE_LABEL,
     TARGET_STATE_LABEL,
     channel_label,
@@ -118,39 +119,6 @@ class RecipientTimeline(BaseModel):
     answers: list[AnswerEvent]
 
 
-class DeviceLine(BaseModel):
-    device_id: str
-    name: str
-    kind_label: str
-    unit_name: str
-    online: bool | None
-    status_at: datetime | None
-    condition: str  # sounding | played | failed | sent | waiting | stopped
-    condition_label: str
-    error: str | None
-
-
-class TaskLine(BaseModel):
-    task: str
-    assigned: int  # recipients given the task
-    reached: int  # its message was sent or delivered
-    answered: int
-    reported: int  # answered with something done (households, people moved, help, a note)
-    households: int
-    moved: int
-    help_needed: int
-
-
-CONDITION_LABEL = {
-    "sounding": "鸣响中",
-    "played": "已播放",
-    "failed": "失败",
-    "sent": "已下发，待确认",
-    "waiting": "待下发",
-    "stopped": "已停止",
-}
-
-
 @dataclass
 class AlertView:
     alert: Alert
@@ -216,8 +184,8 @@ async def read_alert(
             )
         ).all()
         recipients = await _timelines(s, alert, rows)
-        devices = await _devices(s, scope)
-        tasks = await _tasks(s, scope)
+        devices = await device_lines(s, scope)
+        tasks = await task_lines(s, scope)
         names = dict(
             (
                 await s.execute(
@@ -385,97 +353,3 @@ async def _timelines(s: AsyncSession, alert: Alert, rows: Any) -> list[Recipient
         )
         for t, person, phone, device, unit in rows
     ]
-
-
-async def _devices(s: AsyncSession, scope: list[ColumnElement[bool]], limit: int = 2000) -> list[DeviceLine]:
-    rows = (
-        await s.execute(
-            select(Target, Device, col(OrgUnit.name))
-            .join(Device, col(Device.id) == col(Target.device_id))
-            .join(OrgUnit, col(OrgUnit.code) == col(Target.unit_code))
-            .where(*scope, col(Target.kind) == TargetKind.DEVICE.value)
-            .order_by(col(OrgUnit.path), col(Device.id))
-            .limit(limit)
-        )
-    ).all()
-    if not rows:
-        return []
-    last: dict[str, Delivery] = {}
-    for d in (
-        await s.execute(
-            select(Delivery)
-            .where(
-                col(Delivery.alert_id) == rows[0][0].alert_id,
-                col(Delivery.target_id).in_([t.id for t, *_ in rows]),
-                col(Delivery.device_id).is_not(None),
-                col(Delivery.purpose) == Purpose.WARN.value,
-            )
-            .order_by(col(Delivery.created_at))
-        )
-    ).scalars():
-        last[d.target_id] = d
-    out = []
-    for t, device, unit in rows:
-        sent = last.get(t.id)
-        status = (t.feedback or {}).get("device_status")
-        if t.state in (TargetState.ANSWERED.value, TargetState.ANSWERED_FOR.value):
-            condition = "played" if status == "done" else "sounding"
-        elif t.state == TargetState.FAILED.value or (sent is not None and sent.state == DeliveryState.FAILED.value):
-            condition = "failed"
-        elif t.state == TargetState.CANCELLED.value:
-            condition = "stopped"
-        elif sent is not None and sent.state in (DeliveryState.SENT.value, DeliveryState.DELIVERED.value):
-            condition = "sent"
-        else:
-            condition = "waiting"
-        out.append(
-            DeviceLine(
-                device_id=device.id,
-                name=device.name,
-                kind_label=label(DEVICE_KIND_LABEL, device.kind),
-                unit_name=unit,
-                online=device.online,
-                status_at=utc(device.status_at) if device.status_at else None,
-                condition=condition,
-                condition_label=CONDITION_LABEL[condition],
-                error=sent.error if sent is not None and condition == "failed" else None,
-            )
-        )
-    order = ["failed", "sent", "waiting", "sounding", "played", "stopped"]
-    out.sort(key=lambda line: order.index(line.condition))
-    return out
-
-
-async def _tasks(s: AsyncSession, scope: list[ColumnElement[bool]]) -> list[TaskLine]:
-    """Manual tasks (鸣锣吹哨, 敲门入户) by kind: how many were given, reached, answered, reported on."""
-    rows = await s.execute(
-        select(col(Delivery.target_id), col(Delivery.state), col(Delivery.detail), Target)
-        .join(Target, col(Target.id) == col(Delivery.target_id))
-        .where(*scope, col(Delivery.purpose) == Purpose.TASK.value)
-    )
-    seen: dict[str, dict[str, Target]] = defaultdict(dict)
-    reached: dict[str, set[str]] = defaultdict(set)
-    for target_id, state, detail, target in rows:
-        task = str((detail or {}).get("task") or "人工任务")
-        seen[task][target_id] = target
-        if state in (DeliveryState.SENT.value, DeliveryState.DELIVERED.value):
-            reached[task].add(target_id)
-    out = []
-    for task, targets in sorted(seen.items()):
-        answered = [
-            t for t in targets.values() if t.state in (TargetState.ANSWERED.value, TargetState.ANSWERED_FOR.value)
-        ]
-        fb = [t.feedback or {} for t in targets.values()]
-        out.append(
-            TaskLine(
-                task=task,
-                assigned=len(targets),
-                reached=len(reached[task]),
-                answered=len(answered),
-                reported=sum(1 for f in fb if f and set(f) - {"device_status"}),
-                households=sum(int(f.get("households") or 0) for f in fb if str(f.get("households", "0")).isdigit()),
-                moved=sum(int(f.get("moved") or 0) for f in fb if str(f.get("moved", "0")).isdigit()),
-                help_needed=sum(1 for f in fb if f.get("help_needed")),
-            )
-        )
-    return out

@@ -19,13 +19,12 @@ from alerting.directory_port import IMPORT_KINDS, MAX_IMPORT_BYTES, ImportCheck
 from alerting.directory_queries import (
     DeviceOut,
     PersonOut,
-    RosterOut,
     UnitDetail,
     devices_page,
     people_page,
-    rosters,
     unit_detail,
 )
+from alerting.roster_queries import RosterOut, rosters
 
 router = APIRouter(prefix="/api/v1", tags=["directory"])
 

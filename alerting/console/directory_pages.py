@@ -22,11 +22,11 @@ from alerting.directory_queries import (
     devices_page,
     people_page,
     root_code,
-    rosters,
     search_units,
     shows_phones,
     unit_detail,
 )
+from alerting.roster_queries import rosters
 
 router = APIRouter(include_in_schema=False)
 
