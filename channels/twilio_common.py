@@ -14,7 +14,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import aiohttp
@@ -27,7 +27,16 @@ from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
 from alerting.clock import Clock, SystemClock
-from alerting.port import DeliveryError, WebhookReply, WebhookRequest
+from alerting.domain import ChannelKind
+from alerting.port import (
+    ChannelLimits,
+    DeliveryError,
+    EventSink,
+    OutboundMessage,
+    Webhook,
+    WebhookReply,
+    WebhookRequest,
+)
 from alerting.privacy import mask_phone
 from channels.http import error_for_status, truncate
 
@@ -264,3 +273,58 @@ class TwilioWebhook:
             return WebhookReply(status=403, body="bad X-Twilio-Signature")
         params = request.form if request.method.upper() == "POST" else request.query
         return handler(Callback(params=params, query=request.query, url=request.url, at=self._clock.now()))
+
+
+class TwilioChannel:
+    """What both Twilio adapters are: one account's REST client, a From number, and their paths on the shared
+    webhook. A subclass names its kind, default limits and routes, and implements `send`."""
+
+    kind: ChannelKind
+    provider = PROVIDER
+    sandbox = False
+    default_limits: ChannelLimits
+    routes: ClassVar[Mapping[str, Route]]
+    no_phone: str  # the error when a recipient has no number
+
+    def __init__(
+        self,
+        *,
+        account_sid: str,
+        auth_token: str,
+        from_number: str,
+        public_url: str,
+        base_url: str = TWILIO_API,
+        webhook: TwilioWebhook | None = None,
+        limits: ChannelLimits | None = None,
+        clock: Clock | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        self.limits = limits or self.default_limits
+        self.from_number = from_number
+        self.public_url = public_url
+        self.webhook = webhook or TwilioWebhook(auth_token, clock=clock)
+        for path, handler in self.routes.items():
+            self.webhook.route(path, handler)
+        self.webhooks: tuple[Webhook, ...] = (self.webhook,)
+        self._client = make_twilio_client(account_sid, auth_token, base_url, timeout=timeout)
+
+    async def start(self, events: EventSink) -> None:
+        # Everything Twilio says comes back through the webhook; nothing to connect to here.
+        log.info(f"twilio.{self.kind.value}.ready", from_number=mask_phone(self.from_number), paths=self.webhook.paths)
+
+    def phone_of(self, message: OutboundMessage) -> str:
+        if not message.address.phone:
+            raise DeliveryError(self.no_phone, retryable=False, code="no_address")
+        return message.address.phone
+
+    def queued(self, message: OutboundMessage, sid: str) -> None:
+        log.info(
+            f"twilio.{self.kind.value}.queued",
+            alert_id=message.alert_id,
+            delivery_id=message.delivery_id,
+            to=mask_phone(message.address.phone),
+            sid=sid,
+        )
+
+    async def close(self) -> None:
+        await close_twilio_client(self._client)

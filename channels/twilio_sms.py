@@ -10,38 +10,32 @@ A delivery report is not an answer; only a reply the recipient typed is.
 from __future__ import annotations
 
 import unicodedata
-from typing import Literal
+from collections.abc import Mapping
+from typing import ClassVar, Literal
 
 import structlog
 from twilio.twiml.messaging_response import MessagingResponse
 
-from alerting.clock import Clock
 from alerting.domain import ChannelKind
 from alerting.port import (
     Answer,
     ChannelLimits,
-    DeliveryError,
-    EventSink,
     InboundEvent,
     InboundText,
     OutboundMessage,
     Receipt,
     StatusUpdate,
-    Webhook,
     WebhookReply,
 )
 from alerting.privacy import mask_phone
 from channels.twilio_common import (
     EMPTY_TWIML,
-    PROVIDER,
-    TWILIO_API,
     TWIML,
     Callback,
-    TwilioWebhook,
+    Route,
+    TwilioChannel,
     call_twilio,
     callback_url,
-    close_twilio_client,
-    make_twilio_client,
 )
 
 log = structlog.get_logger()
@@ -172,45 +166,17 @@ def inbound_message(callback: Callback) -> WebhookReply:
 # ---- the adapter --------------------------------------------------------------------------
 
 
-class TwilioSms:
+class TwilioSms(TwilioChannel):
     """SMS through Twilio's Messages API. Give TwilioVoice the same TwilioWebhook: both answer at /webhooks/twilio."""
 
     kind = ChannelKind.SMS
-    provider = PROVIDER
-    sandbox = False
-
-    def __init__(
-        self,
-        *,
-        account_sid: str,
-        auth_token: str,
-        from_number: str,
-        public_url: str,
-        base_url: str = TWILIO_API,
-        webhook: TwilioWebhook | None = None,
-        limits: ChannelLimits | None = None,
-        clock: Clock | None = None,
-        max_segments: int = MAX_SEGMENTS,
-        timeout: float = 10.0,
-    ) -> None:
-        self.limits = limits or DEFAULT_LIMITS
-        self.from_number = from_number
-        self.public_url = public_url
-        self.max_segments = max_segments
-        self.webhook = webhook or TwilioWebhook(auth_token, clock=clock)
-        self.webhook.route(STATUS_PATH, message_status)
-        self.webhook.route(INBOUND_PATH, inbound_message)
-        self.webhooks: tuple[Webhook, ...] = (self.webhook,)
-        self._client = make_twilio_client(account_sid, auth_token, base_url, timeout=timeout)
-
-    async def start(self, events: EventSink) -> None:
-        # Everything Twilio says comes back through the webhook; nothing to connect to here.
-        log.info("twilio.sms.ready", from_number=mask_phone(self.from_number), paths=self.webhook.paths)
+    default_limits = DEFAULT_LIMITS
+    routes: ClassVar[Mapping[str, Route]] = {STATUS_PATH: message_status, INBOUND_PATH: inbound_message}
+    no_phone = "no phone number for an SMS"
+    max_segments = MAX_SEGMENTS
 
     async def send(self, message: OutboundMessage) -> Receipt:
-        phone = message.address.phone
-        if not phone:
-            raise DeliveryError("no phone number for an SMS", retryable=False, code="no_address")
+        phone = self.phone_of(message)
         body = fit_sms(message.short_text, message.ack_url, self.max_segments)
         status_url = callback_url(self.public_url, STATUS_PATH, message.delivery_id)
         created = await call_twilio(
@@ -219,18 +185,9 @@ class TwilioSms:
             )
         )
         sid = str(created.sid)
-        log.info(
-            "twilio.sms.queued",
-            alert_id=message.alert_id,
-            delivery_id=message.delivery_id,
-            to=mask_phone(phone),
-            sid=sid,
-        )
+        self.queued(message, sid)
         return Receipt(
             provider=self.provider,
             provider_id=sid,
             detail={"status": str(created.status), "segments": str(created.num_segments)},
         )
-
-    async def close(self) -> None:
-        await close_twilio_client(self._client)

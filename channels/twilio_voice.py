@@ -9,35 +9,29 @@ A call picked up without a key press was delivered, not answered; an answering m
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import structlog
 from twilio.twiml.voice_response import VoiceResponse
 
-from alerting.clock import Clock
 from alerting.domain import ChannelKind
 from alerting.port import (
     Answer,
     ChannelLimits,
-    DeliveryError,
-    EventSink,
     OutboundMessage,
     Receipt,
     StatusUpdate,
-    Webhook,
     WebhookReply,
 )
-from alerting.privacy import mask_phone
 from channels.twilio_common import (
-    PROVIDER,
-    TWILIO_API,
     TWIML,
     Callback,
-    TwilioWebhook,
+    Route,
+    TwilioChannel,
     call_twilio,
     callback_url,
-    close_twilio_client,
-    make_twilio_client,
 )
 
 log = structlog.get_logger()
@@ -181,42 +175,16 @@ def call_status(callback: Callback) -> WebhookReply:
 # ---- the adapter --------------------------------------------------------------------------
 
 
-class TwilioVoice:
+class TwilioVoice(TwilioChannel):
     """Calls through Twilio's Calls API. Give TwilioSms the same TwilioWebhook: both answer at /webhooks/twilio."""
 
     kind = ChannelKind.VOICE
-    provider = PROVIDER
-    sandbox = False
-
-    def __init__(
-        self,
-        *,
-        account_sid: str,
-        auth_token: str,
-        from_number: str,
-        public_url: str,
-        base_url: str = TWILIO_API,
-        webhook: TwilioWebhook | None = None,
-        limits: ChannelLimits | None = None,
-        clock: Clock | None = None,
-        timeout: float = 10.0,
-    ) -> None:
-        self.limits = limits or DEFAULT_LIMITS
-        self.from_number = from_number
-        self.public_url = public_url
-        self.webhook = webhook or TwilioWebhook(auth_token, clock=clock)
-        self.webhook.route(GATHER_PATH, key_pressed)
-        self.webhook.route(STATUS_PATH, call_status)
-        self.webhooks: tuple[Webhook, ...] = (self.webhook,)
-        self._client = make_twilio_client(account_sid, auth_token, base_url, timeout=timeout)
-
-    async def start(self, events: EventSink) -> None:
-        log.info("twilio.voice.ready", from_number=mask_phone(self.from_number), paths=self.webhook.paths)
+    default_limits = DEFAULT_LIMITS
+    routes: ClassVar[Mapping[str, Route]] = {GATHER_PATH: key_pressed, STATUS_PATH: call_status}
+    no_phone = "no phone number to call"
 
     async def send(self, message: OutboundMessage) -> Receipt:
-        phone = message.address.phone
-        if not phone:
-            raise DeliveryError("no phone number to call", retryable=False, code="no_address")
+        phone = self.phone_of(message)
         twiml = call_twiml(message.spoken_text, callback_url(self.public_url, GATHER_PATH, message.delivery_id))
         status_url = callback_url(self.public_url, STATUS_PATH, message.delivery_id)
         created = await call_twilio(
@@ -231,14 +199,5 @@ class TwilioVoice:
             )
         )
         sid = str(created.sid)
-        log.info(
-            "twilio.voice.queued",
-            alert_id=message.alert_id,
-            delivery_id=message.delivery_id,
-            to=mask_phone(phone),
-            sid=sid,
-        )
+        self.queued(message, sid)
         return Receipt(provider=self.provider, provider_id=sid, detail={"status": str(created.status)})
-
-    async def close(self) -> None:
-        await close_twilio_client(self._client)
