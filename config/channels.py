@@ -36,30 +36,21 @@ def provider_channels(s: Settings, clock: Clock) -> dict[ChannelKind, Channel]:
         assert s.twilio_account_sid and s.twilio_from_number
         token = _secret(s.twilio_auth_token)
         webhook = TwilioWebhook(token, clock=clock)  # SMS and voice answer on one /webhooks/twilio
-        chosen[ChannelKind.SMS] = TwilioSms(
-            account_sid=s.twilio_account_sid,
-            auth_token=token,
-            from_number=s.twilio_from_number,
-            public_url=s.public_url,
-            base_url=s.twilio_base_url,
-            webhook=webhook,
-            clock=clock,
-            limits=ChannelLimits(
-                concurrency=50, per_second=s.twilio_sms_per_second, burst=max(1, int(s.twilio_sms_per_second))
-            ),
+        twilio_channels = (
+            (TwilioSms, 50, s.twilio_sms_per_second),  # the account's messages per second (MPS)
+            (TwilioVoice, 20, s.twilio_calls_per_second),  # calls per second (CPS)
         )
-        chosen[ChannelKind.VOICE] = TwilioVoice(
-            account_sid=s.twilio_account_sid,
-            auth_token=token,
-            from_number=s.twilio_from_number,
-            public_url=s.public_url,
-            base_url=s.twilio_base_url,
-            webhook=webhook,
-            clock=clock,
-            limits=ChannelLimits(
-                concurrency=20, per_second=s.twilio_calls_per_second, burst=max(1, int(s.twilio_calls_per_second))
-            ),
-        )
+        for adapter, concurrency, rate in twilio_channels:
+            chosen[adapter.kind] = adapter(
+                account_sid=s.twilio_account_sid,
+                auth_token=token,
+                from_number=s.twilio_from_number,
+                public_url=s.public_url,
+                base_url=s.twilio_base_url,
+                webhook=webhook,
+                clock=clock,
+                limits=ChannelLimits(concurrency=concurrency, per_second=rate, burst=max(1, int(rate))),
+            )
     wecom = (s.wecom_corp_id, s.wecom_secret, s.wecom_agent_id, s.wecom_token, s.wecom_aes_key)
     if any(v is not None for v in wecom):
         if not all(v is not None for v in wecom):
