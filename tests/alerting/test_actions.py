@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import httpx
 import pytest
 from sqlmodel import col, select
 
 from alerting.access import AccountRole
 from alerting.api.auth import key_label
-from alerting.clock import ManualClock
 from alerting.domain import DeliveryState, Purpose
 from alerting.store.db import Database
 from alerting.store.tables import Alert, AuditEvent, Delivery, Target
@@ -19,37 +16,16 @@ from tests.alerting.board_setup import (
     AUDITOR,
     DUTY,
     FENGHUANG,
-    KEYS,
     NINGCHANG,
     TOWNSHIP,
-    add_ningchang,
     alert_body,
-    api_client,
     issue,
     signed_in,
 )
-from tests.conftest import SmallCounty
-from tests.harness import sandbox_engine
 
 pytestmark = pytest.mark.both_databases
 
 PROBLEM = "application/problem+json"
-
-
-@pytest.fixture
-async def engine(db: Database, clock: ManualClock, county: SmallCounty) -> AsyncIterator[Engine]:
-    await add_ningchang(db)
-    e = sandbox_engine(db, clock)
-    e.core.api_keys.update(KEYS)
-    await e.start(loops=False)
-    yield e
-    await e.stop()
-
-
-@pytest.fixture
-async def api(engine: Engine) -> AsyncIterator[httpx.AsyncClient]:
-    async with api_client(engine.core) as client:
-        yield client
 
 
 async def target_of(db: Database, alert_id: int, person_id: str) -> Target:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import datetime
 
 import httpx
@@ -22,34 +21,13 @@ from config.wiring import Engine
 from tests.alerting.board_setup import (
     DUTY,
     FENGHUANG,
-    KEYS,
     NINGCHANG,
     TOWNSHIP,
-    add_ningchang,
-    api_client,
     issue,
     signed_in,
 )
-from tests.conftest import SmallCounty
-from tests.harness import sandbox_engine
 
 pytestmark = pytest.mark.both_databases
-
-
-@pytest.fixture
-async def engine(db: Database, clock: ManualClock, county: SmallCounty) -> AsyncIterator[Engine]:
-    await add_ningchang(db)
-    e = sandbox_engine(db, clock)
-    e.core.api_keys.update(KEYS)
-    await e.start(loops=False)
-    yield e
-    await e.stop()
-
-
-@pytest.fixture
-async def api(engine: Engine) -> AsyncIterator[httpx.AsyncClient]:
-    async with api_client(engine.core) as client:
-        yield client
 
 
 async def targets_by_township(db: Database, alert_id: int) -> dict[str, list[Target]]:
