@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+from alerting.alerts import AlertRequest
 from alerting.clock import ManualClock
-from alerting.domain import ChannelKind
+from alerting.domain import ChannelKind, Level
 from alerting.store.db import Database
 from channels.sandbox import SandboxChannel
 from config.settings import Settings
 from config.wiring import Engine, build_engine
+
+# a red flash-flood warning on 凤凰镇: what the durability and multi-process tests send
+RED = AlertRequest(
+    level=Level.RED,
+    hazard="山洪",
+    title="山洪红色预警",
+    text="沿河区域山洪风险极高。",
+    instructions="立即转移。",
+    units=["500238101"],
+)
 
 
 def sandbox_engine(db: Database, clock: ManualClock) -> Engine:

@@ -6,25 +6,15 @@ import pytest
 from sqlalchemy import func, select
 from sqlmodel import col
 
-from alerting.alerts import AlertRequest
 from alerting.clock import ManualClock
-from alerting.domain import ChannelKind, DeliveryState, Level
+from alerting.domain import ChannelKind, DeliveryState
 from alerting.store.db import Database
 from alerting.store.tables import Delivery
 from tests.conftest import SmallCounty
-from tests.harness import outbox, sandbox_engine
+from tests.harness import RED, outbox, sandbox_engine
 from tests.processes import exited_process
 
 pytestmark = pytest.mark.both_databases
-
-RED = AlertRequest(
-    level=Level.RED,
-    hazard="山洪",
-    title="山洪红色预警",
-    text="沿河区域山洪风险极高。",
-    instructions="立即转移。",
-    units=["500238101"],
-)
 
 
 async def delivery_states(db: Database, alert_id: int) -> dict[str, int]:

@@ -17,9 +17,8 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import col
 
-from alerting.alerts import AlertRequest
 from alerting.clock import ManualClock
-from alerting.domain import ChannelKind, Level, TargetState
+from alerting.domain import ChannelKind, TargetState
 from alerting.inbound import Inbound
 from alerting.port import Channel, DeviceReport, InboundEvent
 from alerting.store.db import Database
@@ -30,18 +29,12 @@ from config.settings import Settings
 from config.wiring import Engine, build_engine
 from tests.brokers import MosquittoBroker, start_mosquitto
 from tests.conftest import SmallCounty
+from tests.harness import RED as HARNESS_RED
 
 pytestmark = pytest.mark.timeout(60)
 
 SIREN = "siren-500238101001"
-RED = AlertRequest(
-    level=Level.RED,
-    hazard="山洪",
-    title="山洪红色预警",
-    text="沿河区域山洪风险极高。",
-    instructions="立即转移。",
-    units=["500238101001"],
-)
+RED = HARNESS_RED.model_copy(update={"units": ["500238101001"]})  # one village, one siren
 
 
 class CountedInbound(Inbound):

@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 from sqlmodel import col
 
 from alerting import audit
-from alerting.alerts import AlertRequest, AlertService
+from alerting.alerts import AlertService
 from alerting.clock import ManualClock, SystemClock
 from alerting.domain import DeadlineState, DeliveryState, Level, TargetKind
 from alerting.liveness import ProcessIdentity, ProcessRegistry
@@ -33,6 +33,7 @@ from alerting.store.tables import AuditEvent, Deadline, Delivery, Target
 from escalation.engine import EscalationEngine
 from escalation.policy import PolicySet, load_policy
 from tests.conftest import SmallCounty
+from tests.harness import RED
 from tests.processes import exited_process
 
 pytestmark = pytest.mark.timeout(90)
@@ -62,15 +63,6 @@ levels:
   blue:
     person_steps: [{who: target, channels: [sms], wait_s: 60}]
 """
-
-RED = AlertRequest(
-    level=Level.RED,
-    hazard="山洪",
-    title="山洪红色预警",
-    text="沿河区域山洪风险极高。",
-    instructions="立即转移。",
-    units=["500238101"],
-)
 
 
 # ---- engine processes --------------------------------------------------------------------------

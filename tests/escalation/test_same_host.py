@@ -29,7 +29,6 @@ from alerting.store.tables import AuditEvent, Delivery, EngineOwner
 from escalation.policy import PolicySet
 from tests.conftest import SmallCounty
 from tests.escalation.test_exactly_once import (
-    RED,
     EngineProcess,
     chain_finished,
     engines,
@@ -40,6 +39,7 @@ from tests.escalation.test_exactly_once import (
 )
 from tests.fakes.server import serve_app
 from tests.fakes.twilio import FakeTwilio
+from tests.harness import RED
 
 pytestmark = pytest.mark.timeout(120)
 __all__ = ["policy", "policy_file"]  # fixtures
