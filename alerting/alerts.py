@@ -139,9 +139,7 @@ class AlertService:
         """
         now = self.clock.now()
         async with self.db.session() as s:
-            old = await s.get(Alert, alert_id, with_for_update=True)
-            if old is None:
-                raise AlertNotFound(alert_id)
+            old = await _locked(s, alert_id)
             if old.status not in (AlertStatus.ACTIVE.value, AlertStatus.CLOSED.value):
                 raise AlertNotActive(f"alert {alert_id} is {old.status}; only a running or closed alert can be updated")
             same = (
@@ -289,9 +287,7 @@ class AlertService:
         """解除: stop everything not yet sent, close pending steps, tell whoever was reached."""
         now = self.clock.now()
         async with self.db.session() as s:
-            alert = await s.get(Alert, alert_id, with_for_update=True)
-            if alert is None:
-                raise AlertNotFound(alert_id)
+            alert = await _locked(s, alert_id)
             if alert.status != AlertStatus.ACTIVE:
                 raise AlertNotActive(f"alert {alert_id} is already {alert.status}")
             alert.status, alert.ended_at, alert.end_reason = AlertStatus.CANCELLED.value, now, reason
@@ -349,9 +345,7 @@ class AlertService:
         """
         now = self.clock.now()
         async with self.db.session() as s:
-            alert = await s.get(Alert, alert_id, with_for_update=True)
-            if alert is None:
-                raise AlertNotFound(alert_id)
+            alert = await _locked(s, alert_id)
             if alert.status != AlertStatus.ACTIVE:
                 raise AlertNotActive(f"alert {alert_id} is {alert.status}; only a running alert can be called again")
             q = (
@@ -466,6 +460,14 @@ class AlertProgress:
 
     def count(self, state: DeliveryState) -> int:
         return sum(n for (_c, st), n in self.deliveries.items() if st == state.value)
+
+
+async def _locked(s: AsyncSession, alert_id: int) -> Alert:
+    """The alert, locked for the rest of the transaction so two officers' changes to it go one after the other."""
+    alert = await s.get(Alert, alert_id, with_for_update=True)
+    if alert is None:
+        raise AlertNotFound(alert_id)
+    return alert
 
 
 async def _stop(s: AsyncSession, alert_id: int, why: str) -> int:
