@@ -21,13 +21,12 @@ from channels.twilio_common import TwilioWebhook
 from channels.twilio_sms import TwilioSms
 from channels.twilio_voice import PROMPT, TwilioVoice
 from tests.channels.contract import ChannelContract, Failure, make_message
+from tests.channels.twilio_setup import FROM_NUMBER, PUBLIC_URL, on_fake_twilio
 from tests.fakes.server import serve_app
 from tests.fakes.twilio import FakeTwilio, parse_twiml
 
 pytestmark = pytest.mark.timeout(30)
 
-PUBLIC_URL = "https://jy.example.test"
-FROM_NUMBER = "+15005550006"
 GRID_WORKER = "+8613900000008"
 
 
@@ -62,25 +61,8 @@ class VoiceHarness:
 
 @pytest.fixture
 async def harness(clock: ManualClock) -> AsyncIterator[VoiceHarness]:
-    fake = FakeTwilio()
-    async with serve_app(fake.app) as base_url:
-        channel = TwilioVoice(
-            account_sid=fake.account_sid,
-            auth_token=fake.auth_token,
-            from_number=FROM_NUMBER,
-            public_url=PUBLIC_URL,
-            base_url=base_url,
-            clock=clock,
-        )
-        await channel.start(_ignore)
-        try:
-            yield VoiceHarness(channel, fake, clock)
-        finally:
-            await channel.close()
-
-
-async def _ignore(event: InboundEvent) -> None:
-    return None
+    async with on_fake_twilio(TwilioVoice, clock) as (channel, fake):
+        yield VoiceHarness(channel, fake, clock)
 
 
 class TestTwilioVoiceContract(ChannelContract):
