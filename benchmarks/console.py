@@ -48,20 +48,20 @@ from rich.table import Table
 from sqlalchemy import func, select
 from sqlmodel import col
 
-from alerting.access import AccountRole
-from alerting.alerts import AlertRequest
-from alerting.api import create_app
-from alerting.clock import ManualClock
-from alerting.domain import ChannelKind, Level, Purpose
-from alerting.port import DeviceReport, StatusUpdate
+from alerting.answer.events import DeviceReport, StatusUpdate
+from alerting.issue.alerts import AlertRequest
+from alerting.model.access import AccountRole
+from alerting.model.clock import ManualClock
+from alerting.model.domain import ChannelKind, Level, Purpose
 from alerting.store.tables import AuditEvent, Delivery, Target
+from alerting.web.app import create_app
 from benchmarks.fanout import console, mask, peak_rss_mib, quiet_logs
 from channels.sandbox import SandboxChannel
-from config.directory_store import import_directory
-from config.sample import COUNTY_CODE, generate_sample
+from config.demo.sample import COUNTY_CODE, generate_sample
+from config.directory.store import import_directory
 from config.settings import Settings
 from config.wiring import Engine, build_engine
-from escalation.policy import load_policy
+from escalation.policy.rules import load_policy
 
 HOST = "jy.test"
 API_KEY = "bench-duty-key"  # a key for this in-process app only

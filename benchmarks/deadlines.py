@@ -58,9 +58,9 @@ from sqlalchemy import Column, Index, Integer, MetaData, String, bindparam, sele
 from sqlalchemy import Table as SqlTable
 from sqlmodel import col
 
-from alerting.alerts import AlertRequest
-from alerting.clock import SystemClock
-from alerting.domain import ChannelKind, DeadlineState, DeliveryState, Level
+from alerting.issue.alerts import AlertRequest
+from alerting.model.clock import SystemClock
+from alerting.model.domain import ChannelKind, DeadlineState, DeliveryState, Level
 from alerting.store.db import Database
 from alerting.store.tables import AuditEvent, Deadline, Delivery, OrgUnit
 from alerting.store.types import UTCDateTime
@@ -69,7 +69,7 @@ from channels.sandbox import SandboxChannel
 from config.settings import Settings
 from config.wiring import Engine, build_engine
 from escalation.engine import EscalationEngine
-from escalation.policy import PolicySet, load_policy
+from escalation.policy.rules import PolicySet, load_policy
 
 DEADLINE: Any = Deadline.__table__  # type: ignore[attr-defined]
 DELIVERY: Any = Delivery.__table__  # type: ignore[attr-defined]

@@ -62,15 +62,15 @@ from sqlalchemy import (
 from sqlalchemy import Table as SqlTable
 from sqlalchemy.engine import make_url
 
-from alerting.alerts import AlertRequest
-from alerting.domain import ChannelKind, DeliveryState, DeviceKind, Level, Role, UnitKind
+from alerting.issue.alerts import AlertRequest
+from alerting.model.domain import ChannelKind, DeliveryState, DeviceKind, Level, Role, UnitKind
 from alerting.store.db import Database
 from alerting.store.tables import AuditEvent, Deadline, Delivery, Device, OrgUnit, Person, Responsibility
 from alerting.store.types import UTCDateTime
 from channels.sandbox import SandboxChannel
 from config.settings import Settings
 from config.wiring import Engine, build_engine
-from escalation.policy import load_policy
+from escalation.policy.rules import load_policy
 
 COUNTY = "500238"
 COUNTY_NAME = "巫溪县"

@@ -24,21 +24,18 @@ from typing import Any
 import httpx
 import structlog
 
-from alerting.clock import Clock, SystemClock, reported_time
-from alerting.domain import ChannelKind, Level, Purpose
-from alerting.port import (
-    Answer,
+from alerting.answer.events import Answer, EventSink, InboundEvent, StatusUpdate
+from alerting.deliver.port import (
     ChannelLimits,
     DeliveryError,
-    EventSink,
-    InboundEvent,
     OutboundMessage,
     Receipt,
-    StatusUpdate,
     Webhook,
     WebhookReply,
     WebhookRequest,
 )
+from alerting.model.clock import Clock, SystemClock, reported_time
+from alerting.model.domain import ChannelKind, Level, Purpose
 from channels.http import error_for_status, error_for_transport, make_client, truncate
 
 log = structlog.get_logger()

@@ -27,9 +27,10 @@ import jinja2
 import structlog
 from markupsafe import Markup, escape
 
-from alerting.clock import SHANGHAI, Clock, SystemClock
-from alerting.domain import ChannelKind, Level, Purpose
-from alerting.port import ChannelLimits, DeliveryError, EventSink, OutboundMessage, Receipt, Webhook
+from alerting.answer.events import EventSink
+from alerting.deliver.port import ChannelLimits, DeliveryError, OutboundMessage, Receipt, Webhook
+from alerting.model.clock import SHANGHAI, Clock, SystemClock
+from alerting.model.domain import ChannelKind, Level, Purpose
 
 log = structlog.get_logger()
 

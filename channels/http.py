@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from alerting.port import DeliveryError
+from alerting.deliver.port import DeliveryError
 
 # statuses where the same request may well succeed later
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})

@@ -11,8 +11,9 @@ from collections.abc import Sequence
 
 import structlog
 
-from alerting.domain import ChannelKind
-from alerting.port import Channel, ChannelLimits, DeliveryError, EventSink, OutboundMessage, Receipt, Webhook
+from alerting.answer.events import EventSink
+from alerting.deliver.port import Channel, ChannelLimits, DeliveryError, OutboundMessage, Receipt, Webhook
+from alerting.model.domain import ChannelKind
 
 log = structlog.get_logger()
 

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 
 import structlog
 
-from alerting.domain import ChannelKind
-from alerting.port import ChannelLimits, EventSink, OutboundMessage, Receipt, Webhook
-from alerting.privacy import mask_phone
-from channels.simulation import AnswerSimulator
+from alerting.answer.events import EventSink
+from alerting.deliver.port import ChannelLimits, OutboundMessage, Receipt, Webhook
+from alerting.model.domain import ChannelKind
+from alerting.model.privacy import mask_phone
+from channels.sim.simulation import AnswerSimulator
 
 log = structlog.get_logger()
 

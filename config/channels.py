@@ -4,20 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from alerting.clock import Clock
-from alerting.domain import ChannelKind
-from alerting.port import Channel, ChannelLimits
+from alerting.deliver.port import Channel, ChannelLimits
+from alerting.model.clock import Clock
+from alerting.model.domain import ChannelKind
 from channels.broadcast import BroadcastChannel
 from channels.email import EmailChannel
 from channels.manual import ManualTaskChannel
-from channels.mqtt_broker import EmbeddedBroker
-from channels.mqtt_devices import MqttDeviceChannel
+from channels.mqtt.broker import EmbeddedBroker
+from channels.mqtt.devices import MqttDeviceChannel
 from channels.sandbox import SandboxChannel
-from channels.simulation import AnswerSimulator
-from channels.twilio_common import TwilioWebhook
-from channels.twilio_sms import TwilioSms
-from channels.twilio_voice import TwilioVoice
-from channels.wecom import WeComChannel
+from channels.sim.simulation import AnswerSimulator
+from channels.twilio.common import TwilioWebhook
+from channels.twilio.sms import TwilioSms
+from channels.twilio.voice import TwilioVoice
+from channels.wecom.client import WeComChannel
 from config.settings import Settings
 
 

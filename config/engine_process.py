@@ -22,13 +22,13 @@ from pydantic import ValidationError
 from rich.console import Console
 from sqlalchemy.engine import make_url
 
-from alerting.domain import ChannelKind
-from alerting.port import Channel
+from alerting.deliver.port import Channel
+from alerting.model.domain import ChannelKind
 from channels.sandbox import SandboxChannel
 from config.logging import configure_logging
 from config.settings import Settings
 from config.wiring import Engine, build_engine
-from escalation.policy import load_policy
+from escalation.policy.rules import load_policy
 
 log = structlog.get_logger()
 err = Console(stderr=True)

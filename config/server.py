@@ -9,7 +9,7 @@ import structlog
 import uvicorn
 from fastapi import FastAPI
 
-from alerting.api.app import create_app
+from alerting.web.app import create_app
 from config.settings import Settings
 from config.wiring import Engine, build_engine
 from escalation.rosters import warn_coverage_gaps

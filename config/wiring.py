@@ -10,28 +10,28 @@ from datetime import timedelta
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # APScheduler 3 ships no types
 
-from alerting.accounts import AccountService
-from alerting.acks import AckService
-from alerting.alerts import AlertService
-from alerting.clock import Clock, SystemClock
-from alerting.core import ChannelInfo, Core
-from alerting.dispatch import Dispatcher
-from alerting.domain import ChannelKind
-from alerting.inbound import Inbound
-from alerting.liveness import ProcessRegistry
-from alerting.outbound import Composer
-from alerting.port import Channel
+from alerting.answer.acks import AckService
+from alerting.answer.inbound import Inbound
+from alerting.deliver.compose import Composer
+from alerting.deliver.dispatcher import Dispatcher
+from alerting.deliver.port import Channel
+from alerting.deliver.tokens import TokenSigner
+from alerting.issue.alerts import AlertService
+from alerting.model.clock import Clock, SystemClock
+from alerting.model.domain import ChannelKind
+from alerting.people.accounts import AccountService
+from alerting.people.liveness import ProcessRegistry
 from alerting.store.db import Database
-from alerting.tokens import TokenSigner
-from channels.mqtt_broker import EmbeddedBroker
-from channels.mqtt_devices import MqttDeviceChannel, engine_client_id
-from channels.simulation import AnswerSimulator
+from alerting.web.core import ChannelInfo, Core
+from channels.mqtt.broker import EmbeddedBroker
+from channels.mqtt.devices import MqttDeviceChannel, engine_client_id
+from channels.sim.simulation import AnswerSimulator
 from config.channels import complete, device_channel, provider_channels
-from config.directory_importer import FileImporter
+from config.directory.importer import FileImporter
 from config.settings import Settings
 from escalation.engine import EscalationEngine
 from escalation.help import HelpEscalation
-from escalation.policy import PolicySet, load_policy
+from escalation.policy.rules import PolicySet, load_policy
 
 log = structlog.get_logger()
 

@@ -28,14 +28,22 @@ from sqlalchemy import CursorResult, insert, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from alerting import audit
-from alerting.alerts import plan_of
-from alerting.clock import Clock
-from alerting.domain import AlertStatus, ChannelKind, DeadlineState, DeliveryState, Purpose, TargetKind, TargetState
-from alerting.ids import new_id
-from alerting.liveness import ProcessRegistry
-from alerting.plan import PlanSet, Step, Who
-from alerting.planning import Contact, load_contacts, person_deliveries
+from alerting.audit import chain as audit
+from alerting.issue.alerts import plan_of
+from alerting.issue.planning import Contact, load_contacts, person_deliveries
+from alerting.model.clock import Clock
+from alerting.model.domain import (
+    AlertStatus,
+    ChannelKind,
+    DeadlineState,
+    DeliveryState,
+    Purpose,
+    TargetKind,
+    TargetState,
+)
+from alerting.model.ids import new_id
+from alerting.model.plan import PlanSet, Step, Who
+from alerting.people.liveness import ProcessRegistry
 from alerting.store.db import Database
 from alerting.store.tables import Alert, Deadline, Delivery, OrgUnit, Target
 from escalation.recipients import contacts_for

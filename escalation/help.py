@@ -7,11 +7,11 @@ from collections.abc import Callable
 import structlog
 from sqlalchemy import insert
 
-from alerting import audit
-from alerting.clock import Clock
-from alerting.domain import ChannelKind, Purpose
-from alerting.plan import Who
-from alerting.planning import PRIORITY_DEVICE, delivery_row, load_contacts
+from alerting.audit import chain as audit
+from alerting.issue.planning import PRIORITY_DEVICE, delivery_row, load_contacts
+from alerting.model.clock import Clock
+from alerting.model.domain import ChannelKind, Purpose
+from alerting.model.plan import Who
 from alerting.store.db import Database
 from alerting.store.tables import Delivery, Target
 from escalation.recipients import contacts_for

@@ -8,8 +8,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from alerting.domain import Role
-from alerting.plan import Who
+from alerting.model.domain import Role
+from alerting.model.plan import Who
 from alerting.store.tables import OrgUnit, Responsibility, Target
 from escalation.rosters import on_duty
 

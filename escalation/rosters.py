@@ -20,8 +20,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from alerting.clock import local_text
-from alerting.domain import Role, UnitKind
+from alerting.model.clock import local_text
+from alerting.model.domain import Role, UnitKind
 from alerting.store.db import Database
 from alerting.store.tables import DutyShift, OrgUnit, Person, Responsibility
 

@@ -20,7 +20,7 @@ from typing import Protocol
 
 import pytest
 
-from channels.mqtt_broker import EmbeddedBroker
+from channels.mqtt.broker import EmbeddedBroker
 
 BROKER_KINDS = ("amqtt", "mosquitto")
 START_TIMEOUT_S = 10.0

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from sqlalchemy import insert
 
-from alerting.clock import ManualClock
-from alerting.domain import DeviceKind, Role, UnitKind
+from alerting.model.clock import ManualClock
+from alerting.model.domain import DeviceKind, Role, UnitKind
 from alerting.store.db import Database
 from alerting.store.tables import Device, OrgUnit, Person, Responsibility
 from tests.postgres import PostgresServer, find_bin_dir

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from alerting.alerts import AlertRequest
-from alerting.clock import ManualClock
-from alerting.domain import ChannelKind, Level
+from alerting.issue.alerts import AlertRequest
+from alerting.model.clock import ManualClock
+from alerting.model.domain import ChannelKind, Level
 from alerting.store.db import Database
 from channels.sandbox import SandboxChannel
 from config.settings import Settings

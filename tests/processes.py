@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from alerting.liveness import ProcessIdentity, start_ticks
+from alerting.people.liveness import ProcessIdentity, start_ticks
 
 
 def exited_process() -> ProcessIdentity:

@@ -20,18 +20,18 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import col
 
-from alerting.alerts import AlertRequest
-from alerting.api.app import create_app
-from alerting.clock import ManualClock
-from alerting.domain import ChannelKind, Level, TargetState
-from alerting.port import WebhookRequest
-from alerting.report import build_report
+from alerting.deliver.port import WebhookRequest
+from alerting.issue.alerts import AlertRequest
+from alerting.model.clock import ManualClock
+from alerting.model.domain import ChannelKind, Level, TargetState
 from alerting.store.db import Database
 from alerting.store.tables import AuditEvent, Target
-from channels.simulated_devices import SimulatedSirenFleet
+from alerting.views.report.build import build_report
+from alerting.web.app import create_app
+from channels.sim.devices import SimulatedSirenFleet
 from config.settings import Settings
 from config.wiring import Engine, build_engine
-from escalation.policy import default_policy
+from escalation.policy.rules import default_policy
 from tests.brokers import mosquitto_binary, start_broker
 from tests.conftest import SmallCounty
 from tests.fakes.broadcast import FakeBroadcastGateway

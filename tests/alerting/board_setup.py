@@ -9,12 +9,12 @@ from typing import Any
 import httpx
 from sqlalchemy import insert
 
-from alerting.access import AccountRole
-from alerting.api import create_app
-from alerting.core import Core
-from alerting.domain import Role, UnitKind
+from alerting.model.access import AccountRole
+from alerting.model.domain import Role, UnitKind
 from alerting.store.db import Database
 from alerting.store.tables import OrgUnit, Person, Responsibility
+from alerting.web.app import create_app
+from alerting.web.core import Core
 
 FENGHUANG = "500238101"
 NINGCHANG = "500238102"

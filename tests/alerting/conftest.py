@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from alerting.clock import ManualClock
+from alerting.model.clock import ManualClock
 from alerting.store.db import Database
 from config.wiring import Engine
 from tests.alerting.board_setup import KEYS, add_ningchang, api_client

@@ -22,12 +22,12 @@ from sqlalchemy import select
 from sqlmodel import SQLModel, col
 
 import alerting.store.tables  # noqa: F401  (registers the tables on the metadata)
-from alerting.access import AccountRole, Principal
-from alerting.api import create_app
-from alerting.clock import ManualClock
-from alerting.console.board_pages import board_stream
+from alerting.model.access import AccountRole, Principal
+from alerting.model.clock import ManualClock
 from alerting.store.db import Database
 from alerting.store.tables import Delivery, Target
+from alerting.web.app import create_app
+from alerting.web.console.board_pages import board_stream
 from config.wiring import Engine
 from tests.alerting.board_setup import DUTY, FENGHUANG, NINGCHANG, add_ningchang, alert_body
 from tests.conftest import SmallCounty

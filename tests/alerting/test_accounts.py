@@ -9,13 +9,13 @@ import httpx
 import pytest
 from sqlmodel import col, select
 
-from alerting.access import AccountRole
-from alerting.accounts import AccountError, AccountService, SignInFailed
-from alerting.api.auth import key_label
-from alerting.clock import ManualClock
-from alerting.core import Core
+from alerting.model.access import AccountRole
+from alerting.model.clock import ManualClock
+from alerting.people.accounts import AccountError, AccountService, SignInFailed
 from alerting.store.db import Database
 from alerting.store.tables import Account, AuditEvent
+from alerting.web.api.auth import key_label
+from alerting.web.core import Core
 from tests.alerting.test_api import DUTY, assert_problem, make_core, serve
 from tests.conftest import SmallCounty
 

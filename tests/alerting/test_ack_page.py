@@ -11,11 +11,11 @@ import pytest
 from sqlalchemy import update
 from sqlmodel import col, select
 
-from alerting.clock import ManualClock
-from alerting.core import Core
-from alerting.domain import DeliveryState, Purpose
+from alerting.model.clock import ManualClock
+from alerting.model.domain import DeliveryState, Purpose
 from alerting.store.db import Database
 from alerting.store.tables import Acknowledgement, Delivery, Target
+from alerting.web.core import Core
 from escalation.engine import EscalationEngine
 from tests.alerting.test_api import AUDITOR, DUTY, make_core, rainstorm, serve
 from tests.conftest import SmallCounty

@@ -6,11 +6,11 @@ import httpx
 import pytest
 from sqlmodel import col, select
 
-from alerting.access import AccountRole
-from alerting.api.auth import key_label
-from alerting.domain import DeliveryState, Purpose
+from alerting.model.access import AccountRole
+from alerting.model.domain import DeliveryState, Purpose
 from alerting.store.db import Database
 from alerting.store.tables import Alert, AuditEvent, Delivery, Target
+from alerting.web.api.auth import key_label
 from config.wiring import Engine
 from tests.alerting.board_setup import (
     AUDITOR,
@@ -183,7 +183,7 @@ async def test_a_township_key_is_kept_inside_its_subtree(engine: Engine, api: ht
 async def console(
     engine: Engine, name: str, role: AccountRole, unit: str | None = None
 ) -> tuple[httpx.AsyncClient, str]:
-    from alerting.api import create_app
+    from alerting.web.app import create_app
 
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(engine.core)), base_url="http://jy.test")
     csrf = await signed_in(engine.core, client, name, role, unit)

@@ -11,18 +11,18 @@ import httpx
 import pytest
 from sqlmodel import col, select
 
-from alerting.accounts import AccountService
-from alerting.acks import AckService
-from alerting.alerts import AlertService
-from alerting.api import create_app
-from alerting.api.auth import key_label
-from alerting.clock import ManualClock
-from alerting.core import ChannelInfo, Core
-from alerting.domain import ChannelKind
+from alerting.answer.acks import AckService
+from alerting.deliver.tokens import TokenSigner
+from alerting.issue.alerts import AlertService
+from alerting.model.clock import ManualClock
+from alerting.model.domain import ChannelKind
+from alerting.people.accounts import AccountService
 from alerting.store.db import Database
 from alerting.store.tables import AuditEvent, Delivery
-from alerting.tokens import TokenSigner
-from escalation.policy import default_policy
+from alerting.web.api.auth import key_label
+from alerting.web.app import create_app
+from alerting.web.core import ChannelInfo, Core
+from escalation.policy.rules import default_policy
 from tests.conftest import SmallCounty
 
 pytestmark = pytest.mark.both_databases

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
-from alerting import audit
-from alerting.alerts import AlertRequest
-from alerting.clock import ManualClock
-from alerting.domain import Level
+from alerting.audit import chain as audit
+from alerting.issue.alerts import AlertRequest
+from alerting.model.clock import ManualClock
+from alerting.model.domain import Level
 from alerting.store.db import Database
 from tests.conftest import SmallCounty
 from tests.harness import sandbox_engine

@@ -10,12 +10,12 @@ import pytest
 from sqlalchemy import update
 from sqlmodel import col
 
-from alerting.access import AccountRole, Principal
-from alerting.accounts import AccountError, AccountService
-from alerting.clock import ManualClock
-from alerting.directory_queries import devices_page, people_page, search_units
+from alerting.model.access import AccountRole, Principal
+from alerting.model.clock import ManualClock
+from alerting.people.accounts import AccountError, AccountService
 from alerting.store.db import Database
 from alerting.store.tables import OrgUnit, Person
+from alerting.views.directory import devices_page, people_page, search_units
 from tests.conftest import SmallCounty
 
 pytestmark = pytest.mark.both_databases

@@ -9,14 +9,14 @@ import httpx
 import pytest
 from sqlmodel import col, select
 
-from alerting import board as board_module
-from alerting.access import AccountRole, Principal
-from alerting.board import Board, SharedReads, read_board
-from alerting.clock import ManualClock
-from alerting.console.board_pages import board_stream
-from alerting.domain import ChannelKind
+from alerting.model.access import AccountRole, Principal
+from alerting.model.clock import ManualClock
+from alerting.model.domain import ChannelKind
 from alerting.store.db import Database
 from alerting.store.tables import Delivery, OrgUnit, Target
+from alerting.views import board as board_module
+from alerting.views.board import Board, SharedReads, read_board
+from alerting.web.console.board_pages import board_stream
 from config.wiring import Engine
 from tests.alerting.board_setup import (
     DUTY,

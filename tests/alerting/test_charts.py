@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from alerting.charts import Bar, bar_chart, cdf_chart, hbar_chart
+from alerting.views.report.charts import Bar, bar_chart, cdf_chart, hbar_chart
 
 NS = {"svg": "http://www.w3.org/2000/svg"}
 

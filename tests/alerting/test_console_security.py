@@ -14,9 +14,9 @@ import pytest
 from sqlalchemy import insert, select
 from sqlmodel import col
 
-from alerting.console.board_pages import board_stream
-from alerting.domain import UnitKind
+from alerting.model.domain import UnitKind
 from alerting.store.tables import Delivery, OrgUnit, Target
+from alerting.web.console.board_pages import board_stream
 from tests.alerting import test_access_matrix as matrix
 from tests.alerting.board_setup import DUTY, FENGHUANG, alert_body
 from tests.alerting.test_access_matrix import PASSWORD, RULES, World, is_api

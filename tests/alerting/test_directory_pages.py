@@ -10,13 +10,13 @@ import httpx
 import pytest
 from sqlmodel import col, select
 
-from alerting.access import AccountRole
-from alerting.api import create_app
-from alerting.clock import ManualClock
-from alerting.core import Core
+from alerting.model.access import AccountRole
+from alerting.model.clock import ManualClock
 from alerting.store.db import Database
 from alerting.store.tables import AuditEvent, Person
-from config.directory_importer import FileImporter
+from alerting.web.app import create_app
+from alerting.web.core import Core
+from config.directory.importer import FileImporter
 from tests.alerting.test_api import make_core
 from tests.conftest import SmallCounty
 

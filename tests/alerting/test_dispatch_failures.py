@@ -10,10 +10,11 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import col
 
-from alerting.alerts import AlertRequest
-from alerting.clock import ManualClock
-from alerting.domain import ChannelKind, DeliveryState, Level
-from alerting.port import ChannelLimits, DeliveryError, EventSink, OutboundMessage, Receipt, Webhook
+from alerting.answer.events import EventSink
+from alerting.deliver.port import ChannelLimits, DeliveryError, OutboundMessage, Receipt, Webhook
+from alerting.issue.alerts import AlertRequest
+from alerting.model.clock import ManualClock
+from alerting.model.domain import ChannelKind, DeliveryState, Level
 from alerting.store.db import Database
 from alerting.store.tables import Delivery
 from channels.sandbox import SandboxChannel

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from alerting.alerts import AlertChange, AlertRequest
-from alerting.clock import ManualClock
-from alerting.domain import ChannelKind, Level
-from alerting.drills import drill_record
+from alerting.issue.alerts import AlertChange, AlertRequest
+from alerting.model.clock import ManualClock
+from alerting.model.domain import ChannelKind, Level
 from alerting.store.db import Database
+from alerting.views.review.drills import drill_record
 from channels.sandbox import SandboxChannel
-from config.cli import app
+from config.cli.main import app
 from tests.conftest import SmallCounty
 from tests.harness import sandbox_engine
 

@@ -6,8 +6,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlmodel import col
 
-from alerting.clock import ManualClock
-from alerting.domain import ChannelKind, DeliveryState
+from alerting.model.clock import ManualClock
+from alerting.model.domain import ChannelKind, DeliveryState
 from alerting.store.db import Database
 from alerting.store.tables import Delivery
 from tests.conftest import SmallCounty

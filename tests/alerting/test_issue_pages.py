@@ -10,11 +10,11 @@ import pytest
 from sqlalchemy import func, select
 from sqlmodel import col
 
-from alerting.access import AccountRole
-from alerting.clock import ManualClock
-from alerting.core import Core
+from alerting.model.access import AccountRole
+from alerting.model.clock import ManualClock
 from alerting.store.db import Database
 from alerting.store.tables import Alert, AuditEvent
+from alerting.web.core import Core
 from tests.alerting.test_api import make_core
 from tests.conftest import SmallCounty
 
@@ -35,7 +35,7 @@ async def core(db: Database, clock: ManualClock, county: SmallCounty) -> Core:
 
 @pytest.fixture
 async def browser(core: Core) -> AsyncIterator[httpx.AsyncClient]:
-    from alerting.api import create_app
+    from alerting.web.app import create_app
 
     transport = httpx.ASGITransport(app=create_app(core))
     async with httpx.AsyncClient(transport=transport, base_url="http://jy.test") as client:

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from alerting.clock import ManualClock
-from alerting.liveness import ProcessIdentity, ProcessRegistry, node_name
+from alerting.model.clock import ManualClock
+from alerting.people.liveness import ProcessIdentity, ProcessRegistry, node_name
 from alerting.store.db import Database
 from tests.processes import exited_process
 

@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlmodel import col
 
-from alerting.alerts import AlertRequest
-from alerting.clock import ManualClock
-from alerting.domain import AlertStatus, ChannelKind, DeliveryState, Level, TargetState
+from alerting.issue.alerts import AlertRequest
+from alerting.model.clock import ManualClock
+from alerting.model.domain import AlertStatus, ChannelKind, DeliveryState, Level, TargetState
 from alerting.store.db import Database
 from alerting.store.tables import Delivery, Target
 from channels.sandbox import SandboxChannel
@@ -73,7 +73,7 @@ async def test_a_village_alert_reaches_only_that_village(engine: Engine) -> None
 
 
 async def test_unknown_unit_is_refused_and_nothing_is_written(engine: Engine) -> None:
-    from alerting.planning import UnknownUnits
+    from alerting.issue.planning import UnknownUnits
 
     with pytest.raises(UnknownUnits, match="500238999"):
         await engine.alerts.trigger(rainstorm(Level.RED, ["500238101", "500238999"]), actor="duty:test")
@@ -179,7 +179,7 @@ async def test_cancel_stops_unsent_and_tells_those_reached(engine: Engine, clock
 
 
 async def test_one_siren_cannot_answer_for_another(engine: Engine, clock: ManualClock) -> None:
-    from alerting.port import DeviceReport
+    from alerting.answer.events import DeviceReport
 
     issued = await engine.alerts.trigger(rainstorm(Level.RED, ["500238101"]), actor="duty:test")
     await engine.settle()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from alerting.domain import Level, Purpose
-from alerting.messages import AlertText, render
+from alerting.deliver.messages import AlertText, render
+from alerting.model.domain import Level, Purpose
 
 
 def test_text_that_already_ends_a_sentence_gets_no_second_full_stop() -> None:

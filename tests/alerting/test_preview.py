@@ -10,13 +10,13 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlmodel import col
 
-from alerting.alerts import AlertRequest
-from alerting.clock import ManualClock
-from alerting.core import Core
-from alerting.domain import Level, TargetKind
-from alerting.preview import preview
+from alerting.issue.alerts import AlertRequest
+from alerting.model.clock import ManualClock
+from alerting.model.domain import Level, TargetKind
 from alerting.store.db import Database
 from alerting.store.tables import Alert, AuditEvent, Deadline, Delivery, Person, Target
+from alerting.views.preview import preview
+from alerting.web.core import Core
 from tests.alerting.test_api import DUTY, assert_problem, make_core, serve
 from tests.conftest import SmallCounty
 

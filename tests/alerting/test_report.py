@@ -16,8 +16,8 @@ import pytest
 from sqlalchemy import update
 from sqlmodel import col
 
-from alerting import audit
-from alerting.domain import (
+from alerting.audit import chain as audit
+from alerting.model.domain import (
     AlertStatus,
     ChannelKind,
     DeliveryState,
@@ -29,10 +29,8 @@ from alerting.domain import (
     TargetState,
     TaskKind,
 )
-from alerting.ids import new_id
-from alerting.plan import Plan, Step, Who
-from alerting.report import AlertReport, RecipientRow, build_report
-from alerting.report_export import CSV_HEADERS, export, render_csv, render_html, render_json
+from alerting.model.ids import new_id
+from alerting.model.plan import Plan, Step, Who
 from alerting.store.db import Database
 from alerting.store.tables import (
     Acknowledgement,
@@ -45,6 +43,8 @@ from alerting.store.tables import (
     Responsibility,
     Target,
 )
+from alerting.views.report.build import AlertReport, RecipientRow, build_report
+from alerting.views.report.export import CSV_HEADERS, export, render_csv, render_html, render_json
 
 pytestmark = pytest.mark.both_databases
 

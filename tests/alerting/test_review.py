@@ -14,15 +14,15 @@ from openpyxl import load_workbook
 from sqlalchemy import insert, select, text
 from sqlmodel import col
 
-from alerting.access import AccountRole, Principal
-from alerting.alerts import AlertRequest
-from alerting.clock import ManualClock
-from alerting.core import Core
-from alerting.domain import ChannelKind, Level, Role, UnitKind
-from alerting.review import FilterError, ReviewFilter, list_alerts, parse_filter
-from alerting.review_yearly import yearly_summary
+from alerting.issue.alerts import AlertRequest
+from alerting.model.access import AccountRole, Principal
+from alerting.model.clock import ManualClock
+from alerting.model.domain import ChannelKind, Level, Role, UnitKind
 from alerting.store.db import Database
 from alerting.store.tables import AuditEvent, Delivery, OrgUnit, Person, Responsibility, Target
+from alerting.views.review.listing import FilterError, ReviewFilter, list_alerts, parse_filter
+from alerting.views.review.yearly import yearly_summary
+from alerting.web.core import Core
 from tests.alerting.test_api import AUDITOR, make_core, serve
 from tests.conftest import SmallCounty
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections import Counter
 
-from alerting.alerts import AlertRequest, AlertService
-from alerting.clock import ManualClock
-from alerting.domain import Level, Role
+from alerting.issue.alerts import AlertRequest, AlertService
+from alerting.model.clock import ManualClock
+from alerting.model.domain import Level, Role
 from alerting.store.db import Database
+from config.demo.sample import generate_sample
 from config.directory import import_directory
-from config.sample import generate_sample
-from escalation.policy import default_policy
+from escalation.policy.rules import default_policy
 
 FENGHUANG = "500238101"
 

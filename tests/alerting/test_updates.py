@@ -6,9 +6,9 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import col
 
-from alerting.alerts import AlertChange, AlertRequest
-from alerting.clock import ManualClock
-from alerting.domain import AlertStatus, ChannelKind, Level, TargetState
+from alerting.issue.alerts import AlertChange, AlertRequest
+from alerting.model.clock import ManualClock
+from alerting.model.domain import AlertStatus, ChannelKind, Level, TargetState
 from alerting.store.db import Database
 from alerting.store.tables import Delivery, Target
 from config.wiring import Engine

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from playwright.sync_api import Page, expect
 
-from alerting.clock import SHANGHAI
+from alerting.model.clock import SHANGHAI
 from tests.browser.shots import screenshot
 
 VILLAGE = "500238102901"

@@ -12,9 +12,10 @@ from typing import Any, Literal, Protocol
 
 import pytest
 
-from alerting.domain import ChannelKind, Level, Purpose
-from alerting.ids import new_id
-from alerting.port import Address, Channel, DeliveryError, InboundEvent, OutboundMessage, Receipt
+from alerting.answer.events import InboundEvent
+from alerting.deliver.port import Address, Channel, DeliveryError, OutboundMessage, Receipt
+from alerting.model.domain import ChannelKind, Level, Purpose
+from alerting.model.ids import new_id
 
 Failure = Literal["retryable", "rate_limited", "permanent"]
 

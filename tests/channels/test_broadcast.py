@@ -13,18 +13,9 @@ from datetime import datetime
 
 import pytest
 
-from alerting.domain import ChannelKind, Level, Purpose, TaskKind
-from alerting.port import (
-    Address,
-    Answer,
-    Channel,
-    DeliveryError,
-    InboundEvent,
-    OutboundMessage,
-    Receipt,
-    StatusUpdate,
-    WebhookReply,
-)
+from alerting.answer.events import Answer, InboundEvent, StatusUpdate
+from alerting.deliver.port import Address, Channel, DeliveryError, OutboundMessage, Receipt, WebhookReply
+from alerting.model.domain import ChannelKind, Level, Purpose, TaskKind
 from channels.broadcast import BroadcastChannel
 from tests.channels.contract import ChannelContract, Failure, make_message
 from tests.fakes.broadcast import FakeBroadcastGateway

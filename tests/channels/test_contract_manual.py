@@ -12,12 +12,13 @@ from dataclasses import dataclass
 
 import pytest
 
-from alerting.clock import ManualClock
-from alerting.domain import ChannelKind, Purpose, TaskKind
-from alerting.port import Address, Answer, DeliveryError, InboundEvent, OutboundMessage, Receipt, StatusUpdate
+from alerting.answer.events import Answer, InboundEvent, StatusUpdate
+from alerting.deliver.port import Address, DeliveryError, OutboundMessage, Receipt
+from alerting.model.clock import ManualClock
+from alerting.model.domain import ChannelKind, Purpose, TaskKind
 from channels.manual import ManualTaskChannel
-from channels.twilio_sms import TwilioSms
-from channels.wecom import WeComChannel
+from channels.twilio.sms import TwilioSms
+from channels.wecom.client import WeComChannel
 from tests.channels.contract import ChannelContract, Failure, make_message
 from tests.fakes.server import serve_app
 from tests.fakes.twilio import FakeTwilio

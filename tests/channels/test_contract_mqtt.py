@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 import aiomqtt
 import pytest
 
-from alerting.domain import ChannelKind
-from alerting.port import Address, DeliveryError, DeviceReport, DeviceStatus, InboundEvent, OutboundMessage, Receipt
-from channels.mqtt_devices import MqttDeviceChannel, parse_mqtt_url
-from channels.simulated_devices import SimulatedSirenFleet
+from alerting.answer.events import DeviceReport, DeviceStatus, InboundEvent
+from alerting.deliver.port import Address, DeliveryError, OutboundMessage, Receipt
+from alerting.model.domain import ChannelKind
+from channels.mqtt.devices import MqttDeviceChannel, parse_mqtt_url
+from channels.sim.devices import SimulatedSirenFleet
 from tests.brokers import RunningBroker, free_port
 from tests.channels.contract import ChannelContract, Failure, Harness, make_message
 

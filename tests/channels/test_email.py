@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from alerting.domain import ChannelKind, Level, Purpose
-from alerting.port import Address, Channel, DeliveryError, InboundEvent, OutboundMessage, Receipt
+from alerting.answer.events import InboundEvent
+from alerting.deliver.port import Address, Channel, DeliveryError, OutboundMessage, Receipt
+from alerting.model.domain import ChannelKind, Level, Purpose
 from channels.email import EmailChannel, throttle_delay
 from tests.channels.contract import ChannelContract, Failure, Harness, make_message
 from tests.fakes.server import free_port

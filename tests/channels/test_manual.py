@@ -5,13 +5,13 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlmodel import col
 
-from alerting.alerts import AlertRequest
-from alerting.clock import ManualClock
-from alerting.domain import ChannelKind, Level, Purpose, TargetState, TaskKind
-from alerting.port import Address, Channel, DeliveryError
-from alerting.report import build_report
+from alerting.deliver.port import Address, Channel, DeliveryError
+from alerting.issue.alerts import AlertRequest
+from alerting.model.clock import ManualClock
+from alerting.model.domain import ChannelKind, Level, Purpose, TargetState, TaskKind
 from alerting.store.db import Database
 from alerting.store.tables import AuditEvent, Delivery
+from alerting.views.report.build import build_report
 from channels.manual import ManualTaskChannel
 from channels.sandbox import SandboxChannel
 from config.settings import Settings

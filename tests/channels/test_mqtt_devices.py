@@ -16,10 +16,11 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from alerting.domain import ChannelKind, Level, Purpose
-from alerting.port import Address, DeliveryError, DeviceReport, DeviceStatus, InboundEvent, OutboundMessage
-from channels.mqtt_devices import Backoff, MqttDeviceChannel, parse_mqtt_url
-from channels.simulated_devices import SimulatedSiren, SimulatedSirenFleet
+from alerting.answer.events import DeviceReport, DeviceStatus, InboundEvent
+from alerting.deliver.port import Address, DeliveryError, OutboundMessage
+from alerting.model.domain import ChannelKind, Level, Purpose
+from channels.mqtt.devices import Backoff, MqttDeviceChannel, parse_mqtt_url
+from channels.sim.devices import SimulatedSiren, SimulatedSirenFleet
 from tests.brokers import RunningBroker
 
 pytestmark = pytest.mark.timeout(60)

@@ -17,13 +17,14 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import col
 
-from alerting.clock import ManualClock
-from alerting.domain import ChannelKind, TargetState
-from alerting.inbound import Inbound
-from alerting.port import Channel, DeviceReport, InboundEvent
+from alerting.answer.events import DeviceReport, InboundEvent
+from alerting.answer.inbound import Inbound
+from alerting.deliver.port import Channel
+from alerting.model.clock import ManualClock
+from alerting.model.domain import ChannelKind, TargetState
 from alerting.store.db import Database
 from alerting.store.tables import Acknowledgement, AuditEvent, Delivery, InboundSeen, Target
-from channels.mqtt_devices import MqttDeviceChannel
+from channels.mqtt.devices import MqttDeviceChannel
 from channels.sandbox import SandboxChannel
 from config.settings import Settings
 from config.wiring import Engine, build_engine

@@ -13,11 +13,12 @@ from dataclasses import dataclass, replace
 import pytest
 import structlog.testing
 
-from alerting.clock import ManualClock
-from alerting.domain import ChannelKind
-from alerting.port import Answer, DeliveryError, InboundEvent, InboundText, OutboundMessage, Receipt, StatusUpdate
-from channels.twilio_common import TwilioWebhook
-from channels.twilio_sms import HELP_TEXT, TwilioSms, ucs2_units
+from alerting.answer.events import Answer, InboundEvent, InboundText, StatusUpdate
+from alerting.deliver.port import DeliveryError, OutboundMessage, Receipt
+from alerting.model.clock import ManualClock
+from alerting.model.domain import ChannelKind
+from channels.twilio.common import TwilioWebhook
+from channels.twilio.sms import HELP_TEXT, TwilioSms, ucs2_units
 from tests.channels.contract import ChannelContract, Failure, make_message
 from tests.channels.twilio_setup import FROM_NUMBER, PUBLIC_URL, on_fake_twilio
 from tests.fakes.server import free_port, serve_app

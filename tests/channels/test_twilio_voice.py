@@ -14,12 +14,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from alerting.clock import ManualClock
-from alerting.domain import ChannelKind
-from alerting.port import Answer, DeliveryError, InboundEvent, OutboundMessage, Receipt, StatusUpdate
-from channels.twilio_common import TwilioWebhook
-from channels.twilio_sms import TwilioSms
-from channels.twilio_voice import PROMPT, TwilioVoice
+from alerting.answer.events import Answer, InboundEvent, StatusUpdate
+from alerting.deliver.port import DeliveryError, OutboundMessage, Receipt
+from alerting.model.clock import ManualClock
+from alerting.model.domain import ChannelKind
+from channels.twilio.common import TwilioWebhook
+from channels.twilio.sms import TwilioSms
+from channels.twilio.voice import PROMPT, TwilioVoice
 from tests.channels.contract import ChannelContract, Failure, make_message
 from tests.channels.twilio_setup import FROM_NUMBER, PUBLIC_URL, on_fake_twilio
 from tests.fakes.server import serve_app

@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 
-from alerting.clock import ManualClock
-from alerting.domain import ChannelKind, Purpose
-from alerting.port import Address, Answer, DeliveryError, InboundEvent, InboundText, OutboundMessage, Receipt
-from channels.wecom import WeComChannel, template_card_body
-from channels.wecom_crypto import WeComCrypto, WeComCryptoError, parse_xml, signature, xml_text
+from alerting.answer.events import Answer, InboundEvent, InboundText
+from alerting.deliver.port import Address, DeliveryError, OutboundMessage, Receipt
+from alerting.model.clock import ManualClock
+from alerting.model.domain import ChannelKind, Purpose
+from channels.wecom.client import WeComChannel, template_card_body
+from channels.wecom.crypto import WeComCrypto, WeComCryptoError, parse_xml, signature, xml_text
 from tests.channels.contract import ChannelContract, Failure, make_message
 from tests.fakes.server import serve_app
 from tests.fakes.wecom import FakeWeCom, Lever

@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
-from alerting.clock import ManualClock
-from alerting.port import InboundEvent
-from channels.twilio_common import TwilioChannel
+from alerting.answer.events import InboundEvent
+from alerting.model.clock import ManualClock
+from channels.twilio.common import TwilioChannel
 from tests.fakes.server import serve_app
 from tests.fakes.twilio import FakeTwilio
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from config.demo import run_demo
+from config.demo.drill import run_demo
 
 
 @pytest.mark.timeout(300)

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlmodel import col
 
-from alerting import audit
+from alerting.audit import chain as audit
 from alerting.store.db import Database
 from alerting.store.tables import AuditEvent, Device, OrgUnit, Person, Responsibility
 from config.directory import (

@@ -9,11 +9,11 @@ import openpyxl
 from sqlalchemy import func, select
 from sqlmodel import col
 
-from alerting.clock import ManualClock
-from alerting.directory_port import ImportCheck
+from alerting.model.clock import ManualClock
+from alerting.people.directory_port import ImportCheck
 from alerting.store.db import Database
 from alerting.store.tables import AuditEvent, Device, DutyShift, OrgUnit, Person, Responsibility
-from config.directory_importer import FileImporter, safe_name
+from config.directory.importer import FileImporter, safe_name
 from tests.conftest import SmallCounty
 
 PEOPLE_HEADER = "编号,姓名,手机,单位代码,职责,顺位\n"

@@ -12,12 +12,12 @@ from sqlalchemy import select, update
 from sqlmodel import col
 from typer.testing import CliRunner
 
-import config.cli  # noqa: F401  (the roster commands import it when they run; loaded here, it logs to the real stderr)
+import config.cli.main  # noqa: F401  (the roster commands import it when they run; loaded here, it logs to the real stderr)
 from alerting.store.db import Database
 from alerting.store.tables import AuditEvent, DutyShift, Person
-from config.cli_roster import roster_app
+from config.cli.roster import roster_app
 from config.directory import RowError
-from config.rosters import RosterError, import_roster, load_roster
+from config.directory.rosters import RosterError, import_roster, load_roster
 from tests.conftest import SmallCounty
 
 AT = datetime(2026, 6, 30, 2, 0, tzinfo=UTC)

@@ -10,12 +10,12 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlmodel import col
 
-import config
-from alerting.domain import DeviceKind, Role, UnitKind
+import config.demo
+from alerting.model.domain import DeviceKind, Role, UnitKind
 from alerting.store.db import Database
 from alerting.store.tables import Device, OrgUnit, Person, Responsibility
+from config.demo.sample import COUNTY_CODE, COUNTY_DUTY_ROOM, generate_sample
 from config.directory import import_directory, normalise_phone, validate
-from config.sample import COUNTY_CODE, COUNTY_DUTY_ROOM, generate_sample
 
 
 def test_the_same_seed_gives_the_same_county_and_another_seed_another() -> None:
@@ -26,7 +26,7 @@ def test_the_same_seed_gives_the_same_county_and_another_seed_another() -> None:
 
 
 def test_the_townships_are_the_32_real_ones_of_wuxi() -> None:
-    data = Path(config.__file__).parent / "data" / "wuxi_townships.csv"
+    data = Path(config.demo.__file__).parent / "data" / "wuxi_townships.csv"
     with data.open(encoding="utf-8") as f:
         real = {row["code"]: row["name"] for row in csv.DictReader(f)}
 

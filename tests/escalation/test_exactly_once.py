@@ -23,15 +23,15 @@ import pytest
 from sqlalchemy import func, select
 from sqlmodel import col
 
-from alerting import audit
-from alerting.alerts import AlertService
-from alerting.clock import ManualClock, SystemClock
-from alerting.domain import DeadlineState, DeliveryState, Level, TargetKind
-from alerting.liveness import ProcessIdentity, ProcessRegistry
+from alerting.audit import chain as audit
+from alerting.issue.alerts import AlertService
+from alerting.model.clock import ManualClock, SystemClock
+from alerting.model.domain import DeadlineState, DeliveryState, Level, TargetKind
+from alerting.people.liveness import ProcessIdentity, ProcessRegistry
 from alerting.store.db import Database
 from alerting.store.tables import AuditEvent, Deadline, Delivery, Target
 from escalation.engine import EscalationEngine
-from escalation.policy import PolicySet, load_policy
+from escalation.policy.rules import PolicySet, load_policy
 from tests.conftest import SmallCounty
 from tests.harness import RED
 from tests.processes import exited_process

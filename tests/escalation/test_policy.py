@@ -9,14 +9,14 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import col
 
-from alerting.alerts import AlertRequest, AlertService
-from alerting.clock import ManualClock, utc
-from alerting.domain import ChannelKind, Level, TaskKind
-from alerting.plan import Who
+from alerting.issue.alerts import AlertRequest, AlertService
+from alerting.model.clock import ManualClock, utc
+from alerting.model.domain import ChannelKind, Level, TaskKind
+from alerting.model.plan import Who
 from alerting.store.db import Database
 from alerting.store.tables import Deadline, Delivery, Target
 from escalation.engine import EscalationEngine
-from escalation.policy import PolicyError, PolicySet, default_policy, load_policy, parse_policy
+from escalation.policy.rules import PolicyError, PolicySet, default_policy, load_policy, parse_policy
 from tests.conftest import SmallCounty
 
 V, S, W, B, D = ChannelKind.VOICE, ChannelKind.SMS, ChannelKind.WECOM, ChannelKind.BROADCAST, ChannelKind.DEVICE

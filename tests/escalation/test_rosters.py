@@ -13,14 +13,14 @@ from sqlalchemy import delete, select
 from sqlmodel import col
 from typer.testing import CliRunner
 
-import config.cli  # noqa: F401  (the roster commands import it when they run; loaded here, it logs to the real stderr)
-from alerting.alerts import AlertRequest
-from alerting.clock import ManualClock
-from alerting.domain import ChannelKind, Level, Role
+import config.cli.main  # noqa: F401  (the roster commands import it when they run; loaded here, it logs to the real stderr)
+from alerting.issue.alerts import AlertRequest
+from alerting.model.clock import ManualClock
+from alerting.model.domain import ChannelKind, Level, Role
 from alerting.store.db import Database
 from alerting.store.tables import AuditEvent, Responsibility
-from config.cli_roster import roster_app
-from config.rosters import import_roster, load_roster
+from config.cli.roster import roster_app
+from config.directory.rosters import import_roster, load_roster
 from config.wiring import Engine
 from escalation.rosters import coverage_gaps, on_duty
 from tests.conftest import SmallCounty, build_small_county

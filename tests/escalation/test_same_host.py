@@ -21,12 +21,12 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import col
 
-from alerting.alerts import AlertService
-from alerting.clock import SystemClock
-from alerting.domain import ChannelKind, DeliveryState
+from alerting.issue.alerts import AlertService
+from alerting.model.clock import SystemClock
+from alerting.model.domain import ChannelKind, DeliveryState
 from alerting.store.db import Database
 from alerting.store.tables import AuditEvent, Delivery, EngineOwner
-from escalation.policy import PolicySet
+from escalation.policy.rules import PolicySet
 from tests.conftest import SmallCounty
 from tests.escalation.test_exactly_once import (
     EngineProcess,

@@ -22,7 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
 
-from alerting.port import WebhookRequest
+from alerting.deliver.port import WebhookRequest
 
 Failure = Literal["retryable", "rate_limited", "permanent"]
 REQUIRED = ("request_id", "alert_id", "zone_id", "text", "level", "action", "callback_url", "issued_at")

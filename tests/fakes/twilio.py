@@ -24,7 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from twilio.request_validator import RequestValidator
 
-from alerting.port import WebhookRequest
+from alerting.deliver.port import WebhookRequest
 
 API = "/2010-04-01/Accounts/{account_sid}"
 Resource = Literal["Messages", "Calls"]

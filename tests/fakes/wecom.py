@@ -18,8 +18,8 @@ from urllib.parse import urlencode
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from alerting.port import WebhookRequest
-from channels.wecom_crypto import WeComCrypto, cdata
+from alerting.deliver.port import WebhookRequest
+from channels.wecom.crypto import WeComCrypto, cdata
 
 CORP_ID = "ww1436e0e65a779aee"
 SECRET = "fake-app-secret-0123456789"

@@ -1,0 +1,285 @@
+"""Answers. At most one counts per target (the first); every later one is kept as an event.
+
+Counting is a conditional UPDATE (open -> answered) inside the transaction, so two answers racing
+in from two channels cannot both count, on SQLite or PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+import structlog
+from sqlalchemy import CursorResult, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from alerting.audit import chain as audit
+from alerting.model.domain import AlertStatus, ChannelKind, DeadlineState, DeliveryState, Purpose, TargetState
+from alerting.model.ids import new_id
+from alerting.model.privacy import mask_phone
+from alerting.store.db import Database
+from alerting.store.tables import Acknowledgement, Alert, Deadline, Delivery, InboundSeen, Person, Target
+
+log = structlog.get_logger()
+
+
+class AlreadyTaken(Exception):
+    """This very report was taken in before (by this process or another one that received it too)."""
+
+
+class AnswerRejected(LookupError):
+    """The answer cannot be matched to anything that can be answered; the message says why."""
+
+
+@dataclass(frozen=True)
+class AnswerResult:
+    alert_id: int
+    target_id: str
+    counted: bool  # this answer closed the target
+    state: TargetState  # the target's state after the answer
+    answered_at: datetime | None
+    answered_by: str | None
+    alert_status: AlertStatus
+    alert_closed_now: bool = False
+    help_needed: bool = False  # this answer asked for help (on an alert not lifted)
+
+
+HelpHandler = Callable[[int, str], Awaitable[None]]
+
+
+async def _no_help(alert_id: int, target_id: str) -> None:
+    return None
+
+
+class AckService:
+    def __init__(
+        self, db: Database, on_change: Callable[[], None] = lambda: None, on_help: HelpHandler = _no_help
+    ) -> None:
+        # on_help runs after the answer is committed: a call for help goes up the hierarchy at once
+        self.db, self.on_change, self.on_help = db, on_change, on_help
+
+    async def answer_delivery(
+        self,
+        delivery_id: str,
+        *,
+        channel: ChannelKind,
+        at: datetime,
+        feedback: Mapping[str, Any] | None = None,
+        once: str | None = None,
+    ) -> AnswerResult:
+        """An answer through the link, a key press, a button or a device ack: the delivery says who and about whom.
+
+        `once` keys a report that may arrive more than once (a device ack goes to every engine subscribed, and
+        QoS 1 may repeat it): the first to store the key records the answer, any other raises AlreadyTaken."""
+        async with self.db.session() as s:
+            if once is not None:
+                # first of all: a second process inserting the same key waits here for this transaction
+                s.add(InboundSeen(key=once[:200], at=at))
+                try:
+                    await s.flush()
+                except IntegrityError as exc:
+                    raise AlreadyTaken(once) from exc
+            d = await s.get(Delivery, delivery_id)
+            if d is None:
+                raise AnswerRejected(f"no delivery {delivery_id}")
+            if d.purpose == Purpose.LIFT.value:
+                raise AnswerRejected("a lifted notice needs no answer")
+            result = await self._answer(
+                s,
+                d.alert_id,
+                d.target_id,
+                by=d.person_id or "device",
+                channel=channel,
+                at=at,
+                delivery_id=d.id,
+                feedback=feedback,
+            )
+        await self._changed(result)
+        return result
+
+    async def answer_by_phone(
+        self, phone: str, *, channel: ChannelKind, at: datetime, feedback: Mapping[str, Any] | None = None
+    ) -> AnswerResult:
+        """An SMS reply: it answers the most recent open target this number was contacted about."""
+        async with self.db.session() as s:
+            person_ids = list((await s.execute(select(col(Person.id)).where(col(Person.phone) == phone))).scalars())
+            if not person_ids:
+                raise AnswerRejected(f"number {mask_phone(phone)} belongs to nobody in the directory")
+            row = (
+                await s.execute(
+                    select(col(Delivery.id), col(Delivery.alert_id), col(Delivery.target_id), col(Delivery.person_id))
+                    .join(Target, col(Target.id) == Delivery.target_id)
+                    .join(Alert, col(Alert.id) == Delivery.alert_id)
+                    .where(
+                        col(Delivery.person_id).in_(person_ids),
+                        col(Delivery.purpose) != Purpose.LIFT.value,
+                        col(Target.state) == TargetState.OPEN.value,
+                        col(Alert.status) == AlertStatus.ACTIVE.value,
+                    )
+                    .order_by(col(Delivery.created_at).desc())
+                    .limit(1)
+                )
+            ).first()
+            if row is None:
+                raise AnswerRejected(f"nothing is waiting for an answer from {mask_phone(phone)}")
+            result = await self._answer(
+                s,
+                row.alert_id,
+                row.target_id,
+                by=row.person_id,
+                channel=channel,
+                at=at,
+                delivery_id=row.id,
+                feedback=feedback,
+            )
+        await self._changed(result)
+        return result
+
+    async def answer_on_behalf(
+        self, alert_id: int, target_id: str, *, by: str, reason: str, at: datetime
+    ) -> AnswerResult:
+        """The duty officer answers for someone (they phoned in, or were reached in person). A reason is required."""
+        if not reason.strip():
+            raise ValueError("answering on someone's behalf needs a reason")
+        async with self.db.session() as s:
+            target = await s.get(Target, target_id)
+            if target is None or target.alert_id != alert_id:
+                raise AnswerRejected(f"alert {alert_id} has no recipient {target_id}")
+            result = await self._answer(
+                s, alert_id, target_id, by=by, channel=ChannelKind.MANUAL, at=at, reason=reason.strip()
+            )
+        await self._changed(result)
+        return result
+
+    async def _changed(self, result: AnswerResult) -> None:
+        log.info("ack.recorded", alert_id=result.alert_id, target_id=result.target_id, counted=result.counted)
+        if result.counted:
+            self.on_change()
+        if result.help_needed:
+            await self.on_help(result.alert_id, result.target_id)
+
+    async def _answer(
+        self,
+        s: AsyncSession,
+        alert_id: int,
+        target_id: str,
+        *,
+        by: str,
+        channel: ChannelKind,
+        at: datetime,
+        delivery_id: str | None = None,
+        feedback: Mapping[str, Any] | None = None,
+        reason: str | None = None,
+    ) -> AnswerResult:
+        alert = await s.get(Alert, alert_id)
+        target = await s.get(Target, target_id)
+        assert alert is not None
+        assert target is not None
+        own = by in (target.person_id, "device")
+        state = TargetState.ANSWERED if own and reason is None else TargetState.ANSWERED_FOR
+        fb = dict(feedback) if feedback else None
+        counted = False
+        if alert.status == AlertStatus.ACTIVE.value:
+            won = await s.execute(
+                update(Target)
+                .where(col(Target.id) == target_id, col(Target.state) == TargetState.OPEN.value)
+                .values(state=state.value, answered_at=at, answered_by=by, answer_channel=channel.value, feedback=fb)
+            )
+            counted = cast(CursorResult[Any], won).rowcount == 1
+        ack_id = new_id()
+        s.add(
+            Acknowledgement(
+                id=ack_id,
+                alert_id=alert_id,
+                target_id=target_id,
+                person_id=None if by == "device" else _person(by),
+                delivery_id=delivery_id,
+                channel=channel.value,
+                at=at,
+                counted=counted,
+                on_behalf_reason=reason,
+                feedback=fb,
+            )
+        )
+        data: dict[str, Any] = {"by": by, "channel": channel.value, "delivery": delivery_id, "ack": ack_id}
+        if reason:
+            data["reason"] = reason
+        if fb:
+            data["feedback"] = fb
+        closed_now = False
+        if counted:
+            await _stop_chasing(s, target_id)
+            kind = f"target.{state.value}"
+        elif alert.status != AlertStatus.ACTIVE.value:
+            kind = "ack.after_end"  # kept, but the alert was already lifted or closed
+        else:
+            kind = "ack.repeated"
+            if fb:  # what someone reports later (more people moved, help needed) is kept with the answer
+                target.feedback = {**(target.feedback or {}), **fb}
+                s.add(target)
+        await audit.record(s, kind, actor=by, at=at, alert_id=alert_id, subject=target_id, data=data)
+        if fb and fb.get("help_needed"):  # whether first or later: help is never buried in a repeat
+            await audit.record(s, "help.requested", actor=by, at=at, alert_id=alert_id, subject=target_id, data=fb)
+        if counted:
+            closed_now = await _close_if_done(s, alert, at)
+        await s.flush()
+        await s.refresh(target)
+        return AnswerResult(
+            alert_id=alert_id,
+            target_id=target_id,
+            counted=counted,
+            state=TargetState(target.state),
+            answered_at=target.answered_at,
+            answered_by=target.answered_by,
+            alert_status=AlertStatus(alert.status),
+            alert_closed_now=closed_now,
+            help_needed=bool(fb and fb.get("help_needed")) and alert.status != AlertStatus.CANCELLED.value,
+        )
+
+
+def _person(by: str) -> str | None:
+    # the duty officer answering on behalf may be named by an account, not a directory person id
+    return by if by and not by.startswith(("duty:", "cli:", "api:", "user:")) else None
+
+
+async def _stop_chasing(s: AsyncSession, target_id: str) -> None:
+    """An answered target gets no more warnings and no more escalation steps."""
+    await s.execute(
+        update(Delivery)
+        .where(
+            col(Delivery.target_id) == target_id,
+            col(Delivery.state) == DeliveryState.PENDING.value,
+            col(Delivery.purpose) != Purpose.LIFT.value,
+        )
+        .values(state=DeliveryState.CANCELLED.value, error="answered")
+    )
+    await s.execute(
+        update(Deadline)
+        .where(col(Deadline.target_id) == target_id, col(Deadline.state) == DeadlineState.PENDING.value)
+        .values(state=DeadlineState.CANCELLED.value)
+    )
+
+
+async def _close_if_done(s: AsyncSession, alert: Alert, at: datetime) -> bool:
+    open_left = await s.scalar(
+        select(func.count())
+        .select_from(Target)
+        .where(col(Target.alert_id) == alert.id, col(Target.state) == TargetState.OPEN.value)
+    )
+    if open_left:
+        return False
+    alert.status, alert.ended_at, alert.end_reason = AlertStatus.CLOSED.value, at, "every recipient answered"
+    s.add(alert)
+    await audit.record(
+        s,
+        "alert.closed",
+        actor="system",
+        at=at,
+        alert_id=alert.id,
+        data={"reason": "the loop is closed for every recipient"},
+    )
+    return True

@@ -1,0 +1,587 @@
+"""Issuing, reading and lifting alerts. Everything an alert needs is written before anything is sent."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+import structlog
+from pydantic import BaseModel, Field, field_validator
+from sqlalchemy import CursorResult, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from alerting.audit import chain as audit
+from alerting.issue.planning import (
+    DEVICE_CHANNEL,
+    PRIORITY_DEVICE,
+    PRIORITY_LIFT,
+    PRIORITY_PERSON,
+    channels_for,
+    delivery_row,
+    device_deliveries,
+    load_contacts,
+    person_deliveries,
+    resolve_targets,
+    target_row,
+)
+from alerting.model.access import Forbidden
+from alerting.model.clock import Clock
+from alerting.model.domain import (
+    PERSON_CHANNELS,
+    AlertStatus,
+    ChannelKind,
+    DeadlineState,
+    DeliveryState,
+    DeviceKind,
+    Level,
+    Purpose,
+    TargetKind,
+    TargetState,
+)
+from alerting.model.ids import new_id
+from alerting.model.plan import Planner, PlanSet, Who
+from alerting.store.db import Database
+from alerting.store.tables import Alert, Deadline, Delivery, Device, OrgUnit, Target
+
+log = structlog.get_logger()
+
+BATCH = 5000
+
+
+class AlertRequest(BaseModel):
+    level: Level
+    hazard: str = Field(min_length=1, max_length=32, examples=["暴雨"])
+    title: str = Field(min_length=1, max_length=200)
+    text: str = Field(min_length=1, max_length=2000)
+    instructions: str = Field(default="", max_length=1000)
+    units: list[str] = Field(min_length=1, description="unit codes; the alert reaches their whole subtree")
+    exercise: bool = False
+
+    @field_validator("units")
+    @classmethod
+    def _distinct(cls, v: list[str]) -> list[str]:
+        return list(dict.fromkeys(c.strip() for c in v))
+
+
+class AlertChange(BaseModel):
+    """What an update changes; what it leaves out stays as it was."""
+
+    level: Level | None = None
+    title: str | None = Field(default=None, max_length=200)
+    text: str | None = Field(default=None, max_length=2000)
+    instructions: str | None = Field(default=None, max_length=1000)
+
+
+class AlertNotFound(LookupError):
+    def __init__(self, alert_id: int) -> None:
+        super().__init__(f"no alert {alert_id}")
+
+
+class AlertNotActive(ValueError):
+    pass
+
+
+class AlertUnchanged(ValueError):
+    """An update that changes nothing would only call everyone still silent again under a new number."""
+
+
+@dataclass(frozen=True)
+class Issued:
+    alert_id: int
+    targets: int
+    deliveries: int
+    by_channel: dict[str, int] = field(default_factory=dict)
+    unreachable: int = 0
+
+
+@dataclass(frozen=True)
+class CalledAgain:
+    alert_id: int
+    targets: int  # silent recipients a fresh call went to
+    deliveries: int
+    by_channel: dict[str, int] = field(default_factory=dict)
+    skipped: int = 0  # answered, closed, or already waiting in the queue on every channel
+
+
+@dataclass(frozen=True)
+class Lifted:
+    alert_id: int
+    cancelled_deliveries: int
+    lift_notices: int
+
+
+async def _insert_batched(session: Any, table: Any, rows: list[dict[str, Any]]) -> None:
+    for i in range(0, len(rows), BATCH):
+        await session.execute(insert(table), rows[i : i + BATCH])
+
+
+class AlertService:
+    def __init__(self, db: Database, clock: Clock, planner: Planner, wake: Callable[[], None] = lambda: None) -> None:
+        self.db, self.clock, self.planner, self.wake = db, clock, planner, wake
+
+    async def trigger(self, req: AlertRequest, *, actor: str) -> Issued:
+        now = self.clock.now()
+        async with self.db.session() as s:
+            issued = await self._issue(s, req, actor=actor, now=now)
+        log.info("alert.triggered", alert_id=issued.alert_id, targets=issued.targets, deliveries=issued.deliveries)
+        self.wake()
+        return issued
+
+    async def update(self, alert_id: int, change: AlertChange, *, actor: str) -> Issued:
+        """An update (e.g. orange raised to red) replaces the alert and keeps the chain.
+
+        Whoever already answered is not called again for the same content, unless the level rose; everyone
+        else gets the new alert with its new plan. The old alert stops where it is.
+        """
+        now = self.clock.now()
+        async with self.db.session() as s:
+            old = await _locked(s, alert_id)
+            if old.status not in (AlertStatus.ACTIVE.value, AlertStatus.CLOSED.value):
+                raise AlertNotActive(f"alert {alert_id} is {old.status}; only a running or closed alert can be updated")
+            same = (
+                (change.level is None or change.level.value == old.level)
+                and (change.title is None or change.title == old.title)
+                and (change.text is None or change.text == old.text)
+                and (change.instructions is None or change.instructions == old.instructions)
+            )
+            if same:
+                raise AlertUnchanged(f"alert {alert_id}: the update changes neither level nor text (没有任何改动)")
+            req = AlertRequest(
+                level=change.level or Level(old.level),
+                hazard=old.hazard,
+                title=change.title or old.title,
+                text=change.text or old.text,
+                instructions=change.instructions or old.instructions,
+                units=old.target_units,
+                exercise=old.exercise,
+            )
+            rose = req.level.rank > Level(old.level).rank
+            answered = {} if rose else await _answered_targets(s, alert_id)
+            issued = await self._issue(s, req, actor=actor, now=now, supersedes=old, answered=answered)
+            stopped = await _stop(s, alert_id, f"superseded by alert {issued.alert_id}")
+            old.status, old.ended_at = AlertStatus.SUPERSEDED.value, now
+            old.end_reason = f"updated: alert {issued.alert_id}"
+            s.add(old)
+            await audit.record(
+                s,
+                "alert.updated",
+                actor=actor,
+                at=now,
+                alert_id=alert_id,
+                data={
+                    "new_alert": issued.alert_id,
+                    "level": req.level.value,
+                    "level_rose": rose,
+                    "carried_answers": len(answered),
+                    "stopped": stopped,
+                },
+            )
+        self.wake()
+        return issued
+
+    async def _issue(
+        self,
+        s: AsyncSession,
+        req: AlertRequest,
+        *,
+        actor: str,
+        now: datetime,
+        supersedes: Alert | None = None,
+        answered: Mapping[tuple[str | None, str | None], Target] | None = None,
+    ) -> Issued:
+        """Write the alert, its targets, their first wave and their first deadlines. Nothing is sent here."""
+        plans = self.planner.plan_for(req.level, req.hazard, req.units)
+        targets = await resolve_targets(s, req.units, plans)
+        alert = Alert(
+            level=req.level.value,
+            hazard=req.hazard,
+            title=req.title,
+            text=req.text,
+            instructions=req.instructions,
+            status=AlertStatus.ACTIVE.value,
+            exercise=req.exercise,
+            target_units=req.units,
+            plan=plans.model_dump(mode="json"),
+            created_at=now,
+            created_by=actor,
+            supersedes_id=supersedes.id if supersedes else None,
+        )
+        s.add(alert)
+        await s.flush()
+        assert alert.id is not None
+        contacts = await load_contacts(s, (t.person_id for t in targets if t.person_id))
+        target_rows: list[dict[str, Any]] = []
+        deliveries: list[dict[str, Any]] = []
+        deadlines: list[dict[str, Any]] = []
+        unreachable: list[str] = []
+        for t in targets:
+            row = target_row(alert.id, t)
+            target_rows.append(row)
+            before = (answered or {}).get((t.person_id, t.device_id))
+            if before is not None:  # answered the same content already: the answer carries over
+                row.update(
+                    state=before.state,
+                    answered_at=before.answered_at,
+                    answered_by=before.answered_by,
+                    answer_channel=before.answer_channel,
+                    feedback=before.feedback,
+                )
+                continue
+            plan = plans.for_path(t.path)
+            if t.kind is TargetKind.PERSON:
+                assert t.person_id is not None
+                contact = contacts.get(t.person_id)
+                rows = person_deliveries(alert.id, t.id, 0, plan.person_steps[0], [contact] if contact else [], now)
+                steps = plan.person_steps
+                if not rows:
+                    unreachable.append(t.person_id)
+            else:
+                rows = device_deliveries(alert.id, t, plan.device_steps[0], now)
+                steps = plan.device_steps
+            deliveries += rows
+            if len(steps) > 1:
+                deadlines.append(_deadline(alert.id, t.id, 1, now + timedelta(seconds=steps[0].wait_s)))
+        await _insert_batched(s, Target, target_rows)
+        await _insert_batched(s, Delivery, deliveries)
+        await _insert_batched(s, Deadline, deadlines)
+        by_channel = dict(Counter(d["channel"] for d in deliveries))
+        entries = [
+            audit.Entry(
+                "alert.triggered",
+                actor,
+                now,
+                alert.id,
+                data={
+                    "level": req.level.value,
+                    "hazard": req.hazard,
+                    "title": req.title,
+                    "units": req.units,
+                    "exercise": req.exercise,
+                    "targets": len(targets),
+                    "deliveries": by_channel,
+                    "plan": alert.plan,
+                    "supersedes": supersedes.id if supersedes else None,
+                    "carried_answers": sum(1 for r in target_rows if r["state"] != TargetState.OPEN.value),
+                },
+            )
+        ]
+        entries += [
+            audit.Entry(
+                "target.unreachable",
+                "system",
+                now,
+                alert.id,
+                subject=p,
+                data={"reason": "no channel in the first wave reaches this person"},
+            )
+            for p in unreachable
+        ]
+        await audit.append(s, entries)
+        return Issued(alert.id, len(targets), len(deliveries), by_channel, len(unreachable))
+
+    async def cancel(self, alert_id: int, *, actor: str, reason: str) -> Lifted:
+        """解除: stop everything not yet sent, close pending steps, tell whoever was reached."""
+        now = self.clock.now()
+        async with self.db.session() as s:
+            alert = await _locked(s, alert_id)
+            if alert.status != AlertStatus.ACTIVE:
+                raise AlertNotActive(f"alert {alert_id} is already {alert.status}")
+            alert.status, alert.ended_at, alert.end_reason = AlertStatus.CANCELLED.value, now, reason
+            stopped = await _stop(s, alert_id, "alert cancelled")
+            # Everyone a warning reached hears it is lifted, once per channel that reached them.
+            reached = await s.execute(
+                select(col(Delivery.target_id), col(Delivery.person_id), col(Delivery.device_id), col(Delivery.channel))
+                .where(
+                    col(Delivery.alert_id) == alert_id,
+                    col(Delivery.purpose) != Purpose.LIFT.value,
+                    col(Delivery.state).in_([DeliveryState.SENT.value, DeliveryState.DELIVERED.value]),
+                )
+                .distinct()
+            )
+            seen: set[tuple[str | None, str | None, str]] = set()
+            lifts: list[dict[str, Any]] = []
+            for r in reached:
+                key = (r.person_id, r.device_id, r.channel)
+                if key not in seen:
+                    seen.add(key)
+                    lifts.append(
+                        delivery_row(
+                            alert_id=alert_id,
+                            target_id=r.target_id,
+                            channel=ChannelKind(r.channel),
+                            purpose=Purpose.LIFT,
+                            step=0,
+                            priority=PRIORITY_LIFT,
+                            now=now,
+                            person_id=r.person_id,
+                            device_id=r.device_id,
+                        )
+                    )
+            await _insert_batched(s, Delivery, lifts)
+            await audit.record(
+                s,
+                "alert.cancelled",
+                actor=actor,
+                at=now,
+                alert_id=alert_id,
+                data={"reason": reason, "stopped": stopped, "lift_notices": len(lifts)},
+            )
+        self.wake()
+        return Lifted(alert_id, stopped, len(lifts))
+
+    async def call_again(
+        self, alert_id: int, target_ids: list[str] | None, *, actor: str, within: str | None = None
+    ) -> CalledAgain:
+        """立即重呼: call silent recipients again now, without waiting for their next escalation step.
+
+        Each gets fresh warnings over the channels of the step they have reached (a step that only assigns
+        a manual task or reaches someone else falls back to the first wave's channels); a device gets a new
+        command. `target_ids=None` means every silent recipient (inside `within`, a unit path, if given). The
+        escalation schedule stays as it was: this is an extra call, not a step.
+        """
+        now = self.clock.now()
+        async with self.db.session() as s:
+            alert = await _locked(s, alert_id)
+            if alert.status != AlertStatus.ACTIVE:
+                raise AlertNotActive(f"alert {alert_id} is {alert.status}; only a running alert can be called again")
+            q = (
+                select(Target, col(OrgUnit.path))
+                .join(OrgUnit, col(OrgUnit.code) == col(Target.unit_code))
+                .where(col(Target.alert_id) == alert_id)
+            )
+            if target_ids is None:
+                q = q.where(col(Target.state) == TargetState.OPEN.value)
+                if within is not None:
+                    q = q.where(col(OrgUnit.path).startswith(within))
+            else:
+                q = q.where(col(Target.id).in_(target_ids))
+            found = [(t, path) for t, path in (await s.execute(q)).all()]
+            if target_ids is not None:
+                missing = sorted(set(target_ids) - {t.id for t, _ in found})
+                if missing:
+                    raise LookupError(f"alert {alert_id} has no recipient {', '.join(missing)}")
+                outside = [t.id for t, path in found if within is not None and not path.startswith(within)]
+                if outside:
+                    raise Forbidden("只能重呼本辖区内的责任人")
+            silent = [(t, path) for t, path in found if t.state == TargetState.OPEN.value]
+            rows = await _fresh_calls(s, alert, silent, now)
+            await _insert_batched(s, Delivery, rows)
+            called = sorted({r["target_id"] for r in rows})
+            by_channel = dict(Counter(r["channel"] for r in rows))
+            await audit.record(
+                s,
+                "alert.called_again",
+                actor=actor,
+                at=now,
+                alert_id=alert_id,
+                subject=called[0] if len(called) == 1 else None,
+                data={
+                    "targets": called,
+                    "deliveries": by_channel,
+                    "all_silent": target_ids is None,
+                    "skipped": len(found) - len(called),
+                },
+            )
+        log.info("alert.called_again", alert_id=alert_id, targets=len(called), deliveries=len(rows))
+        if rows:
+            self.wake()
+        return CalledAgain(alert_id, len(called), len(rows), by_channel, len(found) - len(called))
+
+    async def get(self, alert_id: int) -> Alert:
+        async with self.db.session() as s:
+            alert = await s.get(Alert, alert_id)
+        if alert is None:
+            raise AlertNotFound(alert_id)
+        return alert
+
+    async def list(self, *, limit: int = 50, active_only: bool = False) -> list[Alert]:
+        q = select(Alert).order_by(col(Alert.id).desc()).limit(limit)
+        if active_only:
+            q = q.where(col(Alert.status) == AlertStatus.ACTIVE.value)
+        async with self.db.session() as s:
+            return list((await s.execute(q)).scalars())
+
+    async def progress(self, alert_id: int, *, within: str | None = None) -> AlertProgress:
+        """Counts a duty officer watches: per target state, per delivery state and channel. `within` (a unit
+        path) counts only targets in that subtree, and the deliveries about them."""
+        alert = await self.get(alert_id)
+        mine = [col(Target.alert_id) == alert_id]
+        about: list[Any] = [col(Delivery.alert_id) == alert_id]
+        if within is not None:
+            inside = select(col(OrgUnit.code)).where(col(OrgUnit.path).startswith(within))
+            mine.append(col(Target.unit_code).in_(inside))
+            about.append(col(Delivery.target_id).in_(select(col(Target.id)).where(*mine)))
+        async with self.db.session() as s:
+            targets = dict(
+                (
+                    await s.execute(select(col(Target.state), func.count()).where(*mine).group_by(col(Target.state)))
+                ).all()
+            )
+            deliveries = (
+                await s.execute(
+                    select(col(Delivery.channel), col(Delivery.state), col(Delivery.sandbox), func.count())
+                    .where(*about)
+                    .group_by(col(Delivery.channel), col(Delivery.state), col(Delivery.sandbox))
+                )
+            ).all()
+            escalated = await s.scalar(select(func.count()).select_from(Target).where(*mine, col(Target.step) > 0))
+        return AlertProgress(
+            alert=alert,
+            targets={str(k): int(v) for k, v in targets.items()},
+            deliveries={(str(c), str(st)): int(n) for c, st, _sb, n in deliveries},
+            sandbox_channels=sorted({str(c) for c, _st, sb, _n in deliveries if sb}),
+            escalated=int(escalated or 0),
+        )
+
+
+@dataclass(frozen=True)
+class AlertProgress:
+    alert: Alert
+    targets: dict[str, int]
+    deliveries: dict[tuple[str, str], int]
+    sandbox_channels: list[str]
+    escalated: int
+
+    @property
+    def total(self) -> int:
+        return sum(self.targets.values())
+
+    @property
+    def closed(self) -> int:
+        return self.targets.get(TargetState.ANSWERED.value, 0) + self.targets.get(TargetState.ANSWERED_FOR.value, 0)
+
+    @property
+    def silent(self) -> int:
+        return self.targets.get(TargetState.OPEN.value, 0)
+
+    def count(self, state: DeliveryState) -> int:
+        return sum(n for (_c, st), n in self.deliveries.items() if st == state.value)
+
+
+async def _locked(s: AsyncSession, alert_id: int) -> Alert:
+    """The alert, locked for the rest of the transaction so two officers' changes to it go one after the other."""
+    alert = await s.get(Alert, alert_id, with_for_update=True)
+    if alert is None:
+        raise AlertNotFound(alert_id)
+    return alert
+
+
+async def _stop(s: AsyncSession, alert_id: int, why: str) -> int:
+    """Nothing more for this alert: unsent warnings cancelled, pending steps dropped, open targets closed off."""
+    stopped = cast(
+        CursorResult[Any],
+        await s.execute(
+            update(Delivery)
+            .where(
+                col(Delivery.alert_id) == alert_id,
+                col(Delivery.state).in_([DeliveryState.PENDING.value, DeliveryState.SENDING.value]),
+                col(Delivery.purpose).notin_([Purpose.LIFT.value, Purpose.HELP.value]),
+            )
+            .values(state=DeliveryState.CANCELLED.value, error=why)
+        ),
+    )
+    await s.execute(
+        update(Deadline)
+        .where(col(Deadline.alert_id) == alert_id, col(Deadline.state) == DeadlineState.PENDING.value)
+        .values(state=DeadlineState.CANCELLED.value)
+    )
+    await s.execute(
+        update(Target)
+        .where(col(Target.alert_id) == alert_id, col(Target.state) == TargetState.OPEN.value)
+        .values(state=TargetState.CANCELLED.value)
+    )
+    return stopped.rowcount
+
+
+async def _answered_targets(s: AsyncSession, alert_id: int) -> dict[tuple[str | None, str | None], Target]:
+    rows = await s.execute(
+        select(Target).where(
+            col(Target.alert_id) == alert_id,
+            col(Target.state).in_([TargetState.ANSWERED.value, TargetState.ANSWERED_FOR.value]),
+        )
+    )
+    return {(t.person_id, t.device_id): t for t in rows.scalars()}
+
+
+async def _fresh_calls(
+    s: AsyncSession, alert: Alert, silent: list[tuple[Target, str]], now: datetime
+) -> list[dict[str, Any]]:
+    """New warning deliveries for silent targets, leaving out a channel whose earlier warning is still queued."""
+    assert alert.id is not None
+    if not silent:
+        return []
+    plans = plan_of(alert)
+    queued = {
+        (r.target_id, r.channel)
+        for r in await s.execute(
+            select(col(Delivery.target_id), col(Delivery.channel)).where(
+                col(Delivery.alert_id) == alert.id,
+                col(Delivery.target_id).in_([t.id for t, _ in silent]),
+                col(Delivery.purpose) == Purpose.WARN.value,
+                col(Delivery.state).in_([DeliveryState.PENDING.value, DeliveryState.SENDING.value]),
+            )
+        )
+    }
+    contacts = await load_contacts(s, (t.person_id for t, _ in silent if t.person_id))
+    device_kinds = dict(
+        (
+            await s.execute(
+                select(col(Device.id), col(Device.kind)).where(
+                    col(Device.id).in_([t.device_id for t, _ in silent if t.device_id])
+                )
+            )
+        ).all()
+    )
+    rows: list[dict[str, Any]] = []
+    for t, path in silent:
+        plan = plans.for_path(path)
+        if t.kind == TargetKind.PERSON.value:
+            contact = contacts.get(t.person_id or "")
+            if contact is None:
+                continue
+            step = plan.person_steps[min(t.step, len(plan.person_steps) - 1)]
+            if step.who is not Who.TARGET or not any(c in PERSON_CHANNELS for c in step.channels):
+                step = plan.person_steps[0]
+            channels = [c for c in channels_for(contact, step) if c in PERSON_CHANNELS]
+            priority, person_id, device_id = PRIORITY_PERSON, t.person_id, None
+        else:
+            kind = device_kinds.get(t.device_id or "")
+            channels = [DEVICE_CHANNEL[DeviceKind(kind)]] if kind in DEVICE_CHANNEL else []
+            priority, person_id, device_id = PRIORITY_DEVICE, None, t.device_id
+        rows += [
+            delivery_row(
+                alert_id=alert.id,
+                target_id=t.id,
+                channel=ch,
+                purpose=Purpose.WARN,
+                step=t.step,
+                priority=priority,
+                now=now,
+                person_id=person_id,
+                device_id=device_id,
+                detail={"called_again": True},
+            )
+            for ch in channels
+            if (t.id, ch.value) not in queued
+        ]
+    return rows
+
+
+def _deadline(alert_id: int, target_id: str, step: int, due: datetime) -> dict[str, Any]:
+    return {
+        "id": new_id(),
+        "alert_id": alert_id,
+        "target_id": target_id,
+        "step": step,
+        "due_at": due,
+        "state": DeadlineState.PENDING.value,
+        "fence": 0,
+    }
+
+
+def plan_of(alert: Alert) -> PlanSet:
+    return PlanSet.stored(alert.plan)

@@ -1,0 +1,246 @@
+"""From target units to targets, and from a plan step to delivery rows. Pure decisions plus set-based reads."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from alerting.model.domain import ChannelKind, DeliveryState, DeviceKind, Purpose, TargetKind, TargetState
+from alerting.model.ids import new_id
+from alerting.model.plan import PlanSet, Step
+from alerting.store.tables import Device, OrgUnit, Person, Responsibility
+
+# Lower goes first: sirens and broadcast before people, people before bulk lists.
+PRIORITY_DEVICE = 0
+PRIORITY_PERSON = 1
+PRIORITY_LIFT = 2
+
+DEVICE_CHANNEL = {
+    DeviceKind.SIREN: ChannelKind.DEVICE,
+    DeviceKind.SATELLITE: ChannelKind.DEVICE,
+    DeviceKind.BROADCAST_ZONE: ChannelKind.BROADCAST,
+}
+
+
+@dataclass(frozen=True)
+class Contact:
+    person_id: str
+    phone: str | None
+    wecom_userid: str | None
+    email: str | None
+
+    def can_use(self, channel: ChannelKind) -> bool:
+        if channel in (ChannelKind.SMS, ChannelKind.VOICE):
+            return bool(self.phone)
+        if channel is ChannelKind.WECOM:
+            return bool(self.wecom_userid)
+        if channel is ChannelKind.EMAIL:
+            return bool(self.email)
+        # a manual task reaches the person through whatever channel its adapter chooses
+        return channel is ChannelKind.MANUAL and bool(self.phone or self.wecom_userid or self.email)
+
+
+def channels_for(contact: Contact, step: Step) -> list[ChannelKind]:
+    chosen = [c for c in step.channels if contact.can_use(c)]
+    return chosen or [c for c in step.fallback if contact.can_use(c)]
+
+
+async def load_contacts(session: AsyncSession, person_ids: Iterable[str]) -> dict[str, Contact]:
+    ids = list(set(person_ids))
+    found: dict[str, Contact] = {}
+    for i in range(0, len(ids), 500):
+        rows = await session.execute(
+            select(col(Person.id), col(Person.phone), col(Person.wecom_userid), col(Person.email)).where(
+                col(Person.id).in_(ids[i : i + 500]),
+                col(Person.active),
+            )
+        )
+        found.update({r.id: Contact(r.id, r.phone, r.wecom_userid, r.email) for r in rows})
+    return found
+
+
+class UnknownUnits(ValueError):
+    def __init__(self, codes: Sequence[str]) -> None:
+        super().__init__("unknown unit code(s): " + ", ".join(codes))
+        self.codes = list(codes)
+
+
+@dataclass(frozen=True)
+class PlannedTarget:
+    id: str
+    kind: TargetKind
+    unit_code: str
+    role: str
+    priority: int
+    person_id: str | None = None
+    device_id: str | None = None
+    device_kind: DeviceKind | None = None
+    path: str = ""  # the unit's path, which picks the plan that applies to it
+
+
+async def subtree_filter(session: AsyncSession, unit_codes: Sequence[str]) -> ColumnElement[bool]:
+    """A WHERE clause on OrgUnit matching every unit under (and including) the given ones."""
+    query = select(col(OrgUnit.code), col(OrgUnit.path)).where(col(OrgUnit.code).in_(unit_codes))
+    paths: dict[str, str] = dict((await session.execute(query)).all())
+    missing = [c for c in unit_codes if c not in paths]
+    if missing:
+        raise UnknownUnits(missing)
+    return or_(*(col(OrgUnit.path).startswith(p) for p in paths.values()))
+
+
+async def resolve_targets(session: AsyncSession, unit_codes: Sequence[str], plans: PlanSet) -> list[PlannedTarget]:
+    """Every primary responsible person in the subtree, and the devices the first wave uses."""
+    in_subtree = await subtree_filter(session, unit_codes)
+    people = await session.execute(
+        select(
+            col(Responsibility.person_id), col(Responsibility.unit_code), col(Responsibility.role), col(OrgUnit.path)
+        )
+        .join(OrgUnit, col(OrgUnit.code) == Responsibility.unit_code)
+        .join(Person, col(Person.id) == Responsibility.person_id)
+        .where(in_subtree, col(Responsibility.rank) == 0, col(Person.active))
+        .order_by(col(OrgUnit.path))
+    )
+    targets: list[PlannedTarget] = []
+    seen: set[str] = set()
+    for r in people:  # a person answering for two units answers once, for the higher one (shorter path)
+        if r.person_id not in seen:
+            seen.add(r.person_id)
+            targets.append(
+                PlannedTarget(
+                    new_id(),
+                    TargetKind.PERSON,
+                    r.unit_code,
+                    r.role,
+                    PRIORITY_PERSON,
+                    person_id=r.person_id,
+                    path=r.path,
+                )
+            )
+
+    def first_wave_reaches(kind: DeviceKind, path: str) -> bool:
+        plan = plans.for_path(path)
+        return bool(plan.device_steps) and DEVICE_CHANNEL[kind] in plan.device_steps[0].channels
+
+    device_kinds = [
+        k
+        for k, ch in DEVICE_CHANNEL.items()
+        if any(p.device_steps and ch in p.device_steps[0].channels for p in plans.all())
+    ]
+    if device_kinds:
+        devices = await session.execute(
+            select(col(Device.id), col(Device.unit_code), col(Device.kind), col(OrgUnit.path))
+            .join(OrgUnit, col(OrgUnit.code) == Device.unit_code)
+            .where(in_subtree, col(Device.kind).in_(device_kinds))
+            .order_by(col(Device.id))
+        )
+        for d in devices:
+            if not first_wave_reaches(DeviceKind(d.kind), d.path):
+                continue
+            targets.append(
+                PlannedTarget(
+                    new_id(),
+                    TargetKind.DEVICE,
+                    d.unit_code,
+                    d.kind,
+                    PRIORITY_DEVICE,
+                    device_id=d.id,
+                    device_kind=DeviceKind(d.kind),
+                    path=d.path,
+                )
+            )
+    return targets
+
+
+def target_row(alert_id: int, t: PlannedTarget) -> dict[str, Any]:
+    return {
+        "id": t.id,
+        "alert_id": alert_id,
+        "kind": t.kind.value,
+        "person_id": t.person_id,
+        "device_id": t.device_id,
+        "unit_code": t.unit_code,
+        "role": t.role,
+        "priority": t.priority,
+        "state": TargetState.OPEN.value,
+        "step": 0,
+    }
+
+
+def delivery_row(
+    *,
+    alert_id: int,
+    target_id: str,
+    channel: ChannelKind,
+    purpose: Purpose,
+    step: int,
+    priority: int,
+    now: datetime,
+    person_id: str | None = None,
+    device_id: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    return {
+        "id": new_id(),
+        "alert_id": alert_id,
+        "target_id": target_id,
+        "person_id": person_id,
+        "device_id": device_id,
+        "channel": channel.value,
+        "purpose": purpose.value,
+        "step": step,
+        "priority": priority,
+        "state": DeliveryState.PENDING.value,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+        "sandbox": False,
+        "detail": detail,
+    }
+
+
+def person_deliveries(
+    alert_id: int, target_id: str, step_no: int, step: Step, contacts: Sequence[Contact], now: datetime
+) -> list[dict[str, Any]]:
+    purpose = Purpose.TASK if step.task else Purpose.WARN
+    detail = {"task": step.task.value} if step.task else None
+    return [
+        delivery_row(
+            alert_id=alert_id,
+            target_id=target_id,
+            channel=ch,
+            purpose=purpose,
+            step=step_no,
+            priority=PRIORITY_PERSON,
+            now=now,
+            person_id=c.person_id,
+            detail=detail,
+        )
+        for c in contacts
+        for ch in channels_for(c, step)
+    ]
+
+
+def device_deliveries(alert_id: int, t: PlannedTarget, step: Step, now: datetime) -> list[dict[str, Any]]:
+    assert t.device_kind is not None
+    assert t.device_id is not None
+    channel = DEVICE_CHANNEL[t.device_kind]
+    if channel not in step.channels:
+        return []
+    return [
+        delivery_row(
+            alert_id=alert_id,
+            target_id=t.id,
+            channel=channel,
+            purpose=Purpose.WARN,
+            step=0,
+            priority=PRIORITY_DEVICE,
+            now=now,
+            device_id=t.device_id,
+        )
+    ]

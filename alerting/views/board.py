@@ -1,0 +1,373 @@
+"""The live board's numbers: active alerts, their progress per township, and who is still silent.
+
+Every count is of recipients (targets), so a township's row adds up whichever channels reached whom,
+and every read is limited to what the viewer may see: a township officer counts only their subtree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, Field
+from sqlalchemy import ColumnElement, and_, exists, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from alerting.model.access import Principal, alert_in_scope, in_scope, township_code
+from alerting.model.clock import utc
+from alerting.model.domain import AlertStatus, DeliveryState, Level, Purpose, TargetState
+from alerting.model.privacy import mask_phone
+from alerting.store.db import Database
+from alerting.store.tables import Alert, AuditHead, Delivery, Device, OrgUnit, Person, Target
+from alerting.views.report.build import ALERT_STATUS_LABEL, COUNTY_LEVEL, LEVEL_LABEL, label, role_label
+
+RECENT = timedelta(hours=24)
+REACHED = [DeliveryState.SENT.value, DeliveryState.DELIVERED.value]
+
+# what each column counts; shown as the column's tooltip and in the board's legend
+MEANING = {
+    "planned": "应叫应：本次预警要求应答的责任人和设备（设备无回应已转人工任务的、已停止的，不计入已应答或未应答）",
+    "sent": "已发出：至少有一条预警已交给服务商或设备（不含升级时发给他人的）",
+    "delivered": "已送达：服务商或设备回报至少一条已送达本人/本设备",
+    "answered": "已应答：本人回复“收到”，或上级代为确认",
+    "escalated": "已升级：因未按时应答，叫应已进入第 1 步及以后（重拨、备岗、上级…）",
+    "silent": "未应答：仍在等待应答",
+}
+
+
+class Progress(BaseModel):
+    planned: int = 0
+    sent: int = 0
+    delivered: int = 0
+    answered: int = 0
+    escalated: int = 0
+    silent: int = 0
+    escalated_open: int = Field(default=0, description="silent and already escalated")
+
+    def add(self, other: Progress) -> None:
+        for k in Progress.model_fields:
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+
+    @property
+    def answered_pct(self) -> int:
+        return round(100 * self.answered / self.planned) if self.planned else 0
+
+    @property
+    def silent_escalated_pct(self) -> int:
+        """The share of the bar for silent recipients already escalated (the rest of the silent are plain)."""
+        return min(self.silent_pct, round(100 * self.escalated_open / self.planned) if self.planned else 0)
+
+    @property
+    def silent_pct(self) -> int:
+        return round(100 * self.silent / self.planned) if self.planned else 0
+
+
+class TownshipProgress(Progress):
+    code: str | None = Field(description="township code; null for units above every township")
+    name: str
+
+
+class SilentRecipient(BaseModel):
+    target_id: str
+    kind: str
+    name: str
+    role_label: str
+    unit_name: str
+    phone: str = Field(description="masked")
+    step: int = Field(description="escalation step reached; 0 = first wave only")
+    first_sent_at: datetime | None = Field(description="when the first warning to them went out")
+
+
+class AlertHeading(BaseModel):
+    """What names an alert on the board, whether it is running or just ended."""
+
+    id: int
+    level: Level
+    level_label: str
+    hazard: str
+    title: str
+    exercise: bool
+    status: str
+    status_label: str
+    created_at: datetime
+    created_by: str
+
+    @classmethod
+    def fields_of(cls, a: Alert) -> dict[str, Any]:
+        return {
+            "id": a.id or 0,
+            "level": Level(a.level),
+            "level_label": label(LEVEL_LABEL, a.level),
+            "hazard": a.hazard,
+            "title": a.title,
+            "exercise": a.exercise,
+            "status": a.status,
+            "status_label": label(ALERT_STATUS_LABEL, a.status),
+            "created_at": utc(a.created_at),
+            "created_by": a.created_by,
+        }
+
+
+class BoardAlert(AlertHeading):
+    totals: Progress
+    townships: list[TownshipProgress]
+    silent: list[SilentRecipient] = Field(description="the silent furthest up their escalation first, at most a page")
+    silent_total: int
+
+
+class EndedAlert(AlertHeading):
+    ended_at: datetime | None
+    end_reason: str | None
+
+
+class Board(BaseModel):
+    alerts: list[BoardAlert]
+    ended: list[EndedAlert] = Field(description="ended in the last 24 hours")
+    generated_at: datetime
+
+    def fingerprint(self) -> str:
+        """What the board shows, without the moment it was read: equal fingerprints need no new snapshot."""
+        return self.model_dump_json(exclude={"generated_at"})
+
+
+def _reached_target(target: Any) -> ColumnElement[bool]:
+    """A delivery to the target itself (not to a backup or a parent about it)."""
+    return and_(
+        col(Delivery.alert_id) == target.alert_id,
+        col(Delivery.target_id) == target.id,
+        or_(col(Delivery.person_id) == target.person_id, col(Delivery.device_id) == target.device_id),
+        col(Delivery.purpose).in_([Purpose.WARN.value, Purpose.TASK.value]),
+    )
+
+
+async def township_progress(
+    s: AsyncSession, principal: Principal, alert_ids: Sequence[int]
+) -> dict[int, list[TownshipProgress]]:
+    """Per alert, one row per township the viewer may see, county-level units first."""
+    if not alert_ids:
+        return {}
+    sent = exists().where(_reached_target(Target), col(Delivery.state).in_(REACHED)).label("sent")
+    delivered = exists().where(_reached_target(Target), col(Delivery.state) == DeliveryState.DELIVERED.value)
+    escalated = (col(Target.step) > 0).label("escalated")
+    q = (
+        select(
+            col(Target.alert_id),
+            col(Target.unit_code),
+            col(Target.state),
+            escalated,
+            sent,
+            delivered.label("delivered"),
+            func.count().label("n"),
+        )
+        .where(col(Target.alert_id).in_(alert_ids), in_scope(principal, col(Target.unit_code)))
+        .group_by(col(Target.alert_id), col(Target.unit_code), col(Target.state), "escalated", "sent", "delivered")
+    )
+    rows = (await s.execute(q)).all()
+    townships = await _townships_of(s, {r.unit_code for r in rows})
+    out: dict[int, dict[str | None, TownshipProgress]] = defaultdict(dict)
+    for r in rows:
+        code, name = townships.get(r.unit_code, (None, COUNTY_LEVEL))
+        row = out[r.alert_id].setdefault(code, TownshipProgress(code=code, name=name))
+        n = int(r.n)
+        row.planned += n
+        row.sent += n if r.sent else 0
+        row.delivered += n if r.delivered else 0
+        row.escalated += n if r.escalated else 0
+        if r.state in (TargetState.ANSWERED.value, TargetState.ANSWERED_FOR.value):
+            row.answered += n
+        elif r.state == TargetState.OPEN.value:
+            row.silent += n
+            row.escalated_open += n if r.escalated else 0
+    return {a: sorted(by.values(), key=lambda t: t.code or "") for a, by in out.items()}
+
+
+async def _townships_of(s: AsyncSession, unit_codes: Iterable[str]) -> dict[str, tuple[str | None, str]]:
+    """unit code -> (its township's code, the township's name); units above every township are left out."""
+    codes = list(unit_codes)
+    paths: dict[str, str] = {}
+    for i in range(0, len(codes), 500):
+        rows = await s.execute(
+            select(col(OrgUnit.code), col(OrgUnit.path)).where(col(OrgUnit.code).in_(codes[i : i + 500]))
+        )
+        paths.update({r.code: r.path for r in rows})
+    township_of = {code: t for code, path in paths.items() if (t := township_code(path))}
+    names = dict(
+        (
+            await s.execute(
+                select(col(OrgUnit.code), col(OrgUnit.name)).where(col(OrgUnit.code).in_(set(township_of.values())))
+            )
+        ).all()
+    )
+    return {code: (t, names.get(t, t)) for code, t in township_of.items()}
+
+
+def totals(rows: Iterable[Progress]) -> Progress:
+    total = Progress()
+    for r in rows:
+        total.add(r)
+    return total
+
+
+async def silent_recipients(
+    s: AsyncSession, principal: Principal, alert_id: int, *, limit: int
+) -> tuple[list[SilentRecipient], int]:
+    """Who has not answered, the furthest escalated first, then down the hierarchy; and how many in all."""
+    where = [
+        col(Target.alert_id) == alert_id,
+        col(Target.state) == TargetState.OPEN.value,
+        in_scope(principal, col(Target.unit_code)),
+    ]
+    total = await s.scalar(select(func.count()).select_from(Target).where(*where))
+    rows = (
+        await s.execute(
+            select(Target, col(Person.name), col(Person.phone), col(Device.name), col(OrgUnit.name))
+            .outerjoin(Person, col(Person.id) == col(Target.person_id))
+            .outerjoin(Device, col(Device.id) == col(Target.device_id))
+            .join(OrgUnit, col(OrgUnit.code) == col(Target.unit_code))
+            .where(*where)
+            .order_by(col(Target.step).desc(), col(Target.priority), col(OrgUnit.path), col(Target.id))
+            .limit(limit)
+        )
+    ).all()
+    first_sent = await first_sent_at(s, alert_id, [t.id for t, *_ in rows])
+    out = [
+        SilentRecipient(
+            target_id=t.id,
+            kind=t.kind,
+            name=person or device or t.person_id or t.device_id or "",
+            role_label=role_label(t.role),
+            unit_name=unit,
+            phone=mask_phone(phone),
+            step=t.step,
+            first_sent_at=first_sent.get(t.id),
+        )
+        for t, person, phone, device, unit in rows
+    ]
+    return out, int(total or 0)
+
+
+async def first_sent_at(s: AsyncSession, alert_id: int, target_ids: Sequence[str]) -> dict[str, datetime]:
+    if not target_ids:
+        return {}
+    rows = await s.execute(
+        select(col(Delivery.target_id), func.min(col(Delivery.sent_at)))
+        .where(
+            col(Delivery.alert_id) == alert_id,
+            col(Delivery.target_id).in_(target_ids),
+            col(Delivery.sent_at).is_not(None),
+            col(Delivery.purpose).in_([Purpose.WARN.value, Purpose.TASK.value]),
+        )
+        .group_by(col(Delivery.target_id))
+    )
+    return {tid: utc(at) for tid, at in rows if at is not None}
+
+
+async def visible_alert(s: AsyncSession, principal: Principal, alert_id: int) -> Alert | None:
+    """The alert, if it exists and reaches the viewer's subtree."""
+    return (
+        await s.execute(select(Alert).where(col(Alert.id) == alert_id, alert_in_scope(principal, col(Alert.id))))
+    ).scalar_one_or_none()
+
+
+class SharedReads:
+    """One board read per scope and audit position, however many screens follow it.
+
+    Every open board polls; during a county-wide alert the audit moves every second, and five duty screens
+    plus the townships' would otherwise each read the whole board each time. Streams with the same scope
+    (the county, or one township's path) wait for one read and share its snapshot.
+    """
+
+    def __init__(self, max_age_s: float = 60.0) -> None:
+        self.max_age_s = max_age_s  # read again anyway after this: alerts age off the ended list by time
+        self._last: dict[str | None, tuple[int, float, Board]] = {}
+        self._locks: dict[str | None, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    async def read(self, db: Database, principal: Principal, stamp: int, now: datetime) -> Board:
+        key = principal.unit_path
+        async with self._locks[key]:
+            clock = asyncio.get_running_loop().time()
+            last = self._last.get(key)
+            if last is not None and last[0] == stamp and clock - last[1] < self.max_age_s:
+                # the same counts, stamped now: the page works out "how long ago" from this time
+                return last[2].model_copy(update={"generated_at": utc(now)})
+            board = await read_board(db, principal, now=now)
+            self._last[key] = (stamp, clock, board)
+            return board
+
+
+async def change_stamp(db: Database) -> int:
+    """The end of the audit chain. Every change the board counts (a send, a provider report, an answer, an
+    escalation step, a lift) appends to the audit in its own transaction, so while this stays put the board
+    would read the same: one single-row read per poll instead of a full board read."""
+    async with db.session() as s:
+        seq = await s.scalar(select(col(AuditHead.seq)).where(col(AuditHead.id) == 1))
+    return int(seq or 0)
+
+
+async def read_board(db: Database, principal: Principal, *, now: datetime, silent_limit: int = 20) -> Board:
+    """The board as `principal` sees it at `now`. One short transaction; nothing is held between reads."""
+    async with db.session() as s:
+        active = list(
+            (
+                await s.execute(
+                    select(Alert)
+                    .where(col(Alert.status) == AlertStatus.ACTIVE.value, alert_in_scope(principal, col(Alert.id)))
+                    .order_by(col(Alert.created_at).desc(), col(Alert.id).desc())
+                )
+            ).scalars()
+        )
+        ids = [a.id for a in active if a.id is not None]
+        progress = await township_progress(s, principal, ids)
+        alerts: list[BoardAlert] = []
+        for a in active:
+            assert a.id is not None
+            silent, silent_total = await silent_recipients(s, principal, a.id, limit=silent_limit)
+            rows = progress.get(a.id, [])
+            alerts.append(
+                BoardAlert(
+                    **AlertHeading.fields_of(a),
+                    totals=totals(rows),
+                    townships=rows,
+                    silent=silent,
+                    silent_total=silent_total,
+                )
+            )
+        ended = (
+            await s.execute(
+                select(Alert)
+                .where(
+                    col(Alert.status) != AlertStatus.ACTIVE.value,
+                    col(Alert.ended_at) >= now - RECENT,
+                    alert_in_scope(principal, col(Alert.id)),
+                )
+                .order_by(col(Alert.ended_at).desc())
+                .limit(30)
+            )
+        ).scalars()
+        recent = [
+            EndedAlert(
+                **AlertHeading.fields_of(a),
+                ended_at=utc(a.ended_at) if a.ended_at else None,
+                end_reason=a.end_reason,
+            )
+            for a in ended
+        ]
+    return Board(alerts=alerts, ended=recent, generated_at=utc(now))
+
+
+def since_text(start: datetime | None, now: datetime) -> str:
+    """How long ago, the way a duty officer says it: 45秒, 3分12秒, 2小时5分. board.js writes the same."""
+    if start is None:
+        return ""
+    s = max(0, int((utc(now) - utc(start)).total_seconds()))
+    if s < 60:
+        return f"{s}秒"
+    if s < 3600:
+        return f"{s // 60}分{s % 60}秒"
+    if s < 86400:
+        return f"{s // 3600}小时{s % 3600 // 60}分"
+    return f"{s // 86400}天{s % 86400 // 3600}小时"

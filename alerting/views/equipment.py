@@ -1,0 +1,143 @@
+"""What an alert asked of devices and people's hands: each device's state and a tally of the manual tasks."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+
+from pydantic import BaseModel
+from sqlalchemy import ColumnElement, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from alerting.model.clock import utc
+from alerting.model.domain import DeliveryState, Purpose, TargetKind, TargetState
+from alerting.store.tables import Delivery, Device, OrgUnit, Target
+from alerting.views.report.build import DEVICE_KIND_LABEL, label
+
+
+class DeviceLine(BaseModel):
+    device_id: str
+    name: str
+    kind_label: str
+    unit_name: str
+    online: bool | None
+    status_at: datetime | None
+    condition: str  # sounding | played | failed | sent | waiting | stopped
+    condition_label: str
+    error: str | None
+
+
+class TaskLine(BaseModel):
+    task: str
+    assigned: int  # recipients given the task
+    reached: int  # its message was sent or delivered
+    answered: int
+    reported: int  # answered with something done (households, people moved, help, a note)
+    households: int
+    moved: int
+    help_needed: int
+
+
+CONDITION_LABEL = {
+    "sounding": "鸣响中",
+    "played": "已播放",
+    "failed": "失败",
+    "sent": "已下发，待确认",
+    "waiting": "待下发",
+    "stopped": "已停止",
+}
+
+
+async def device_lines(s: AsyncSession, scope: list[ColumnElement[bool]], limit: int = 2000) -> list[DeviceLine]:
+    rows = (
+        await s.execute(
+            select(Target, Device, col(OrgUnit.name))
+            .join(Device, col(Device.id) == col(Target.device_id))
+            .join(OrgUnit, col(OrgUnit.code) == col(Target.unit_code))
+            .where(*scope, col(Target.kind) == TargetKind.DEVICE.value)
+            .order_by(col(OrgUnit.path), col(Device.id))
+            .limit(limit)
+        )
+    ).all()
+    if not rows:
+        return []
+    last: dict[str, Delivery] = {}
+    for d in (
+        await s.execute(
+            select(Delivery)
+            .where(
+                col(Delivery.alert_id) == rows[0][0].alert_id,
+                col(Delivery.target_id).in_([t.id for t, *_ in rows]),
+                col(Delivery.device_id).is_not(None),
+                col(Delivery.purpose) == Purpose.WARN.value,
+            )
+            .order_by(col(Delivery.created_at))
+        )
+    ).scalars():
+        last[d.target_id] = d
+    out = []
+    for t, device, unit in rows:
+        sent = last.get(t.id)
+        status = (t.feedback or {}).get("device_status")
+        if t.state in (TargetState.ANSWERED.value, TargetState.ANSWERED_FOR.value):
+            condition = "played" if status == "done" else "sounding"
+        elif t.state == TargetState.FAILED.value or (sent is not None and sent.state == DeliveryState.FAILED.value):
+            condition = "failed"
+        elif t.state == TargetState.CANCELLED.value:
+            condition = "stopped"
+        elif sent is not None and sent.state in (DeliveryState.SENT.value, DeliveryState.DELIVERED.value):
+            condition = "sent"
+        else:
+            condition = "waiting"
+        out.append(
+            DeviceLine(
+                device_id=device.id,
+                name=device.name,
+                kind_label=label(DEVICE_KIND_LABEL, device.kind),
+                unit_name=unit,
+                online=device.online,
+                status_at=utc(device.status_at) if device.status_at else None,
+                condition=condition,
+                condition_label=CONDITION_LABEL[condition],
+                error=sent.error if sent is not None and condition == "failed" else None,
+            )
+        )
+    order = ["failed", "sent", "waiting", "sounding", "played", "stopped"]
+    out.sort(key=lambda line: order.index(line.condition))
+    return out
+
+
+async def task_lines(s: AsyncSession, scope: list[ColumnElement[bool]]) -> list[TaskLine]:
+    """Manual tasks (鸣锣吹哨, 敲门入户) by kind: how many were given, reached, answered, reported on."""
+    rows = await s.execute(
+        select(col(Delivery.target_id), col(Delivery.state), col(Delivery.detail), Target)
+        .join(Target, col(Target.id) == col(Delivery.target_id))
+        .where(*scope, col(Delivery.purpose) == Purpose.TASK.value)
+    )
+    seen: dict[str, dict[str, Target]] = defaultdict(dict)
+    reached: dict[str, set[str]] = defaultdict(set)
+    for target_id, state, detail, target in rows:
+        task = str((detail or {}).get("task") or "人工任务")
+        seen[task][target_id] = target
+        if state in (DeliveryState.SENT.value, DeliveryState.DELIVERED.value):
+            reached[task].add(target_id)
+    out = []
+    for task, targets in sorted(seen.items()):
+        answered = [
+            t for t in targets.values() if t.state in (TargetState.ANSWERED.value, TargetState.ANSWERED_FOR.value)
+        ]
+        fb = [t.feedback or {} for t in targets.values()]
+        out.append(
+            TaskLine(
+                task=task,
+                assigned=len(targets),
+                reached=len(reached[task]),
+                answered=len(answered),
+                reported=sum(1 for f in fb if f and set(f) - {"device_status"}),
+                households=sum(int(f.get("households") or 0) for f in fb if str(f.get("households", "0")).isdigit()),
+                moved=sum(int(f.get("moved") or 0) for f in fb if str(f.get("moved", "0")).isdigit()),
+                help_needed=sum(1 for f in fb if f.get("help_needed")),
+            )
+        )
+    return out

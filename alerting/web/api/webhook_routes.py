@@ -1,0 +1,47 @@
+"""/webhooks/{name}/...: provider callbacks. The adapter checks and parses; the core records what it returns."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+import structlog
+from fastapi import APIRouter, Request, Response
+
+from alerting.deliver.port import WebhookRequest
+from alerting.web.api.auth import CoreDep
+
+log = structlog.get_logger()
+
+router = APIRouter(tags=["webhooks"], include_in_schema=False)
+
+
+def _signed_url(public_url: str, request: Request) -> str:
+    """The URL the provider called, as it saw it: behind a proxy that is JIAOYING_PUBLIC_URL, not our own address."""
+    query = f"?{request.url.query}" if request.url.query else ""
+    return f"{public_url.rstrip('/')}{request.url.path}{query}"
+
+
+@router.api_route("/webhooks/{name}", methods=["GET", "POST"])
+@router.api_route("/webhooks/{name}/{path:path}", methods=["GET", "POST"])
+async def webhook(name: str, request: Request, core: CoreDep, path: str = "") -> Response:
+    handler = core.webhooks.get(name)
+    if handler is None or core.inbound is None:
+        return Response(status_code=404)
+    body = await request.body()
+    is_form = request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded")
+    reply = await handler.handle(
+        WebhookRequest(
+            method=request.method,
+            url=_signed_url(core.public_url, request),
+            path="/" + path,
+            headers={k.lower(): v for k, v in request.headers.items()},
+            query=dict(request.query_params),
+            form=dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)) if is_form else {},
+            body=body,
+        )
+    )
+    if reply.status >= 400:
+        log.warning("webhook.refused", provider=name, path="/" + path, status=reply.status)
+    for event in reply.events:
+        await core.inbound(event)
+    return Response(content=reply.body, status_code=reply.status, media_type=reply.content_type)

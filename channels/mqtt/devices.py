@@ -1,0 +1,403 @@
+"""Village sirens and loudspeakers over MQTT: commands out, acks and online status back.
+
+Topics, under a configurable prefix (default "jiaoying"), all QoS 1:
+  {prefix}/devices/{device_id}/command   engine -> device
+  {prefix}/devices/{device_id}/ack       device -> engine: received | sounding | done | failed
+  {prefix}/devices/{device_id}/status    device -> engine, retained; the device's last will sets online false
+
+The engine keeps a persistent session (clean_session=False) so acks sent while it restarts are
+queued by the broker and handed over when it comes back. The session is the client id's, so the id
+must be the same for a process and its restarts, and different for processes alive at the same time:
+a broker drops the older of two clients with one id. `engine_client_id` names it from the engine's
+node slot (alerting.liveness). Every engine subscribed gets every ack; the core records each once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import ssl
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import aiomqtt
+import structlog
+
+from alerting.answer.events import DeviceReport, DeviceStatus, EventSink, InboundEvent
+from alerting.deliver.port import ChannelLimits, DeliveryError, OutboundMessage, Receipt, Webhook
+from alerting.model.clock import Clock, SystemClock, reported_time
+from alerting.model.domain import ChannelKind, Level, Purpose
+
+log = structlog.get_logger()
+
+ACK_STATUSES = frozenset({"received", "sounding", "done", "failed"})
+
+# How a siren sounds for each level: the louder the warning, the more urgent the pattern and
+# the longer it runs before the device reads the text out.
+PATTERNS: Mapping[Level, str] = {
+    Level.RED: "rapid",
+    Level.ORANGE: "pulsed",
+    Level.YELLOW: "slow",
+    Level.BLUE: "chime",
+}
+DURATIONS_S: Mapping[Level, int] = {Level.RED: 180, Level.ORANGE: 120, Level.YELLOW: 60, Level.BLUE: 30}
+LIFT_PATTERN = "all_clear"
+
+# A broker takes thousands of QoS 1 publishes a second and a county has hundreds of sirens,
+# so these rarely bind; they keep a burst from piling up unacknowledged publishes.
+DEFAULT_LIMITS = ChannelLimits(concurrency=100, per_second=500.0, burst=200)
+
+
+# ---- addressing ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MqttEndpoint:
+    host: str
+    port: int
+    tls: bool = False
+    username: str | None = None
+    password: str | None = None
+
+
+def parse_mqtt_url(url: str) -> MqttEndpoint:
+    """mqtt://[user[:password]@]host[:port] or mqtts://... (TLS, default port 8883)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "tcp", "mqtts", "ssl") or not parts.hostname:
+        raise ValueError(f"not an MQTT broker URL (want mqtt://host:port): {url!r}")
+    tls = parts.scheme in ("mqtts", "ssl")
+    return MqttEndpoint(
+        host=parts.hostname,
+        port=parts.port or (8883 if tls else 1883),
+        tls=tls,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+    )
+
+
+def valid_device_id(device_id: str) -> bool:
+    # A device id is one topic level: no separators, no wildcards.
+    return device_id != "" and not any(c in device_id for c in "/+#\0")
+
+
+@dataclass(frozen=True)
+class DeviceTopics:
+    prefix: str = "jiaoying"
+
+    def command(self, device_id: str) -> str:
+        return f"{self.prefix}/devices/{device_id}/command"
+
+    def ack(self, device_id: str) -> str:
+        return f"{self.prefix}/devices/{device_id}/ack"
+
+    def status(self, device_id: str) -> str:
+        return f"{self.prefix}/devices/{device_id}/status"
+
+    def all(self, kind: str) -> str:
+        """The filter matching `kind` (command, ack, status) for every device."""
+        return f"{self.prefix}/devices/+/{kind}"
+
+    def parse(self, topic: str) -> tuple[str, str] | None:
+        """(device_id, kind) for a device topic under this prefix, else None."""
+        head = f"{self.prefix}/devices/"
+        if not topic.startswith(head):
+            return None
+        device_id, sep, kind = topic[len(head) :].partition("/")
+        if not sep or "/" in kind or not valid_device_id(device_id):
+            return None
+        return device_id, kind
+
+
+def make_client(
+    endpoint: MqttEndpoint,
+    *,
+    identifier: str | None,
+    clean_session: bool,
+    will: aiomqtt.Will | None = None,
+    tls_context: ssl.SSLContext | None = None,
+    keepalive: int = 30,
+    max_inflight: int = 20,
+) -> aiomqtt.Client:
+    client = aiomqtt.Client(
+        endpoint.host,
+        endpoint.port,
+        username=endpoint.username,
+        password=endpoint.password,
+        identifier=identifier,
+        protocol=aiomqtt.ProtocolVersion.V311,
+        clean_session=clean_session,
+        will=will,
+        tls_context=tls_context,
+        keepalive=keepalive,
+        timeout=10,
+        max_inflight_messages=max_inflight,
+    )
+    # aiomqtt warns once more than 10 calls wait for the broker; a wave of siren commands is
+    # expected to have many more in flight.
+    client.pending_calls_threshold = 1000
+    return client
+
+
+async def tls_context_for(endpoint: MqttEndpoint) -> ssl.SSLContext | None:
+    # Loading the CA bundle reads files; keep it off the event loop.
+    return await asyncio.to_thread(ssl.create_default_context) if endpoint.tls else None
+
+
+class Backoff:
+    """Capped exponential backoff with jitter, so a fleet of clients does not reconnect in step."""
+
+    def __init__(self, first: float = 0.5, cap: float = 30.0) -> None:
+        self.first = first
+        self.cap = cap
+        self._next = first
+        self._rng = random.Random()  # noqa: S311 -- jitter, not secrets
+
+    def reset(self) -> None:
+        self._next = self.first
+
+    def next_delay(self) -> float:
+        delay = self._next * self._rng.uniform(0.8, 1.2)
+        self._next = min(self._next * 2, self.cap)
+        return min(delay, self.cap)
+
+
+def engine_client_id(slot_name: str) -> str:
+    """The client id of the engine process holding `slot_name` ("<node>-<slot>")."""
+    return f"jiaoying-{slot_name}"
+
+
+# ---- payloads -----------------------------------------------------------------------------
+
+
+def command_payload(message: OutboundMessage, issued_at: datetime) -> dict[str, Any]:
+    """The command a device gets for one delivery; the delivery id is the command id, so resends dedup."""
+    if message.purpose is Purpose.WARN:
+        action, pattern, duration_s = "sound", PATTERNS[message.level], DURATIONS_S[message.level]
+    elif message.purpose is Purpose.LIFT:
+        action, pattern, duration_s = "stop", LIFT_PATTERN, 0
+    else:
+        raise DeliveryError(f"a device cannot carry a {message.purpose} message", retryable=False, code="unsupported")
+    return {
+        "command_id": message.delivery_id,
+        "alert_id": message.alert_id,
+        "action": action,
+        "pattern": pattern,
+        "text": message.spoken_text,
+        "duration_s": duration_s,
+        "issued_at": issued_at.isoformat(),
+        "exercise": message.exercise,
+    }
+
+
+def parse_ack(device_id: str, payload: bytes, received_at: datetime) -> DeviceReport:
+    """A device's ack; ValueError says what is wrong with it."""
+    data = _json_object(payload)
+    command_id = data.get("command_id")
+    status = data.get("status")
+    if not isinstance(command_id, str) or not command_id:
+        raise ValueError("ack without a command_id")
+    if status not in ACK_STATUSES:
+        raise ValueError(f"ack status {status!r} is not one of {sorted(ACK_STATUSES)}")
+    detail = data.get("detail")
+    return DeviceReport(
+        device_id=device_id,
+        command_id=command_id,
+        status=status,
+        at=reported_time(data.get("at"), received_at),
+        detail=None if detail is None else str(detail),
+    )
+
+
+def parse_status(device_id: str, payload: bytes, received_at: datetime) -> DeviceStatus:
+    data = _json_object(payload)
+    online = data.get("online")
+    if not isinstance(online, bool):
+        raise ValueError("status without a boolean 'online'")
+    return DeviceStatus(device_id=device_id, online=online, at=reported_time(data.get("at"), received_at))
+
+
+def _json_object(payload: bytes) -> dict[str, Any]:
+    data = json.loads(payload)  # ValueError (JSONDecodeError, UnicodeDecodeError) on garbage
+    if not isinstance(data, dict):
+        raise ValueError("payload is not a JSON object")
+    return data
+
+
+# ---- the channel --------------------------------------------------------------------------
+
+
+class MqttDeviceChannel:
+    """The Channel for DEVICE deliveries: publishes siren commands and reports the devices' acks and status."""
+
+    kind = ChannelKind.DEVICE
+    provider = "mqtt"
+    sandbox = False
+    webhooks: tuple[Webhook, ...] = ()
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        topic_prefix: str = "jiaoying",
+        client_id: str | None = None,
+        limits: ChannelLimits = DEFAULT_LIMITS,
+        clock: Clock | None = None,
+        connect_timeout: float = 10.0,
+        publish_timeout: float = 10.0,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.url = url
+        self.endpoint = parse_mqtt_url(url)
+        self.topics = DeviceTopics(topic_prefix)
+        # None until named: the engine names it from its slot before starting it. A channel started unnamed
+        # gets a random id and a clean session, since nothing could ever pick that session up again.
+        self.client_id = client_id
+        self.limits = limits
+        self._clock: Clock = clock or SystemClock()
+        self._connect_timeout = connect_timeout
+        self._publish_timeout = publish_timeout
+        self._backoff = backoff or Backoff()
+        self._events: EventSink | None = None
+        self._client: aiomqtt.Client | None = None
+        self._connected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._log = log.bind(channel="device", provider="mqtt", broker=f"{self.endpoint.host}:{self.endpoint.port}")
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def start(self, events: EventSink) -> None:
+        """Connect and subscribe; returns once subscribed, or after connect_timeout while retrying in the background."""
+        if self._task is not None:
+            raise RuntimeError("the MQTT device channel is already started")
+        self._events = events
+        self._task = asyncio.create_task(self._run(), name="mqtt-device-listener")
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                await self.wait_connected()
+        except TimeoutError:
+            self._log.warning("mqtt.not_connected_yet", waited_s=self._connect_timeout)
+
+    async def wait_connected(self) -> None:
+        """Until connected and subscribed; bound it with asyncio.timeout."""
+        await self._connected.wait()
+
+    async def send(self, message: OutboundMessage) -> Receipt:
+        device_id = message.address.device_id
+        if device_id is None or not valid_device_id(device_id):
+            raise DeliveryError(f"not a device address: {device_id!r}", retryable=False, code="bad_address")
+        command = command_payload(message, self._clock.now())
+        client = self._client
+        if client is None:
+            raise DeliveryError("not connected to the MQTT broker", retryable=True, code="not_connected")
+        topic = self.topics.command(device_id)
+        try:
+            await client.publish(
+                topic, json.dumps(command, ensure_ascii=False).encode(), qos=1, timeout=self._publish_timeout
+            )
+        except aiomqtt.MqttError as exc:
+            # The broker may have taken it after all; the resend carries the same command_id and the device dedups.
+            raise DeliveryError(f"MQTT publish to {topic} failed: {exc}", retryable=True, code="publish") from exc
+        self._log.info(
+            "mqtt.command_sent",
+            device_id=device_id,
+            delivery_id=message.delivery_id,
+            alert_id=message.alert_id,
+            action=command["action"],
+        )
+        return Receipt(provider="mqtt", provider_id=message.delivery_id, detail={"topic": topic})
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        # Cancelling leaves the client's context, which sends DISCONNECT: a clean goodbye keeps
+        # the session (and its subscriptions) on the broker without triggering anything.
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        self._log.info("mqtt.closed")
+
+    # -- listener ---------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        tls_context = await tls_context_for(self.endpoint)
+        persistent = self.client_id is not None
+        client_id = self.client_id or f"jiaoying-{uuid.uuid4().hex[:12]}"
+        while True:
+            client = make_client(
+                self.endpoint,
+                identifier=client_id,
+                clean_session=not persistent,
+                tls_context=tls_context,
+                max_inflight=self.limits.concurrency,  # paho would otherwise hold back sends beyond 20
+            )
+            # PUBACK an ack only after the core has taken it: if the engine dies in between,
+            # the broker hands the ack over again on reconnect instead of losing it.
+            client._client.manual_ack_set(True)
+            try:
+                async with client:
+                    # Read before the SUBACK arrives: amqtt hands a persistent session its queued
+                    # acks first and waits for their PUBACKs before it answers the SUBSCRIBE.
+                    reader = asyncio.create_task(self._read(client))
+                    try:
+                        await client.subscribe([(self.topics.all("ack"), 1), (self.topics.all("status"), 1)])
+                        self._client = client
+                        self._connected.set()
+                        self._backoff.reset()
+                        self._log.info("mqtt.connected", client_id=client_id, persistent=persistent)
+                        await reader
+                    finally:
+                        reader.cancel()
+                        await asyncio.gather(reader, return_exceptions=True)
+            except aiomqtt.MqttError as exc:
+                self._log.warning("mqtt.connection_lost", error=str(exc))
+            except Exception:
+                # Whatever broke this connection, the sirens still need a listener: start over.
+                self._log.exception("mqtt.listener_failed")
+            finally:
+                self._client = None
+                self._connected.clear()
+            await asyncio.sleep(self._backoff.next_delay())
+
+    async def _read(self, client: aiomqtt.Client) -> None:
+        async for msg in client.messages:
+            await self._handle(msg)
+            client._client.ack(msg.mid, msg.qos)
+
+    async def _handle(self, msg: aiomqtt.Message) -> None:
+        topic = str(msg.topic)
+        parsed = self.topics.parse(topic)
+        if parsed is None:
+            return  # amqtt replays retained messages of other clients' filters; not ours to read
+        device_id, kind = parsed
+        payload = msg.payload if isinstance(msg.payload, bytes) else str(msg.payload).encode()
+        now = self._clock.now()
+        event: InboundEvent
+        try:
+            if kind == "ack":
+                event = parse_ack(device_id, payload, now)
+            elif kind == "status":
+                if not payload:
+                    return  # an empty retained message only clears the topic
+                event = parse_status(device_id, payload, now)
+            else:
+                return
+        except ValueError as exc:
+            self._log.warning(
+                "mqtt.malformed_payload", topic=topic, error=str(exc), payload=payload[:200].decode(errors="replace")
+            )
+            return
+        assert self._events is not None
+        try:
+            await self._events(event)
+        except Exception:
+            # The core failed on one event; the listener must keep serving the others.
+            self._log.exception("mqtt.event_sink_failed", topic=topic, device_id=device_id)

@@ -1,0 +1,177 @@
+"""Writing a checked directory into the store: all of it in one transaction, or nothing.
+
+Rows go in with batched upserts (one statement, many parameter sets), so a county of ten thousand
+units imports in about as many round trips as a village of ten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+import structlog
+from sqlalchemy import Table, bindparam, delete, insert, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import SQLModel
+
+from alerting.audit import chain as audit
+from alerting.model.domain import UnitKind
+from alerting.store.db import Database
+from alerting.store.tables import Device, OrgUnit, Person, Responsibility
+from config.directory.check import check, read_existing
+from config.directory.model import Directory, DirectoryError, PersonRow, UnitRow
+
+log = structlog.get_logger()
+
+_DEPTH = {UnitKind.COUNTY: 0, UnitKind.TOWNSHIP: 1, UnitKind.VILLAGE: 2, UnitKind.GRID: 3}
+_Row = TypeVar("_Row")
+_IN_CHUNK = 500  # codes per IN (...) list; stays far below every backend's parameter limit
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What an import did; 'updated' rows already existed and now say what the files say."""
+
+    units_created: int
+    units_updated: int
+    people_created: int
+    people_updated: int
+    responsibilities: int  # rows written; every unit named in the people rows had its list replaced
+    devices_created: int
+    devices_updated: int
+    paths_moved: int  # units only the database knew whose path changed because an ancestor moved
+
+    def counts(self) -> dict[str, int]:
+        return asdict(self)
+
+
+async def import_directory(
+    db: Database, directory: Directory, *, actor: str, at: datetime, files: Sequence[str] = ()
+) -> ImportResult:
+    """Check the directory against the database and write it, in one transaction.
+
+    Raises DirectoryError listing every problem (and having written nothing) when anything is wrong.
+    Units are upserted by code, people by id, devices by id; the responsibilities of every unit that
+    appears in the people rows are replaced by the file's. Nothing is deleted otherwise.
+    `files` names the uploaded files in the audit entry, for an import that did not come from a path.
+    """
+    async with db.session() as session:
+        existing = await read_existing(session)
+        # checking ten thousand rows is CPU work: keep it off the event loop
+        checked = await asyncio.to_thread(check, directory, existing)
+        if checked.errors:
+            log.warning("directory.rejected", problems=len(checked.errors))
+            raise DirectoryError(checked.errors)
+
+        units = sorted(_first(directory.units, lambda u: u.code), key=lambda u: (_DEPTH[u.kind], u.code))
+        people = _first(directory.people, lambda p: p.id)
+        devices = _first(directory.devices, lambda d: d.id)
+        in_files = {u.code for u in units}
+        moved_elsewhere = {
+            code: path
+            for code, stored in existing.units.items()
+            if code not in in_files and (path := checked.paths.get(code)) is not None and path != stored.path
+        }
+
+        dialect = db.engine.dialect.name
+        await _upsert(
+            session,
+            dialect,
+            OrgUnit,
+            "code",
+            [_unit_values(u, checked.paths[u.code]) for u in units],
+        )
+        if moved_elsewhere:
+            units_table = _table(OrgUnit)
+            await session.execute(
+                update(units_table).where(units_table.c.code == bindparam("b_code")).values(path=bindparam("b_path")),
+                [{"b_code": code, "b_path": path} for code, path in moved_elsewhere.items()],
+            )
+        await _upsert(session, dialect, Person, "id", [_person_values(p) for p in people], insert_only={"active": True})
+        duties = _table(Responsibility)
+        replaced = sorted({r.unit_code for r in directory.responsibilities})
+        for chunk in _chunks(replaced, _IN_CHUNK):
+            await session.execute(delete(duties).where(duties.c.unit_code.in_(chunk)))
+        if directory.responsibilities:
+            await session.execute(
+                insert(duties),
+                [
+                    {"unit_code": r.unit_code, "person_id": r.person_id, "role": r.role.value, "rank": r.rank}
+                    for r in directory.responsibilities
+                ],
+            )
+        await _upsert(
+            session,
+            dialect,
+            Device,
+            "id",
+            [{"id": d.id, "unit_code": d.unit_code, "kind": d.kind.value, "name": d.name} for d in devices],
+        )
+
+        result = ImportResult(
+            units_created=sum(u.code not in existing.units for u in units),
+            units_updated=sum(u.code in existing.units for u in units),
+            people_created=sum(p.id not in existing.phones for p in people),
+            people_updated=sum(p.id in existing.phones for p in people),
+            responsibilities=len(directory.responsibilities),
+            devices_created=sum(d.id not in existing.device_ids for d in devices),
+            devices_updated=sum(d.id in existing.device_ids for d in devices),
+            paths_moved=len(moved_elsewhere),
+        )
+        data: dict[str, Any] = {**result.counts(), **({"files": list(files)} if files else {})}
+        await audit.append(session, [audit.Entry(kind="directory.imported", actor=actor, at=at, data=data)])
+    log.info("directory.imported", actor=actor, **result.counts())
+    return result
+
+
+def _first(rows: Iterable[_Row], key: Callable[[_Row], str]) -> list[_Row]:
+    """One row per key, the first; the check has made sure repeated rows agree."""
+    seen: dict[str, _Row] = {}
+    for row in rows:
+        seen.setdefault(key(row), row)
+    return list(seen.values())
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _unit_values(u: UnitRow, path: str) -> dict[str, Any]:
+    return {"code": u.code, "name": u.name, "kind": u.kind.value, "parent_code": u.parent_code, "path": path}
+
+
+def _person_values(p: PersonRow) -> dict[str, Any]:
+    return {"id": p.id, "name": p.name, "phone": p.phone, "wecom_userid": p.wecom_userid, "email": p.email}
+
+
+def _table(model: type[SQLModel]) -> Table:
+    """The Core table: statements on it run as plain executemany, without the ORM's per-row bookkeeping."""
+    return SQLModel.metadata.tables[str(model.__tablename__)]
+
+
+async def _upsert(
+    session: AsyncSession,
+    dialect: str,
+    model: type[SQLModel],
+    key: str,
+    rows: list[dict[str, Any]],
+    insert_only: dict[str, Any] | None = None,
+) -> None:
+    """Insert rows, or update the given columns of those whose key exists. Columns not given are left alone."""
+    if not rows:
+        return
+    if dialect == "postgresql":
+        stmt: Any = postgresql.insert(_table(model))
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(_table(model))
+    else:
+        raise NotImplementedError(f"directory import supports SQLite and PostgreSQL, not {dialect}")
+    columns = [c for c in rows[0] if c != key]
+    stmt = stmt.on_conflict_do_update(index_elements=[key], set_={c: stmt.excluded[c] for c in columns})
+    extra = insert_only or {}
+    await session.execute(stmt, [{**extra, **row} for row in rows])
