@@ -51,6 +51,7 @@ from sqlmodel import col
 from alerting.answer.events import DeviceReport, StatusUpdate
 from alerting.issue.alerts import AlertRequest
 from alerting.model.access import AccountRole
+from alerting.model.actor import Actor
 from alerting.model.clock import ManualClock
 from alerting.model.domain import ChannelKind, Level, Purpose
 from alerting.store.tables import AuditEvent, Delivery, Target
@@ -223,7 +224,11 @@ async def build_world(url: str, answered: float, late: float, on_behalf: float, 
     for target_id in people[n_answer : n_answer + n_behalf]:
         clock.advance(seconds=1)
         await engine.acks.answer_on_behalf(
-            issued.alert_id, target_id, by=signed.principal.actor, reason="电话联系确认已收到", at=clock.now()
+            issued.alert_id,
+            target_id,
+            by=Actor.officer(signed.principal.actor),
+            reason="电话联系确认已收到",
+            at=clock.now(),
         )
     clock.advance(minutes=2)  # past the window: the silent escalate (redial, backup, up the hierarchy)
     await engine.settle()

@@ -21,10 +21,10 @@ import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import structlog
-from sqlalchemy import CursorResult, insert, or_, select, tuple_, update
+from sqlalchemy import insert, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -44,7 +44,7 @@ from alerting.model.domain import (
 from alerting.model.ids import new_id
 from alerting.model.plan import PlanSet, Step, Who
 from alerting.people.liveness import ProcessRegistry
-from alerting.store.db import Database
+from alerting.store.db import Database, rowcount
 from alerting.store.tables import Alert, Deadline, Delivery, OrgUnit, Target
 from escalation.recipients import contacts_for
 
@@ -176,7 +176,7 @@ class EscalationEngine:
                 )
                 .values(claimed_by=None, fence=col(Deadline.fence) + 1)
             )
-            released = cast(CursorResult[Any], result).rowcount
+            released = rowcount(result)
             if released:
                 await audit.record(
                     s, "escalation.resumed", actor=self.owner, at=now, data={"deadlines": released, "dead": dead}
@@ -247,7 +247,7 @@ class EscalationEngine:
                         )
                         .values(claimed_by=None, fence=col(Deadline.fence) + 1)
                     )
-                    if cast(CursorResult[Any], result).rowcount:
+                    if rowcount(result):
                         released += 1
                         current.pop(deadline_id, None)
                 if released:
@@ -527,4 +527,4 @@ async def _resend_device_command(
         )
         .values(state=DeliveryState.PENDING.value, next_attempt_at=now, claimed_by=None)
     )
-    return cast(CursorResult[Any], result).rowcount
+    return rowcount(result)

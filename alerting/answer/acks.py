@@ -9,19 +9,20 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 import structlog
-from sqlalchemy import CursorResult, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from alerting.audit import chain as audit
+from alerting.model.actor import Actor, ActorKind
 from alerting.model.domain import AlertStatus, ChannelKind, DeadlineState, DeliveryState, Purpose, TargetState
 from alerting.model.ids import new_id
 from alerting.model.privacy import mask_phone
-from alerting.store.db import Database
+from alerting.store.db import Database, rowcount
 from alerting.store.tables import Acknowledgement, Alert, Deadline, Delivery, InboundSeen, Person, Target
 
 log = structlog.get_logger()
@@ -56,11 +57,9 @@ async def _no_help(alert_id: int, target_id: str) -> None:
 
 
 class AckService:
-    def __init__(
-        self, db: Database, on_change: Callable[[], None] = lambda: None, on_help: HelpHandler = _no_help
-    ) -> None:
+    def __init__(self, db: Database, on_help: HelpHandler = _no_help) -> None:
         # on_help runs after the answer is committed: a call for help goes up the hierarchy at once
-        self.db, self.on_change, self.on_help = db, on_change, on_help
+        self.db, self.on_help = db, on_help
 
     async def answer_delivery(
         self,
@@ -92,7 +91,7 @@ class AckService:
                 s,
                 d.alert_id,
                 d.target_id,
-                by=d.person_id or "device",
+                by=Actor.person(d.person_id) if d.person_id else Actor.device(),
                 channel=channel,
                 at=at,
                 delivery_id=d.id,
@@ -130,7 +129,7 @@ class AckService:
                 s,
                 row.alert_id,
                 row.target_id,
-                by=row.person_id,
+                by=Actor.person(row.person_id),
                 channel=channel,
                 at=at,
                 delivery_id=row.id,
@@ -140,7 +139,7 @@ class AckService:
         return result
 
     async def answer_on_behalf(
-        self, alert_id: int, target_id: str, *, by: str, reason: str, at: datetime
+        self, alert_id: int, target_id: str, *, by: Actor, reason: str, at: datetime
     ) -> AnswerResult:
         """The duty officer answers for someone (they phoned in, or were reached in person). A reason is required."""
         if not reason.strip():
@@ -157,8 +156,6 @@ class AckService:
 
     async def _changed(self, result: AnswerResult) -> None:
         log.info("ack.recorded", alert_id=result.alert_id, target_id=result.target_id, counted=result.counted)
-        if result.counted:
-            self.on_change()
         if result.help_needed:
             await self.on_help(result.alert_id, result.target_id)
 
@@ -168,7 +165,7 @@ class AckService:
         alert_id: int,
         target_id: str,
         *,
-        by: str,
+        by: Actor,
         channel: ChannelKind,
         at: datetime,
         delivery_id: str | None = None,
@@ -179,7 +176,7 @@ class AckService:
         target = await s.get(Target, target_id)
         assert alert is not None
         assert target is not None
-        own = by in (target.person_id, "device")
+        own = by.kind is ActorKind.DEVICE or (by.person_id is not None and by.person_id == target.person_id)
         state = TargetState.ANSWERED if own and reason is None else TargetState.ANSWERED_FOR
         fb = dict(feedback) if feedback else None
         counted = False
@@ -187,16 +184,18 @@ class AckService:
             won = await s.execute(
                 update(Target)
                 .where(col(Target.id) == target_id, col(Target.state) == TargetState.OPEN.value)
-                .values(state=state.value, answered_at=at, answered_by=by, answer_channel=channel.value, feedback=fb)
+                .values(
+                    state=state.value, answered_at=at, answered_by=by.text, answer_channel=channel.value, feedback=fb
+                )
             )
-            counted = cast(CursorResult[Any], won).rowcount == 1
+            counted = rowcount(won) == 1
         ack_id = new_id()
         s.add(
             Acknowledgement(
                 id=ack_id,
                 alert_id=alert_id,
                 target_id=target_id,
-                person_id=None if by == "device" else _person(by),
+                person_id=by.person_id,
                 delivery_id=delivery_id,
                 channel=channel.value,
                 at=at,
@@ -205,7 +204,7 @@ class AckService:
                 feedback=fb,
             )
         )
-        data: dict[str, Any] = {"by": by, "channel": channel.value, "delivery": delivery_id, "ack": ack_id}
+        data: dict[str, Any] = {"by": by.text, "channel": channel.value, "delivery": delivery_id, "ack": ack_id}
         if reason:
             data["reason"] = reason
         if fb:
@@ -221,9 +220,9 @@ class AckService:
             if fb:  # what someone reports later (more people moved, help needed) is kept with the answer
                 target.feedback = {**(target.feedback or {}), **fb}
                 s.add(target)
-        await audit.record(s, kind, actor=by, at=at, alert_id=alert_id, subject=target_id, data=data)
+        await audit.record(s, kind, actor=by.text, at=at, alert_id=alert_id, subject=target_id, data=data)
         if fb and fb.get("help_needed"):  # whether first or later: help is never buried in a repeat
-            await audit.record(s, "help.requested", actor=by, at=at, alert_id=alert_id, subject=target_id, data=fb)
+            await audit.record(s, "help.requested", actor=by.text, at=at, alert_id=alert_id, subject=target_id, data=fb)
         if counted:
             closed_now = await _close_if_done(s, alert, at)
         await s.flush()
@@ -239,11 +238,6 @@ class AckService:
             alert_closed_now=closed_now,
             help_needed=bool(fb and fb.get("help_needed")) and alert.status != AlertStatus.CANCELLED.value,
         )
-
-
-def _person(by: str) -> str | None:
-    # the duty officer answering on behalf may be named by an account, not a directory person id
-    return by if by and not by.startswith(("duty:", "cli:", "api:", "user:")) else None
 
 
 async def _stop_chasing(s: AsyncSession, target_id: str) -> None:

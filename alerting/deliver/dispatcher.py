@@ -14,10 +14,10 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import structlog
-from sqlalchemy import CursorResult, and_, bindparam, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -31,7 +31,7 @@ from alerting.model.clock import Clock
 from alerting.model.domain import AlertStatus, ChannelKind, DeadlineState, DeliveryState, Purpose, TargetState
 from alerting.model.ids import new_id
 from alerting.people.liveness import ProcessRegistry, Verdict, node_name
-from alerting.store.db import Database
+from alerting.store.db import Database, rowcount
 from alerting.store.tables import Alert, Deadline, Delivery, Target
 
 log = structlog.get_logger()
@@ -126,7 +126,7 @@ class Dispatcher:
                 )
                 .values(state=DeliveryState.PENDING.value, claimed_by=None, next_attempt_at=now)
             )
-            count = cast(CursorResult[Any], result).rowcount
+            count = rowcount(result)
             if count:
                 await audit.record(
                     s,
@@ -474,7 +474,7 @@ async def _advance_exhausted(s: AsyncSession, failed: Sequence[Delivery], now: d
             )
             .values(due_at=now)
         )
-        if cast(CursorResult[Any], moved).rowcount:
+        if rowcount(moved):
             advanced.append((d.alert_id, d.target_id))
     return advanced
 

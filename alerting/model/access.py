@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlmodel import col
 
-from alerting.store.tables import OrgUnit, Target
+from alerting.store.tables import Alert, OrgUnit, Target
 
 
 class AccountRole(StrEnum):
@@ -116,3 +116,10 @@ async def check_units(session: AsyncSession, principal: Principal, codes: Iterab
 
 async def unit_path(session: AsyncSession, code: str) -> str | None:
     return await session.scalar(select(col(OrgUnit.path)).where(col(OrgUnit.code) == code))
+
+
+async def visible_alert(s: AsyncSession, principal: Principal, alert_id: int) -> Alert | None:
+    """The alert, if it exists and reaches the viewer's subtree."""
+    return (
+        await s.execute(select(Alert).where(col(Alert.id) == alert_id, alert_in_scope(principal, col(Alert.id))))
+    ).scalar_one_or_none()

@@ -98,6 +98,10 @@ class DeviceKind(StrEnum):
     BROADCAST_ZONE = "broadcast_zone"
     SATELLITE = "satellite"
 
+    @property
+    def label(self) -> str:
+        return {"siren": "预警器（大喇叭）", "broadcast_zone": "应急广播区", "satellite": "卫星叫应终端"}[self.value]
+
 
 class TargetKind(StrEnum):
     PERSON = "person"

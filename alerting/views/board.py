@@ -23,7 +23,7 @@ from alerting.model.domain import AlertStatus, DeliveryState, Level, Purpose, Ta
 from alerting.model.privacy import mask_phone
 from alerting.store.db import Database
 from alerting.store.tables import Alert, AuditHead, Delivery, Device, OrgUnit, Person, Target
-from alerting.views.report.build import ALERT_STATUS_LABEL, COUNTY_LEVEL, LEVEL_LABEL, label, role_label
+from alerting.views.labels import ALERT_STATUS_LABEL, COUNTY_LEVEL, LEVEL_LABEL, label, role_label
 
 RECENT = timedelta(hours=24)
 REACHED = [DeliveryState.SENT.value, DeliveryState.DELIVERED.value]
@@ -264,13 +264,6 @@ async def first_sent_at(s: AsyncSession, alert_id: int, target_ids: Sequence[str
         .group_by(col(Delivery.target_id))
     )
     return {tid: utc(at) for tid, at in rows if at is not None}
-
-
-async def visible_alert(s: AsyncSession, principal: Principal, alert_id: int) -> Alert | None:
-    """The alert, if it exists and reaches the viewer's subtree."""
-    return (
-        await s.execute(select(Alert).where(col(Alert.id) == alert_id, alert_in_scope(principal, col(Alert.id))))
-    ).scalar_one_or_none()
 
 
 class SharedReads:

@@ -22,14 +22,10 @@ from sqlmodel import col
 
 from alerting.model.access import AccountRole, Forbidden, Principal
 from alerting.model.clock import utc
-from alerting.model.domain import Role, UnitKind
 from alerting.model.privacy import mask_phone
 from alerting.store.db import Database
 from alerting.store.tables import Device, DutyShift, OrgUnit, Person, Responsibility
-
-KIND_LABEL = {k.value: k.label for k in UnitKind}
-DEVICE_KIND_LABEL = {"siren": "预警器", "broadcast_zone": "应急广播", "satellite": "卫星终端"}
-ROLE_WORD = {r.value: r.label for r in Role}
+from alerting.views.labels import DEVICE_KIND_LABEL, UNIT_KIND_LABEL, label, role_label
 
 
 class UnitRef(BaseModel):
@@ -155,7 +151,7 @@ def _place(path: str, names: dict[str, str], *, upto_self: bool = False) -> str:
 
 
 def unit_ref(u: OrgUnit) -> UnitRef:
-    return UnitRef(code=u.code, name=u.name, kind=u.kind, kind_label=KIND_LABEL.get(u.kind, u.kind), path=u.path)
+    return UnitRef(code=u.code, name=u.name, kind=u.kind, kind_label=label(UNIT_KIND_LABEL, u.kind), path=u.path)
 
 
 async def _unit_items(s: AsyncSession, units: Sequence[OrgUnit]) -> list[UnitItem]:
@@ -209,7 +205,7 @@ def duty_of(who: Principal, r: Responsibility, p: Person) -> Duty:
         name=p.name,
         phone=phone_for(who, p.phone),
         role=r.role,
-        role_label=ROLE_WORD.get(r.role, r.role),
+        role_label=role_label(r.role),
         rank=r.rank,
         active=p.active,
     )
@@ -279,7 +275,7 @@ async def _devices(s: AsyncSession, q: Any) -> list[DeviceOut]:
                 id=d.id,
                 name=d.name,
                 kind=d.kind,
-                kind_label=DEVICE_KIND_LABEL.get(d.kind, d.kind),
+                kind_label=label(DEVICE_KIND_LABEL, d.kind),
                 unit_code=d.unit_code,
                 unit_name=unit.name if unit else d.unit_code,
                 place=_place(unit.path, names) if unit else "",
@@ -384,7 +380,7 @@ async def people_page(
                         unit_code=r.unit_code,
                         unit_name=unit_name,
                         role=r.role,
-                        role_label=ROLE_WORD.get(r.role, r.role),
+                        role_label=role_label(r.role),
                         rank=r.rank,
                     )
                 )

@@ -13,7 +13,7 @@ from sqlmodel import col
 from alerting.model.clock import utc
 from alerting.model.domain import DeliveryState, Purpose, TargetKind, TargetState
 from alerting.store.tables import Delivery, Device, OrgUnit, Target
-from alerting.views.report.build import DEVICE_KIND_LABEL, label
+from alerting.views.labels import DEVICE_CONDITION_LABEL, DEVICE_KIND_LABEL, label
 
 
 class DeviceLine(BaseModel):
@@ -37,16 +37,6 @@ class TaskLine(BaseModel):
     households: int
     moved: int
     help_needed: int
-
-
-CONDITION_LABEL = {
-    "sounding": "鸣响中",
-    "played": "已播放",
-    "failed": "失败",
-    "sent": "已下发，待确认",
-    "waiting": "待下发",
-    "stopped": "已停止",
-}
 
 
 async def device_lines(s: AsyncSession, scope: list[ColumnElement[bool]], limit: int = 2000) -> list[DeviceLine]:
@@ -99,7 +89,7 @@ async def device_lines(s: AsyncSession, scope: list[ColumnElement[bool]], limit:
                 online=device.online,
                 status_at=utc(device.status_at) if device.status_at else None,
                 condition=condition,
-                condition_label=CONDITION_LABEL[condition],
+                condition_label=DEVICE_CONDITION_LABEL[condition],
                 error=sent.error if sent is not None and condition == "failed" else None,
             )
         )

@@ -22,7 +22,7 @@ from alerting.model.domain import ChannelKind, Purpose, TargetKind
 from alerting.model.plan import Plan, Planner, PlanSet, Step
 from alerting.store.db import Database
 from alerting.store.tables import OrgUnit, Person
-from alerting.views.report.build import ROLE_LABEL
+from alerting.views.labels import ROLE_LABEL
 
 # The preview names this many people without a usable contact; the count says how many there are in all.
 UNREACHABLE_SHOWN = 100

@@ -19,24 +19,24 @@ from sqlalchemy import ColumnElement, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from alerting.model.access import Principal, in_scope
+from alerting.model.access import Principal, in_scope, visible_alert
 from alerting.model.clock import utc
 from alerting.model.domain import Purpose, TargetKind, TargetState
 from alerting.model.plan import PlanSet
 from alerting.model.privacy import mask_phone
 from alerting.store.db import Database
 from alerting.store.tables import Acknowledgement, Alert, Delivery, Device, OrgUnit, Person, Target
-from alerting.views.board import TownshipProgress, township_progress, visible_alert
+from alerting.views.board import TownshipProgress, township_progress
 from alerting.views.equipment import DeviceLine, TaskLine, device_lines, task_lines
-from alerting.views.report.build import (
+from alerting.views.labels import (
     DELIVERY_STATE_LABEL,
     PURPOSE_LABEL,
     TARGET_STATE_LABEL,
     channel_label,
-    feedback_text,
     label,
     role_label,
 )
+from alerting.views.report.build import feedback_text
 
 
 class Show(StrEnum):

@@ -11,9 +11,9 @@ from sqlmodel import col, select
 
 from alerting.answer.acks import AnswerResult
 from alerting.issue.alerts import AlertChange, CalledAgain, Issued, Lifted
-from alerting.model.access import Forbidden, Principal, check_units, in_scope
+from alerting.model.access import Forbidden, Principal, check_units, in_scope, visible_alert
+from alerting.model.actor import Actor
 from alerting.store.tables import Alert, Target
-from alerting.views.board import visible_alert
 from alerting.web.core import Core
 
 
@@ -64,7 +64,9 @@ async def answer_for(core: Core, who: Principal, alert_id: int, target_id: str, 
         raise ValueError("代为确认需要填写原因（例如：已电话联系本人，确认收到）")
     await _visible(core, who, alert_id)
     await _recipient_in_scope(core, who, alert_id, target_id)
-    return await core.acks.answer_on_behalf(alert_id, target_id, by=who.actor, reason=reason, at=core.clock.now())
+    return await core.acks.answer_on_behalf(
+        alert_id, target_id, by=Actor.officer(who.actor), reason=reason, at=core.clock.now()
+    )
 
 
 async def cancel(core: Core, who: Principal, alert_id: int, reason: str) -> Lifted:

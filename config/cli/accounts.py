@@ -9,6 +9,8 @@ import typer
 from rich.table import Table
 
 from alerting.model.access import ACCOUNT_ROLE_LABEL, AccountRole
+from config.cli.common import console, run, with_engine
+from config.wiring import Engine
 
 account_app = typer.Typer(help="Console accounts: add them, list them, set passwords.", no_args_is_help=True)
 
@@ -34,8 +36,6 @@ def add(
 
     Example: [bold]jiaoying account add li.na --role township --unit 500238101 --name 李娜[/]
     """
-    from config.cli.main import console, run, with_engine
-    from config.wiring import Engine
 
     password = _password(password_stdin)
 
@@ -49,8 +49,6 @@ def add(
 @account_app.command("list")
 def list_accounts() -> None:
     """Every account, its role and whether it can sign in."""
-    from config.cli.main import console, run, with_engine
-    from config.wiring import Engine
 
     async def job(engine: Engine) -> None:
         table = Table("username", "name", "role", "unit", "active")
@@ -67,8 +65,6 @@ def set_password(
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="read the password from stdin")] = False,
 ) -> None:
     """Set a new password; the account's open sessions end."""
-    from config.cli.main import console, run, with_engine
-    from config.wiring import Engine
 
     password = _password(password_stdin)
 
@@ -82,8 +78,6 @@ def set_password(
 @account_app.command("disable")
 def disable(username: Annotated[str, typer.Argument(help="the account")]) -> None:
     """Stop an account from signing in; its open sessions end at once."""
-    from config.cli.main import console, run, with_engine
-    from config.wiring import Engine
 
     async def job(engine: Engine) -> None:
         await engine.core.accounts.set_active(username, False, actor=ACTOR)

@@ -2,30 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar, cast
+from typing import Annotated, cast
 
 import typer
-from pydantic import ValidationError
-from rich.console import Console
 from rich.table import Table
 
-from alerting.answer.acks import AnswerRejected
 from alerting.audit import chain as audit
-from alerting.issue.alerts import AlertNotActive, AlertNotFound, AlertRequest
-from alerting.issue.planning import UnknownUnits
+from alerting.issue.alerts import AlertRequest
+from alerting.model.actor import Actor
 from alerting.model.clock import SystemClock, local_text
 from alerting.model.domain import ChannelKind, DeliveryState, Level, TargetState
 from alerting.web.api.queries import recipients_page
 from config.cli.accounts import account_app
+from config.cli.common import console, err, refuse_import, run, settings, with_engine
 from config.cli.policy import policy_app
 from config.cli.roster import roster_app
 from config.engine_process import engine_app
 from config.logging import configure_logging
-from config.settings import Settings
 from config.wiring import Engine, build_engine
 
 app = typer.Typer(
@@ -42,61 +37,6 @@ app.add_typer(roster_app, name="roster")
 app.add_typer(policy_app, name="policy")
 app.add_typer(engine_app, name="engine")
 app.add_typer(account_app, name="account")
-
-console = Console()
-err = Console(stderr=True)
-T = TypeVar("T")
-
-USER_ERRORS: tuple[type[Exception], ...] = (
-    UnknownUnits,
-    AlertNotFound,
-    AlertNotActive,
-    AnswerRejected,
-    LookupError,
-    ValueError,
-    ValidationError,
-    FileNotFoundError,
-    PermissionError,
-)
-
-
-def run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run one command's coroutine; a user's mistake is one clear line and a non-zero exit, never a traceback."""
-    try:
-        return asyncio.run(make())
-    except USER_ERRORS as exc:
-        err.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2) from None
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
-
-
-def refuse_import(errors: Sequence[object]) -> NoReturn:
-    """An import with bad rows: every problem listed, nothing written, exit 2."""
-    err.print(f"[bold red]nothing was imported:[/] {len(errors)} problem(s)")
-    for e in errors:
-        err.print(f"  {e}")
-    raise typer.Exit(2)
-
-
-def settings() -> Settings:
-    try:
-        s = Settings()
-    except ValidationError as exc:
-        err.print(f"[bold red]configuration error:[/] {exc}")
-        raise typer.Exit(2) from None
-    configure_logging(s.log_level)
-    return s
-
-
-async def with_engine(job: Callable[[Engine], Awaitable[T]]) -> T:
-    """The engine's services on an up-to-date database, without starting channels or loops."""
-    engine = build_engine(settings())
-    try:
-        await engine.db.upgrade()
-        return await job(engine)
-    finally:
-        await engine.stop()
 
 
 @app.command()
@@ -357,7 +297,7 @@ def ack(
         if target_id is None:
             raise LookupError(f"alert {alert_id} has no recipient with person id {person}")
         result = await engine.acks.answer_on_behalf(
-            alert_id, target_id, by=f"duty:{by}", reason=reason, at=SystemClock().now()
+            alert_id, target_id, by=Actor.officer(f"duty:{by}"), reason=reason, at=SystemClock().now()
         )
         word = "recorded" if result.counted else f"not counted: already {result.state.value}"
         console.print(f"Answer on behalf of {person} {word}.")

@@ -13,6 +13,8 @@ import typer
 from rich.table import Table
 
 from alerting.model.clock import SystemClock, local_text
+from config.cli.common import console, refuse_import, run, with_engine
+from config.wiring import Engine
 from escalation.rosters import Gap
 
 roster_app = typer.Typer(
@@ -32,9 +34,7 @@ def import_files(
     Example: [bold]jiaoying roster import 凤凰镇7月值班表.xlsx[/]
     """
     # config.cli adds this app, so it can only be imported once a command runs
-    from config.cli.main import console, refuse_import, run, with_engine
     from config.directory.rosters import RosterError, import_roster, load_roster
-    from config.wiring import Engine
 
     async def job(engine: Engine) -> None:
         try:
@@ -105,8 +105,6 @@ def check(
 
     Example: [bold]jiaoying roster check --hours 72[/]
     """
-    from config.cli.main import console, run, with_engine
-    from config.wiring import Engine
     from escalation.rosters import coverage_gaps
 
     now = _parse_from(start)

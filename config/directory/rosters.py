@@ -39,6 +39,7 @@ from alerting.model.domain import UnitKind
 from alerting.model.privacy import mask_phone
 from alerting.store.db import Database
 from alerting.store.tables import DutyShift, OrgUnit, Person
+from alerting.views.labels import UNIT_KIND_LABEL, label
 from config.directory.model import RowError, Source
 from config.directory.parse import cell_text, normalise_phone
 
@@ -76,7 +77,6 @@ _TEXT_FORMATS = (
     "%Y-%m-%d %H:%M",  # fromisoformat wants two-digit months and hours; these take "2026-7-1 8:00"
     "%Y-%m-%d",
 )
-_KIND_LABELS = {k.value: k.label for k in UnitKind}
 _END_OF_DAY = re.compile(r"(.*\D)24:00(?::00)?")
 
 
@@ -379,12 +379,12 @@ def check_roster(roster: Roster, known: Known) -> CheckedRoster:
             errors.append(_problem(row.source, "unit_code", f"单位不存在 unknown unit {row.unit_code!r}"))
             ok = False
         elif kind not in duty_kinds:
-            label = _KIND_LABELS.get(kind, kind)
+            kind_label = label(UNIT_KIND_LABEL, kind)
             errors.append(
                 _problem(
                     row.source,
                     "unit_code",
-                    f"只有乡镇/街道和区县有值班表 {row.unit_code} is a {kind} ({label}); "
+                    f"只有乡镇/街道和区县有值班表 {row.unit_code} is a {kind} ({kind_label}); "
                     "rosters are for a township or the county",
                 )
             )

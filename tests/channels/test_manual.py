@@ -16,7 +16,7 @@ from channels.manual import ManualTaskChannel
 from channels.sandbox import SandboxChannel
 from config.settings import Settings
 from config.wiring import build_engine
-from tests.alerting.test_dispatch_failures import ScriptedProvider
+from tests.alerting.deliver.test_dispatch_failures import ScriptedProvider
 from tests.channels.contract import make_message
 from tests.conftest import SmallCounty
 

@@ -25,13 +25,7 @@ from alerting.audit import chain as audit
 from alerting.model.access import township_code
 from alerting.model.clock import utc
 from alerting.model.domain import (
-    AlertStatus,
-    ChannelKind,
-    DeliveryState,
-    DeviceKind,
-    Level,
     Purpose,
-    Role,
     TargetKind,
     TargetState,
 )
@@ -48,58 +42,20 @@ from alerting.store.tables import (
     Person,
     Target,
 )
+from alerting.views.labels import (
+    ALERT_STATUS_LABEL,
+    COUNTY_LEVEL,
+    DELIVERY_STATE_LABEL,
+    LEVEL_LABEL,
+    PURPOSE_LABEL,
+    TARGET_KIND_LABEL,
+    TARGET_STATE_LABEL,
+    channel_label,
+    label,
+    role_label,
+)
 
-ALERT_STATUS_LABEL: dict[str, str] = {
-    AlertStatus.ACTIVE: "进行中",
-    AlertStatus.CLOSED: "已闭环",
-    AlertStatus.CANCELLED: "已解除",
-    AlertStatus.SUPERSEDED: "已被更新取代",
-}
-TARGET_STATE_LABEL: dict[str, str] = {
-    TargetState.OPEN: "未应答",
-    TargetState.ANSWERED: "已应答",
-    TargetState.ANSWERED_FOR: "代应答",
-    TargetState.FAILED: "设备未确认",
-    TargetState.CANCELLED: "已取消",
-}
-DELIVERY_STATE_LABEL: dict[str, str] = {
-    DeliveryState.PENDING: "待发送",
-    DeliveryState.SENDING: "发送中",
-    DeliveryState.SENT: "已发送",
-    DeliveryState.DELIVERED: "已送达",
-    DeliveryState.FAILED: "失败",
-    DeliveryState.CANCELLED: "已取消",
-}
-DEVICE_KIND_LABEL: dict[str, str] = {
-    DeviceKind.SIREN: "警报器/大喇叭",
-    DeviceKind.BROADCAST_ZONE: "应急广播区",
-    DeviceKind.SATELLITE: "卫星叫应终端",
-}
-PURPOSE_LABEL: dict[str, str] = {Purpose.WARN: "预警", Purpose.LIFT: "解除", Purpose.TASK: "人工任务"}
-KIND_LABEL: dict[str, str] = {TargetKind.PERSON: "人员", TargetKind.DEVICE: "设备"}
-COUNTY_LEVEL = "县级"  # the township column for targets that sit above every township
 DEVICE_ANSWER = "device"
-
-
-CHANNEL_LABEL = {k.value: k.label for k in ChannelKind}
-ROLE_LABEL: dict[str, str] = {**{r.value: r.label for r in Role}, **DEVICE_KIND_LABEL}
-LEVEL_LABEL = {lv.value: lv.label for lv in Level}
-
-
-def label(labels: Mapping[str, str], value: str | None) -> str:
-    """The Chinese word for a stored value; an unexpected value is shown as it is rather than hidden."""
-    if value is None:
-        return ""
-    # the enum members are str subclasses, so a stored plain string finds its member's entry
-    return labels.get(value, value)
-
-
-def channel_label(value: str | None) -> str:
-    return label(CHANNEL_LABEL, value)
-
-
-def role_label(value: str) -> str:
-    return label(ROLE_LABEL, value)
 
 
 def feedback_text(feedback: Mapping[str, Any] | None) -> str:
@@ -605,7 +561,7 @@ def _recipient_row(
     return RecipientRow(
         target_id=t.id,
         kind=t.kind,
-        kind_label=label(KIND_LABEL, t.kind),
+        kind_label=label(TARGET_KIND_LABEL, t.kind),
         township_code=township,
         township_name=snap.units.get(township, township) if township else COUNTY_LEVEL,
         village_code=village,

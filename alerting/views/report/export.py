@@ -22,14 +22,8 @@ from alerting.model.clock import local_text
 from alerting.model.domain import DeliveryState, Purpose
 from alerting.store.db import Database
 from alerting.views import templating
-from alerting.views.report.build import (
-    DELIVERY_STATE_LABEL,
-    AlertReport,
-    RecipientRow,
-    build_report,
-    channel_label,
-    label,
-)
+from alerting.views.labels import DELIVERY_STATE_LABEL, channel_label, label
+from alerting.views.report.build import AlertReport, RecipientRow, build_report
 
 Format = Literal["csv", "json", "html", "xlsx"]
 BOM = "\ufeff"  # without it Excel reads UTF-8 CSV as the local code page and the Chinese comes out garbled

@@ -12,8 +12,9 @@ from datetime import datetime
 from pydantic import BaseModel
 
 from alerting.model.domain import DeliveryState, Purpose, TargetState
+from alerting.views.labels import channel_label
 from alerting.views.report import charts
-from alerting.views.report.build import AlertReport, RecipientRow, channel_label
+from alerting.views.report.build import AlertReport, RecipientRow
 from alerting.views.report.export import channels_text, escalation_text
 
 # Upper edges in seconds; a duty officer thinks in these steps, not in equal-width bins.

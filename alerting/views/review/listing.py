@@ -23,7 +23,7 @@ from alerting.model.clock import SHANGHAI, utc
 from alerting.model.domain import Level, TargetState
 from alerting.store.db import Database
 from alerting.store.tables import Alert, OrgUnit, Target
-from alerting.views.report.build import ALERT_STATUS_LABEL, LEVEL_LABEL, label
+from alerting.views.labels import ALERT_STATUS_LABEL, LEVEL_LABEL, label
 
 CLOSED_STATES = (TargetState.ANSWERED.value, TargetState.ANSWERED_FOR.value)
 EXERCISE_CHOICES = {"all": None, "yes": True, "no": False}

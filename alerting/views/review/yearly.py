@@ -25,7 +25,7 @@ from alerting.model.clock import local_text, utc
 from alerting.model.domain import AlertStatus, Level, TargetState, UnitKind
 from alerting.store.db import Database
 from alerting.store.tables import Alert, OrgUnit, Target
-from alerting.views.report.build import COUNTY_LEVEL, LEVEL_LABEL, label
+from alerting.views.labels import COUNTY_LEVEL, LEVEL_LABEL, label
 from alerting.views.report.export import BOM, duration
 from alerting.views.review.drills import DrillRecord, DrillRow, drill_record
 from alerting.views.review.listing import CLOSED_STATES, ReviewFilter, day_start, list_alerts, rate

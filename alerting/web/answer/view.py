@@ -19,7 +19,8 @@ from alerting.model.domain import (
 )
 from alerting.store.db import Database
 from alerting.store.tables import Alert, Delivery, Device, OrgUnit, Person, Target
-from alerting.views.report.build import DEVICE_KIND_LABEL, feedback_text
+from alerting.views.labels import DEVICE_KIND_LABEL
+from alerting.views.report.build import feedback_text
 from alerting.views.report.export import LEVEL_COLOUR
 
 

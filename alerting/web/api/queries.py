@@ -15,7 +15,7 @@ from alerting.model.domain import AlertStatus, TargetState
 from alerting.model.privacy import mask_phone
 from alerting.store.db import Database
 from alerting.store.tables import Alert, Device, OrgUnit, Person, Target
-from alerting.views.report.build import TARGET_STATE_LABEL, role_label
+from alerting.views.labels import TARGET_STATE_LABEL, role_label
 from alerting.web.api.schemas import RecipientOut
 
 

@@ -11,7 +11,7 @@ from alerting.issue.alerts import AlertProgress
 from alerting.model.clock import utc
 from alerting.model.domain import AlertStatus, Level
 from alerting.store.tables import Alert
-from alerting.views.report.build import ALERT_STATUS_LABEL
+from alerting.views.labels import ALERT_STATUS_LABEL
 
 T = TypeVar("T")
 

@@ -17,7 +17,7 @@ from alerting.issue.alerts import AlertChange, AlertNotActive, AlertNotFound, Al
 from alerting.model.access import Forbidden
 from alerting.model.domain import Level
 from alerting.views.board import MEANING, since_text, totals
-from alerting.views.report.build import ALERT_STATUS_LABEL
+from alerting.views.labels import ALERT_STATUS_LABEL
 from alerting.views.timeline import Show, read_alert
 from alerting.web import acting
 from alerting.web.api.auth import CoreDep

@@ -17,7 +17,7 @@ from jinja2 import Environment
 
 from alerting.model.access import ACCOUNT_ROLE_LABEL, Principal
 from alerting.views import templating
-from alerting.views.report.build import ALERT_STATUS_LABEL, CHANNEL_LABEL, LEVEL_LABEL, ROLE_LABEL, TARGET_STATE_LABEL
+from alerting.views.labels import ALERT_STATUS_LABEL, CHANNEL_LABEL, LEVEL_LABEL, ROLE_LABEL, TARGET_STATE_LABEL
 from alerting.web.api.auth import CoreDep
 from alerting.web.api.problems import problem_response
 from alerting.web.core import Core

@@ -19,7 +19,7 @@ from alerting.store.tables import Delivery, OrgUnit, Target
 from alerting.web.console.board_pages import board_stream
 from tests.alerting import test_access_matrix as matrix
 from tests.alerting.board_setup import DUTY, FENGHUANG, alert_body
-from tests.alerting.test_access_matrix import PASSWORD, RULES, World, is_api
+from tests.alerting.web.test_access_matrix import PASSWORD, RULES, World, is_api
 
 world = matrix.world  # the same accounts, keys and alerts as the access matrix
 

@@ -16,7 +16,7 @@ from alerting.store.db import Database
 from alerting.store.tables import Account, AuditEvent
 from alerting.web.api.auth import key_label
 from alerting.web.core import Core
-from tests.alerting.test_api import DUTY, assert_problem, make_core, serve
+from tests.alerting.web.test_api import DUTY, assert_problem, make_core, serve
 from tests.conftest import SmallCounty
 
 pytestmark = pytest.mark.both_databases

@@ -61,7 +61,7 @@ def test_check_a_good_file_says_what_it_holds(policy_file: Path) -> None:
 
 
 def test_check_the_shipped_default(tmp_path: Path) -> None:
-    shipped = Path(__file__).parents[2] / "escalation" / "policy" / "default_policy.yaml"
+    shipped = Path(__file__).parents[3] / "escalation" / "policy" / "default_policy.yaml"
     result = runner.invoke(policy_app, ["check", str(shipped)])
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == "ok: 4 levels, 1 hazard plan, 0 unit overrides"

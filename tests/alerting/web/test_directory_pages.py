@@ -17,7 +17,7 @@ from alerting.store.tables import AuditEvent, Person
 from alerting.web.app import create_app
 from alerting.web.core import Core
 from config.directory.importer import FileImporter
-from tests.alerting.test_api import make_core
+from tests.alerting.web.test_api import make_core
 from tests.conftest import SmallCounty
 
 pytestmark = pytest.mark.both_databases

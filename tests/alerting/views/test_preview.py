@@ -17,7 +17,7 @@ from alerting.store.db import Database
 from alerting.store.tables import Alert, AuditEvent, Deadline, Delivery, Person, Target
 from alerting.views.preview import preview
 from alerting.web.core import Core
-from tests.alerting.test_api import DUTY, assert_problem, make_core, serve
+from tests.alerting.web.test_api import DUTY, assert_problem, make_core, serve
 from tests.conftest import SmallCounty
 
 pytestmark = pytest.mark.both_databases

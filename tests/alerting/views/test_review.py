@@ -16,6 +16,7 @@ from sqlmodel import col
 
 from alerting.issue.alerts import AlertRequest
 from alerting.model.access import AccountRole, Principal
+from alerting.model.actor import Actor
 from alerting.model.clock import ManualClock
 from alerting.model.domain import ChannelKind, Level, Role, UnitKind
 from alerting.store.db import Database
@@ -23,7 +24,7 @@ from alerting.store.tables import AuditEvent, Delivery, OrgUnit, Person, Respons
 from alerting.views.review.listing import FilterError, ReviewFilter, list_alerts, parse_filter
 from alerting.views.review.yearly import yearly_summary
 from alerting.web.core import Core
-from tests.alerting.test_api import AUDITOR, make_core, serve
+from tests.alerting.web.test_api import AUDITOR, make_core, serve
 from tests.conftest import SmallCounty
 
 pytestmark = pytest.mark.both_databases
@@ -87,7 +88,7 @@ async def year(core: Core, clock: ManualClock) -> Year:
     await _answer(core, red.alert_id, "g2", ChannelKind.VOICE, 180, red_at)
     head = await _target(core, red.alert_id, "v1-head")
     await core.acks.answer_on_behalf(
-        red.alert_id, head, by="tw-duty", reason=REASON, at=red_at + timedelta(seconds=400)
+        red.alert_id, head, by=Actor.officer("tw-duty"), reason=REASON, at=red_at + timedelta(seconds=400)
     )
     drill_at = clock.advance(hours=2)
     drill = await core.alerts.trigger(

@@ -15,7 +15,7 @@ from alerting.model.clock import ManualClock
 from alerting.store.db import Database
 from alerting.store.tables import Alert, AuditEvent
 from alerting.web.core import Core
-from tests.alerting.test_api import make_core
+from tests.alerting.web.test_api import make_core
 from tests.conftest import SmallCounty
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')

@@ -23,6 +23,7 @@ from sqlmodel import SQLModel, col
 
 import alerting.store.tables  # noqa: F401  (registers the tables on the metadata)
 from alerting.model.access import AccountRole, Principal
+from alerting.model.actor import Actor
 from alerting.model.clock import ManualClock
 from alerting.store.db import Database
 from alerting.store.tables import Delivery, Target
@@ -309,7 +310,9 @@ async def world(db: Database, clock: ManualClock, county: SmallCounty) -> AsyncI
     shared_nc = [t for t, u in await _targets(db, shared) if u.startswith(NINGCHANG)]
     assert nc_targets and shared_nc
     # someone in 宁厂镇 answered the shared alert through their duty officer, with a reason 凤凰镇 must not read
-    await core.acks.answer_on_behalf(shared, shared_nc[0], by="user:duty", reason=NC_REASON, at=clock.now())
+    await core.acks.answer_on_behalf(
+        shared, shared_nc[0], by=Actor.officer("user:duty"), reason=NC_REASON, at=clock.now()
+    )
     markers = [NC_TITLE, NC_REASON, "宁河村", "宁厂镇值班员", "13900000101", "13900000102", "****0101", "****0102"]
     markers += nc_targets + shared_nc + await _deliveries(db, nc_targets + shared_nc)
     w = World(

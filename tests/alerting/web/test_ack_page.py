@@ -17,7 +17,7 @@ from alerting.store.db import Database
 from alerting.store.tables import Acknowledgement, Delivery, Target
 from alerting.web.core import Core
 from escalation.engine import EscalationEngine
-from tests.alerting.test_api import AUDITOR, DUTY, make_core, rainstorm, serve
+from tests.alerting.web.test_api import AUDITOR, DUTY, make_core, rainstorm, serve
 from tests.conftest import SmallCounty
 
 pytestmark = pytest.mark.both_databases

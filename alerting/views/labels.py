@@ -1,0 +1,99 @@
+"""The one vocabulary of the read side: the Chinese word for every stored value a person reads.
+
+Every page, report and export takes its words from here, so a siren is called the same thing on the board, in the
+directory and in the printed report. The domain enums carry their own `.label`; these tables collect them with the
+words for states, purposes and kinds that only the read side shows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from alerting.model.access import ACCOUNT_ROLE_LABEL
+from alerting.model.domain import (
+    AlertStatus,
+    ChannelKind,
+    DeliveryState,
+    DeviceKind,
+    Level,
+    Purpose,
+    Role,
+    TargetKind,
+    TargetState,
+    UnitKind,
+)
+
+ALERT_STATUS_LABEL: dict[str, str] = {
+    AlertStatus.ACTIVE: "进行中",
+    AlertStatus.CLOSED: "已闭环",
+    AlertStatus.CANCELLED: "已解除",
+    AlertStatus.SUPERSEDED: "已被更新取代",
+}
+TARGET_STATE_LABEL: dict[str, str] = {
+    TargetState.OPEN: "未应答",
+    TargetState.ANSWERED: "已应答",
+    TargetState.ANSWERED_FOR: "代应答",
+    TargetState.FAILED: "设备未确认",
+    TargetState.CANCELLED: "已取消",
+}
+DELIVERY_STATE_LABEL: dict[str, str] = {
+    DeliveryState.PENDING: "待发送",
+    DeliveryState.SENDING: "发送中",
+    DeliveryState.SENT: "已发送",
+    DeliveryState.DELIVERED: "已送达",
+    DeliveryState.FAILED: "失败",
+    DeliveryState.CANCELLED: "已取消",
+}
+DEVICE_KIND_LABEL: dict[str, str] = {k.value: k.label for k in DeviceKind}
+# what a device is doing for one alert, as the alert page shows it
+DEVICE_CONDITION_LABEL = {
+    "sounding": "鸣响中",
+    "played": "已播放",
+    "failed": "失败",
+    "sent": "已下发，待确认",
+    "waiting": "待下发",
+    "stopped": "已停止",
+}
+PURPOSE_LABEL: dict[str, str] = {Purpose.WARN: "预警", Purpose.LIFT: "解除", Purpose.TASK: "人工任务"}
+TARGET_KIND_LABEL: dict[str, str] = {TargetKind.PERSON: "人员", TargetKind.DEVICE: "设备"}
+UNIT_KIND_LABEL: dict[str, str] = {k.value: k.label for k in UnitKind}
+CHANNEL_LABEL: dict[str, str] = {k.value: k.label for k in ChannelKind}
+# a target's role: a person's duty, or for a device target the kind of device
+ROLE_LABEL: dict[str, str] = {**{r.value: r.label for r in Role}, **DEVICE_KIND_LABEL}
+LEVEL_LABEL: dict[str, str] = {lv.value: lv.label for lv in Level}
+COUNTY_LEVEL = "县级"  # the township column for targets that sit above every township
+
+__all__ = [
+    "ACCOUNT_ROLE_LABEL",
+    "ALERT_STATUS_LABEL",
+    "CHANNEL_LABEL",
+    "COUNTY_LEVEL",
+    "DELIVERY_STATE_LABEL",
+    "DEVICE_CONDITION_LABEL",
+    "DEVICE_KIND_LABEL",
+    "LEVEL_LABEL",
+    "PURPOSE_LABEL",
+    "ROLE_LABEL",
+    "TARGET_KIND_LABEL",
+    "TARGET_STATE_LABEL",
+    "UNIT_KIND_LABEL",
+    "channel_label",
+    "label",
+    "role_label",
+]
+
+
+def label(labels: Mapping[str, str], value: str | None) -> str:
+    """The Chinese word for a stored value; an unexpected value is shown as it is rather than hidden."""
+    if value is None:
+        return ""
+    # the enum members are str subclasses, so a stored plain string finds its member's entry
+    return labels.get(value, value)
+
+
+def channel_label(value: str | None) -> str:
+    return label(CHANNEL_LABEL, value)
+
+
+def role_label(value: str) -> str:
+    return label(ROLE_LABEL, value)

@@ -1,0 +1,74 @@
+"""What every `jiaoying` command shares: the terminal, settings read once, the engine's services, and one way
+of turning a user's mistake into a clear line and a non-zero exit."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, NoReturn, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from alerting.answer.acks import AnswerRejected
+from alerting.issue.alerts import AlertNotActive, AlertNotFound
+from alerting.issue.planning import UnknownUnits
+from config.logging import configure_logging
+from config.settings import Settings
+from config.wiring import Engine, build_engine
+
+console = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+USER_ERRORS: tuple[type[Exception], ...] = (
+    UnknownUnits,
+    AlertNotFound,
+    AlertNotActive,
+    AnswerRejected,
+    LookupError,
+    ValueError,
+    ValidationError,
+    FileNotFoundError,
+    PermissionError,
+)
+
+
+def run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run one command's coroutine; a user's mistake is one clear line and a non-zero exit, never a traceback."""
+    try:
+        return asyncio.run(make())
+    except USER_ERRORS as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+def refuse_import(errors: Sequence[object]) -> NoReturn:
+    """An import with bad rows: every problem listed, nothing written, exit 2."""
+    err.print(f"[bold red]nothing was imported:[/] {len(errors)} problem(s)")
+    for e in errors:
+        err.print(f"  {e}")
+    raise typer.Exit(2)
+
+
+def settings() -> Settings:
+    try:
+        s = Settings()
+    except ValidationError as exc:
+        err.print(f"[bold red]configuration error:[/] {exc}")
+        raise typer.Exit(2) from None
+    configure_logging(s.log_level)
+    return s
+
+
+async def with_engine(job: Callable[[Engine], Awaitable[T]]) -> T:
+    """The engine's services on an up-to-date database, without starting channels or loops."""
+    engine = build_engine(settings())
+    try:
+        await engine.db.upgrade()
+        return await job(engine)
+    finally:
+        await engine.stop()
