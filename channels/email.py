@@ -208,6 +208,7 @@ def error_for_reply(code: int, text: str) -> DeliveryError:
         retryable=400 <= code < 500,
         code=f"smtp_{code}",
         retry_after=throttle_delay(code, text),
+        throttled=400 <= code < 500 and bool(_THROTTLED.search(text)),
     )
 
 

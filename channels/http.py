@@ -83,6 +83,7 @@ def error_for_status(
         retryable=status in RETRYABLE_STATUS,
         code=code or f"http_{status}",
         retry_after=retry_after_s(response.headers),
+        throttled=status == 429,
     )
 
 

@@ -447,8 +447,9 @@ class EscalationEngine:
         unknown = [p for p in person_ids if p not in contacts]
         if unknown:
             contacts.update(await load_contacts(s, unknown))
+        level = self._plans[alert_id].default.level
         rows = person_deliveries(
-            alert_id, target.id, step_no, step, [contacts[p] for p in person_ids if p in contacts], now
+            alert_id, target.id, step_no, step, [contacts[p] for p in person_ids if p in contacts], now, level
         )
         batch.deliveries += rows
         data["contacts"] = person_ids

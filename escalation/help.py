@@ -8,12 +8,12 @@ import structlog
 from sqlalchemy import insert
 
 from alerting.audit import chain as audit
-from alerting.issue.planning import PRIORITY_DEVICE, delivery_row, load_contacts
+from alerting.issue.planning import delivery_row, load_contacts
 from alerting.model.clock import Clock
-from alerting.model.domain import ChannelKind, Purpose
+from alerting.model.domain import ChannelKind, Level, Purpose
 from alerting.model.plan import Who
 from alerting.store.db import Database
-from alerting.store.tables import Delivery, Target
+from alerting.store.tables import Alert, Delivery, Target
 from escalation.recipients import contacts_for
 
 log = structlog.get_logger()
@@ -29,7 +29,8 @@ class HelpEscalation:
         now = self.clock.now()
         async with self.db.session() as s:
             target = await s.get(Target, target_id)
-            if target is None:
+            alert = await s.get(Alert, alert_id)
+            if target is None or alert is None:
                 return
             people = [
                 p
@@ -40,14 +41,14 @@ class HelpEscalation:
             people = list(dict.fromkeys(people))
             contacts = await load_contacts(s, people)
             rows = [
-                # help outranks everything else waiting to go out
+                # a call for help goes out with the first waves, ahead of every escalation and lift notice
                 delivery_row(
                     alert_id=alert_id,
                     target_id=target_id,
                     channel=ch,
                     purpose=Purpose.HELP,
                     step=target.step,
-                    priority=PRIORITY_DEVICE,
+                    level=Level(alert.level),
                     now=now,
                     person_id=p,
                 )

@@ -19,6 +19,7 @@ from sqlmodel import col
 
 from alerting.audit import chain as audit
 from alerting.model.actor import Actor, ActorKind
+from alerting.model.deliveries import not_handed_over
 from alerting.model.domain import AlertStatus, ChannelKind, DeadlineState, DeliveryState, Purpose, TargetState
 from alerting.model.ids import new_id
 from alerting.model.privacy import mask_phone
@@ -246,10 +247,10 @@ async def _stop_chasing(s: AsyncSession, target_id: str) -> None:
         update(Delivery)
         .where(
             col(Delivery.target_id) == target_id,
-            col(Delivery.state) == DeliveryState.PENDING.value,
+            not_handed_over(),  # one a dispatcher holds but has not handed over is stopped at its hand-over too
             col(Delivery.purpose) != Purpose.LIFT.value,
         )
-        .values(state=DeliveryState.CANCELLED.value, error="answered")
+        .values(state=DeliveryState.CANCELLED.value, error="not sent: answered")
     )
     await s.execute(
         update(Deadline)

@@ -8,8 +8,9 @@ from sqlmodel import col
 
 from alerting.answer.acks import AckService, AlreadyTaken, AnswerRejected
 from alerting.answer.events import Answer, DeviceReport, DeviceStatus, InboundEvent, InboundText, StatusUpdate
+from alerting.answer.reports import apply_report
 from alerting.audit import chain as audit
-from alerting.model.domain import ChannelKind, DeliveryState
+from alerting.model.domain import ChannelKind
 from alerting.model.privacy import mask_phone
 from alerting.store.db import Database
 from alerting.store.tables import Delivery, Device
@@ -70,42 +71,8 @@ class Inbound:
                     )
 
     async def status(self, event: StatusUpdate) -> None:
-        """A later word from the provider. It only moves a delivery forward: sent -> delivered | failed."""
-        key = (
-            col(Delivery.id) == event.delivery_id
-            if event.delivery_id
-            else col(Delivery.provider_id) == event.provider_id
-        )
-        moved_from = (
-            [DeliveryState.SENT.value] if event.delivered else [DeliveryState.SENT.value, DeliveryState.DELIVERED.value]
-        )
-        values = (
-            {"state": DeliveryState.DELIVERED.value, "delivered_at": event.at}
-            if event.delivered
-            else {"state": DeliveryState.FAILED.value, "error": event.error or "failed"}
-        )
-        async with self.db.session() as s:
-            result = await s.execute(
-                update(Delivery)
-                .where(
-                    key,
-                    # a manual task travels over SMS or WeCom, and that carrier reports on it
-                    col(Delivery.channel).in_([event.channel.value, ChannelKind.MANUAL.value]),
-                    col(Delivery.state).in_(moved_from),
-                )
-                .values(**values)
-                .returning(col(Delivery.id), col(Delivery.alert_id))
-            )
-            for row in result.all():
-                await audit.record(
-                    s,
-                    "delivery.delivered" if event.delivered else "delivery.undelivered",
-                    actor=event.channel.value,
-                    at=event.at,
-                    alert_id=row.alert_id,
-                    subject=row.id,
-                    data={"error": event.error, **dict(event.detail)},
-                )
+        """A later word from the provider, applied once and in any order (answer.reports)."""
+        await apply_report(self.db, event)
 
     async def device_report(self, event: DeviceReport) -> None:
         async with self.db.session() as s:
@@ -113,7 +80,11 @@ class Inbound:
         if device != event.device_id:  # one device cannot answer for another device's command
             raise AnswerRejected(f"device {event.device_id} reported on a command that was not sent to it")
         if event.status in DEVICE_ANSWERS:
-            await self.status(StatusUpdate(ChannelKind.DEVICE, event.at, True, delivery_id=event.command_id))
+            await self.status(
+                StatusUpdate(
+                    ChannelKind.DEVICE, event.at, True, delivery_id=event.command_id, detail={"status": event.status}
+                )
+            )
             # every engine subscribed gets the same ack: one status of one command is one answer, recorded once
             await self.acks.answer_delivery(
                 event.command_id,
@@ -123,7 +94,11 @@ class Inbound:
                 once=f"device:{event.device_id}:{event.command_id}:{event.status}",
             )
         elif event.status == "received":
-            await self.status(StatusUpdate(ChannelKind.DEVICE, event.at, True, delivery_id=event.command_id))
+            await self.status(
+                StatusUpdate(
+                    ChannelKind.DEVICE, event.at, True, delivery_id=event.command_id, detail={"status": event.status}
+                )
+            )
         else:
             await self.status(
                 StatusUpdate(

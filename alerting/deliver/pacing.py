@@ -28,6 +28,11 @@ class TokenBucket:
                 self._refill()
             self._tokens -= 1
 
+    def pause(self, seconds: float) -> None:
+        """The provider asked us to slow down: no token for anyone until `seconds` from now."""
+        self._refill()
+        self._tokens = min(self._tokens, 1 - seconds * self.rate)
+
     def try_acquire(self) -> float:
         """Take a token if there is one and return 0; otherwise take nothing and return the seconds to wait."""
         self._refill()

@@ -63,7 +63,8 @@ class Receipt:
 
 
 class DeliveryError(Exception):
-    """A send failed. `retryable` says whether the same send may succeed later."""
+    """A send failed. `retryable` says whether the same send may succeed later; `throttled` that the provider
+    only asked us to slow down (429, Retry-After), which costs the delivery no attempt."""
 
     def __init__(
         self,
@@ -72,11 +73,13 @@ class DeliveryError(Exception):
         retryable: bool,
         code: str | None = None,
         retry_after: float | None = None,
+        throttled: bool = False,
     ) -> None:
         super().__init__(message)
-        self.retryable = retryable
+        self.retryable = retryable or throttled
         self.code = code
         self.retry_after = retry_after
+        self.throttled = throttled
 
 
 @dataclass(frozen=True)

@@ -18,3 +18,8 @@ class RetryPolicy:
         backoff: float = min(self.cap_s, self.base_s * 2 ** (attempt - 1))
         backoff *= 1 + (rng or random).uniform(-self.jitter, self.jitter)
         return max(backoff, retry_after or 0.0)
+
+    def throttle_delay(self, retry_after: float | None, rng: random.Random | None = None) -> float:
+        """Seconds to wait when the provider only asked us to slow down: its Retry-After, else a few seconds."""
+        wait = retry_after if retry_after and retry_after > 0 else self.base_s
+        return min(self.cap_s, wait) * (1 + (rng or random).uniform(0, self.jitter))

@@ -17,9 +17,6 @@ from sqlmodel import col
 from alerting.audit import chain as audit
 from alerting.issue.planning import (
     DEVICE_CHANNEL,
-    PRIORITY_DEVICE,
-    PRIORITY_LIFT,
-    PRIORITY_PERSON,
     channels_for,
     delivery_row,
     device_deliveries,
@@ -30,6 +27,7 @@ from alerting.issue.planning import (
 )
 from alerting.model.access import Forbidden
 from alerting.model.clock import Clock
+from alerting.model.deliveries import handed_over, not_handed_over
 from alerting.model.domain import (
     PERSON_CHANNELS,
     AlertStatus,
@@ -235,12 +233,14 @@ class AlertService:
             if t.kind is TargetKind.PERSON:
                 assert t.person_id is not None
                 contact = contacts.get(t.person_id)
-                rows = person_deliveries(alert.id, t.id, 0, plan.person_steps[0], [contact] if contact else [], now)
+                rows = person_deliveries(
+                    alert.id, t.id, 0, plan.person_steps[0], [contact] if contact else [], now, Level(alert.level)
+                )
                 steps = plan.person_steps
                 if not rows:
                     unreachable.append(t.person_id)
             else:
-                rows = device_deliveries(alert.id, t, plan.device_steps[0], now)
+                rows = device_deliveries(alert.id, t, plan.device_steps[0], now, Level(alert.level))
                 steps = plan.device_steps
             deliveries += rows
             if len(steps) > 1:
@@ -292,13 +292,13 @@ class AlertService:
                 raise AlertNotActive(f"alert {alert_id} is already {alert.status}")
             alert.status, alert.ended_at, alert.end_reason = AlertStatus.CANCELLED.value, now, reason
             stopped = await _stop(s, alert_id, "alert cancelled")
-            # Everyone a warning reached hears it is lifted, once per channel that reached them.
+            # Everyone a warning was handed over for (still in flight included) hears it is lifted, once per channel.
             reached = await s.execute(
                 select(col(Delivery.target_id), col(Delivery.person_id), col(Delivery.device_id), col(Delivery.channel))
                 .where(
                     col(Delivery.alert_id) == alert_id,
                     col(Delivery.purpose) != Purpose.LIFT.value,
-                    col(Delivery.state).in_([DeliveryState.SENT.value, DeliveryState.DELIVERED.value]),
+                    handed_over(),
                 )
                 .distinct()
             )
@@ -315,7 +315,7 @@ class AlertService:
                             channel=ChannelKind(r.channel),
                             purpose=Purpose.LIFT,
                             step=0,
-                            priority=PRIORITY_LIFT,
+                            level=Level(alert.level),
                             now=now,
                             person_id=r.person_id,
                             device_id=r.device_id,
@@ -478,7 +478,7 @@ async def _stop(s: AsyncSession, alert_id: int, why: str) -> int:
             update(Delivery)
             .where(
                 col(Delivery.alert_id) == alert_id,
-                col(Delivery.state).in_([DeliveryState.PENDING.value, DeliveryState.SENDING.value]),
+                not_handed_over(),
                 col(Delivery.purpose).notin_([Purpose.LIFT.value, Purpose.HELP.value]),
             )
             .values(state=DeliveryState.CANCELLED.value, error=why)
@@ -547,11 +547,11 @@ async def _fresh_calls(
             if step.who is not Who.TARGET or not any(c in PERSON_CHANNELS for c in step.channels):
                 step = plan.person_steps[0]
             channels = [c for c in channels_for(contact, step) if c in PERSON_CHANNELS]
-            priority, person_id, device_id = PRIORITY_PERSON, t.person_id, None
+            person_id, device_id = t.person_id, None
         else:
             kind = device_kinds.get(t.device_id or "")
             channels = [DEVICE_CHANNEL[DeviceKind(kind)]] if kind in DEVICE_CHANNEL else []
-            priority, person_id, device_id = PRIORITY_DEVICE, None, t.device_id
+            person_id, device_id = None, t.device_id
         rows += [
             delivery_row(
                 alert_id=alert.id,
@@ -559,7 +559,7 @@ async def _fresh_calls(
                 channel=ch,
                 purpose=Purpose.WARN,
                 step=t.step,
-                priority=priority,
+                level=Level(alert.level),
                 now=now,
                 person_id=person_id,
                 device_id=device_id,

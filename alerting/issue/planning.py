@@ -11,15 +11,33 @@ from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from alerting.model.domain import ChannelKind, DeliveryState, DeviceKind, Purpose, TargetKind, TargetState
+from alerting.model.domain import ChannelKind, DeliveryState, DeviceKind, Level, Purpose, TargetKind, TargetState
 from alerting.model.ids import new_id
 from alerting.model.plan import PlanSet, Step
 from alerting.store.tables import Device, OrgUnit, Person, Responsibility
 
 # Lower goes first: sirens and broadcast before people, people before bulk lists.
-PRIORITY_DEVICE = 0
+PRIORITY_DEVICE = 0  # a target's order on the board and in lists: devices, then people
 PRIORITY_PERSON = 1
-PRIORITY_LIFT = 2
+
+_LEVEL_ORDER = {Level.RED: 0, Level.ORANGE: 1, Level.YELLOW: 2, Level.BLUE: 3}
+
+
+def queue_priority(level: Level, purpose: Purpose, step: int, *, device: bool) -> int:
+    """A delivery's place in its channel's queue, across alerts (lower goes first).
+
+    First waves and calls for help come first, then escalations and calls again, then lift notices; within each,
+    red before orange before yellow before blue, and sirens and broadcast zones before people. So a new red
+    alert's first wave overtakes an older alert's redials and lift notices the moment it is queued.
+    """
+    if purpose is Purpose.HELP or (step == 0 and purpose in (Purpose.WARN, Purpose.TASK)):
+        band = 0
+    elif purpose is Purpose.LIFT:
+        band = 2
+    else:
+        band = 1
+    return band * 10 + _LEVEL_ORDER[level] * 2 + (0 if device else 1)
+
 
 DEVICE_CHANNEL = {
     DeviceKind.SIREN: ChannelKind.DEVICE,
@@ -179,7 +197,7 @@ def delivery_row(
     channel: ChannelKind,
     purpose: Purpose,
     step: int,
-    priority: int,
+    level: Level,
     now: datetime,
     person_id: str | None = None,
     device_id: str | None = None,
@@ -194,7 +212,7 @@ def delivery_row(
         "channel": channel.value,
         "purpose": purpose.value,
         "step": step,
-        "priority": priority,
+        "priority": queue_priority(level, purpose, step, device=device_id is not None),
         "state": DeliveryState.PENDING.value,
         "attempts": 0,
         "next_attempt_at": now,
@@ -205,7 +223,7 @@ def delivery_row(
 
 
 def person_deliveries(
-    alert_id: int, target_id: str, step_no: int, step: Step, contacts: Sequence[Contact], now: datetime
+    alert_id: int, target_id: str, step_no: int, step: Step, contacts: Sequence[Contact], now: datetime, level: Level
 ) -> list[dict[str, Any]]:
     purpose = Purpose.TASK if step.task else Purpose.WARN
     detail = {"task": step.task.value} if step.task else None
@@ -216,7 +234,7 @@ def person_deliveries(
             channel=ch,
             purpose=purpose,
             step=step_no,
-            priority=PRIORITY_PERSON,
+            level=level,
             now=now,
             person_id=c.person_id,
             detail=detail,
@@ -226,7 +244,7 @@ def person_deliveries(
     ]
 
 
-def device_deliveries(alert_id: int, t: PlannedTarget, step: Step, now: datetime) -> list[dict[str, Any]]:
+def device_deliveries(alert_id: int, t: PlannedTarget, step: Step, now: datetime, level: Level) -> list[dict[str, Any]]:
     assert t.device_kind is not None
     assert t.device_id is not None
     channel = DEVICE_CHANNEL[t.device_kind]
@@ -239,7 +257,7 @@ def device_deliveries(alert_id: int, t: PlannedTarget, step: Step, now: datetime
             channel=channel,
             purpose=Purpose.WARN,
             step=0,
-            priority=PRIORITY_DEVICE,
+            level=level,
             now=now,
             device_id=t.device_id,
         )

@@ -135,6 +135,23 @@ class DeliveryState(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
 
+    @property
+    def rank(self) -> int:
+        """How much a state tells about what reached the recipient; a report moves a delivery only upward."""
+        return _DELIVERY_RANK[self]
+
+
+# Precedence of what we know about a delivery, whatever order the news arrives in: a provider's "delivered"
+# (or a call picked up) beats its "failed" (undelivered, no answer, busy), which beats "sent" (the provider took
+# it), which beats anything before the hand-over. A late, lesser report is kept as an audit event and changes
+# nothing; a repeat of the same report is a no-op.
+_DELIVERY_RANK = {"pending": 0, "sending": 0, "cancelled": 0, "sent": 1, "failed": 2, "delivered": 3}
+
+
+def merged_state(current: str, incoming: DeliveryState) -> DeliveryState | None:
+    """The state a delivery moves to when `incoming` is reported, or None when what it has already wins."""
+    return incoming if incoming.rank > DeliveryState(current).rank else None
+
 
 class Purpose(StrEnum):
     """Why a delivery goes out."""

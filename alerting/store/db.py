@@ -15,6 +15,8 @@ from sqlalchemy import CursorResult, Result, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from alerting.store.writer import GroupWriter
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 _holding_turn: ContextVar[bool] = ContextVar("holding_sqlite_turn", default=False)
 
@@ -47,6 +49,8 @@ class Database:
         # SQLite has one writer at a time and its busy handler waits by sleeping, which turns contention
         # between this process's loops into long stalls; queueing them here keeps every transaction short.
         self._sqlite_turn = asyncio.Lock() if self.is_sqlite else None
+        # outcomes, hand-overs and provider reports: small writes that share commits
+        self.writer = GroupWriter(self.session)
 
     @property
     def is_sqlite(self) -> bool:
@@ -71,6 +75,7 @@ class Database:
         await asyncio.to_thread(upgrade, self.url)
 
     async def close(self) -> None:
+        await self.writer.close()
         await self.engine.dispose()
 
 

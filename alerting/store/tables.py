@@ -143,6 +143,8 @@ class Delivery(SQLModel, table=True):
     next_attempt_at: datetime = _utc()
     claimed_by: str | None = None
     claimed_at: datetime | None = _utc(nullable=True)
+    # set, durably, right before the provider is called: a crash can repeat only what has it and no outcome
+    handed_at: datetime | None = _utc(nullable=True)
     created_at: datetime = _utc()
     sent_at: datetime | None = _utc(nullable=True)
     delivered_at: datetime | None = _utc(nullable=True)

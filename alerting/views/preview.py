@@ -158,13 +158,15 @@ async def preview(db: Database, clock: Clock, planner: Planner, req: AlertReques
             if t.kind is TargetKind.PERSON:
                 assert t.person_id is not None
                 contact = contacts.get(t.person_id)
-                rows = person_deliveries(0, t.id, 0, plan.person_steps[0], [contact] if contact else [], now)
+                rows = person_deliveries(
+                    0, t.id, 0, plan.person_steps[0], [contact] if contact else [], now, plan.level
+                )
                 place.people += 1
                 if not rows:
                     place.unreachable += 1
                     missing.append((t.person_id, t.unit_code, t.role))
             else:
-                rows = device_deliveries(0, t, plan.device_steps[0], now)
+                rows = device_deliveries(0, t, plan.device_steps[0], now, plan.level)
                 place.devices += 1
             by_channel.update(r["channel"] for r in rows)
             place.deliveries += len(rows)

@@ -50,6 +50,8 @@ RETRYABLE_CODES = frozenset(
         21611,  # the From number's queue of messages is full
     }
 )
+# Of those, the ones that only say "slower": they cost a delivery no attempt.
+THROTTLED_CODES = frozenset({20429, 14107})
 # Said about the recipient's number: no retry of this send can get through.
 PERMANENT_CODES = frozenset(
     {
@@ -166,7 +168,9 @@ def delivery_error(refusal: TwilioRefusal) -> DeliveryError:
         code=f"twilio_{code}" if code is not None else None,
         message=mask_phones(message if message else truncate(refusal.body)),
     )
-    if code in RETRYABLE_CODES:
+    if code in THROTTLED_CODES:
+        error.retryable = error.throttled = True
+    elif code in RETRYABLE_CODES:
         error.retryable = True
     elif code in PERMANENT_CODES:
         error.retryable = False

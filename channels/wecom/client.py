@@ -139,6 +139,7 @@ def error_for_errcode(data: dict[str, Any], what: str = "the message") -> Delive
         retryable=errcode in RETRYABLE or errcode in TOKEN_STALE,
         code=f"wecom_{errcode}",
         retry_after=RATE_LIMITED.get(errcode),
+        throttled=errcode in RATE_LIMITED,
     )
 
 

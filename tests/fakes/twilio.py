@@ -5,21 +5,34 @@ The app checks HTTP basic auth (AccountSid, AuthToken) as Twilio does, parses th
 status}. It records every request so tests can assert what went over the wire, and can be told to
 refuse the next one. The callback builders sign with Twilio's own algorithm (RequestValidator) the
 URL the adapter asked to be called at, or forge the signature.
+
+Opt-in, `FakeTwilio(paced=Paced(...))` is the paced world a county meets on a bad night: a per-second
+limit on creates answered 429 (code 20429, Retry-After) beyond it, latency on every create, and the
+status callbacks Twilio posts back by itself to the StatusCallback each message or call carried,
+signed like Twilio's, in the order a real network delivers them: in order, early (the final report
+before the create's 201), twice, or out of order (a stale report after the final one). What each
+message ends as is drawn from a seed, so a test knows the provider's last word on every delivery;
+every create and every callback is logged with its monotonic and wall-clock time and what our engine
+answered, so a test counts at the provider's side. Off by default: existing tests see no change.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import random
 import secrets
+import time
 import xml.etree.ElementTree as ET
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any, Literal
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
+import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from twilio.request_validator import RequestValidator
@@ -29,6 +42,8 @@ from alerting.deliver.port import WebhookRequest
 API = "/2010-04-01/Accounts/{account_sid}"
 Resource = Literal["Messages", "Calls"]
 Failure = Literal["retryable", "rate_limited", "permanent"]
+# how the status callbacks of one message or call reach the engine (see Paced)
+CallbackMode = Literal["in_order", "early", "twice", "out_of_order"]
 
 # Twilio's own wording for the errors the fake gives
 ERRORS: dict[int, tuple[int, str]] = {
@@ -76,6 +91,53 @@ def _segments(body: str) -> int:
     return 1 if units <= 70 else -(-units // 67)
 
 
+@dataclass(frozen=True)
+class Report:
+    """Twilio's last word on one message or call: MessageStatus (with ErrorCode) or CallStatus (with AnsweredBy)."""
+
+    status: str
+    error_code: str | None = None  # SMS: why it was not delivered (30003 unreachable handset, ...)
+    answered_by: str | None = None  # calls: what answering machine detection said (human, machine_start, ...)
+    duration_s: int = 0  # calls: CallDuration of a completed call
+
+    @property
+    def reached(self) -> bool:
+        """The message reached the phone, or a person picked up the call."""
+        if self.status in ("delivered", "read"):
+            return True
+        return self.status == "completed" and not (self.answered_by or "").startswith(("machine", "fax"))
+
+
+# the reports the paced world draws from
+DELIVERED = Report("delivered")
+UNDELIVERED = Report("undelivered", error_code="30003")  # unreachable destination handset
+SMS_FAILED = Report("failed", error_code="30008")  # unknown error
+ANSWERED = Report("completed", answered_by="human", duration_s=38)
+MACHINE = Report("completed", answered_by="machine_start", duration_s=21)
+NO_ANSWER = Report("no-answer")
+BUSY = Report("busy")
+CALL_FAILED = Report("failed")
+
+
+@dataclass(frozen=True)
+class Paced:
+    """The paced world: how real Twilio treats a burst. Every field is opt-in; the default changes nothing.
+
+    `callbacks` lists the ways reports may travel; each message or call gets one of them, drawn with its final
+    report from `seed`, the number it went to and how many creates to that number came before it.
+    """
+
+    messages_per_second: int | None = None  # creates accepted per 1 s window; beyond: 429, code 20429
+    calls_per_second: int | None = None
+    retry_after_s: int = 1  # the Retry-After of a 429
+    latency_s: float = 0.0  # every create waits this long before it is answered
+    callbacks: tuple[CallbackMode, ...] = ()  # none: no status callbacks at all
+    callback_delay_s: float = 0.2  # between the create's answer and each report after it
+    sms_reports: tuple[tuple[Report, int], ...] = ((DELIVERED, 1),)  # (final report, weight)
+    call_reports: tuple[tuple[Report, int], ...] = ((ANSWERED, 1),)
+    seed: int = 2024
+
+
 @dataclass
 class Received:
     """One request as the fake saw it."""
@@ -87,6 +149,11 @@ class Received:
     headers: dict[str, str]
     status: int = 0  # what the fake answered
     sid: str | None = None  # set when a resource was created
+    at: float = 0.0  # time.monotonic() when the request reached the fake
+    wall: datetime | None = None  # the same moment on the wall clock
+    answered_at: float = 0.0  # time.monotonic() when the fake answered it
+    report: Report | None = None  # paced world: the final report this message or call gets
+    mode: CallbackMode | None = None  # paced world: how its reports travel
 
     def field(self, name: str) -> str | None:
         values = self.form.get(name)
@@ -94,6 +161,43 @@ class Received:
 
     def fields(self, name: str) -> list[str]:
         return list(self.form.get(name, []))
+
+    @property
+    def to(self) -> str:
+        return self.field("To") or ""
+
+    @property
+    def delivery_id(self) -> str | None:
+        """The `d` our engine put in the StatusCallback: which delivery this create was for."""
+        url = self.field("StatusCallback")
+        return parse_qs(urlsplit(url).query).get("d", [None])[0] if url else None
+
+    @property
+    def text(self) -> str:
+        """What the person reads (Body) or hears (the inline Twiml)."""
+        return self.field("Body") or self.field("Twiml") or ""
+
+
+@dataclass
+class SentCallback:
+    """One status callback the paced world posted to our engine, and what the engine answered."""
+
+    resource: Resource
+    sid: str
+    delivery_id: str | None
+    url: str
+    params: dict[str, str]
+    headers: dict[str, str]
+    status: str  # MessageStatus or CallStatus
+    final: bool  # the provider's last meaningful report on this message or call
+    stale: bool = False  # older news than a report already sent (out of order)
+    replay: bool = False  # an identical repeat of a callback already sent
+    early: bool = False  # posted before the create that made the message was answered
+    at: float = 0.0  # time.monotonic() when posted
+    wall: datetime | None = None
+    answered: int = 0  # the HTTP status our engine answered; 0: no answer at all
+    answered_at: float = 0.0
+    error: str | None = None  # why there was no answer (connection refused, timeout)
 
 
 @dataclass
@@ -103,12 +207,25 @@ class _Refusal:
 
 
 class FakeTwilio:
-    def __init__(self, account_sid: str | None = None, auth_token: str | None = None) -> None:
+    def __init__(
+        self, account_sid: str | None = None, auth_token: str | None = None, *, paced: Paced | None = None
+    ) -> None:
         self.account_sid = account_sid or _sid("AC")
         self.auth_token = auth_token or secrets.token_hex(16)
         self.received: list[Received] = []
         self._refusals: deque[_Refusal] = deque()
         self._validator = RequestValidator(self.auth_token)
+        # the paced world (off unless `paced` is given; throttle() works either way)
+        self.paced = paced or Paced()
+        self.callbacks: list[SentCallback] = []
+        self._windows: dict[Resource, tuple[int, int]] = {}  # resource -> (1 s window, creates accepted in it)
+        self._epoch = time.monotonic()
+        self._storm_until = 0.0
+        self._storm_share = 0.0
+        self._storm_rng = random.Random(self.paced.seed)
+        self._nth: dict[tuple[Resource, str], int] = {}
+        self._pending: set[asyncio.Task[None]] = set()
+        self._http: httpx.AsyncClient | None = None
         self.app = FastAPI()
         self.app.add_api_route(API + "/Messages.json", self._messages, methods=["POST"])
         self.app.add_api_route(API + "/Calls.json", self._calls, methods=["POST"])
@@ -124,6 +241,11 @@ class FakeTwilio:
         else:
             self._refusals.append(_Refusal(code or 21211))
 
+    def throttle(self, duration_s: float, *, share: float = 0.9) -> None:
+        """A 429 storm: for the next `duration_s` seconds refuse `share` of all creates (drawn from the seed)."""
+        self._storm_until = time.monotonic() + duration_s
+        self._storm_share = share
+
     # ---- what was sent ------------------------------------------------------------------
 
     def created(self, resource: Resource) -> list[Received]:
@@ -132,11 +254,37 @@ class FakeTwilio:
     def by_sid(self, sid: str) -> Received:
         return next(r for r in self.received if r.sid == sid)
 
+    def idle_s(self) -> float:
+        """Seconds since the last create request reached the fake (since it started, if none did)."""
+        last = max((r.at for r in self.received), default=self._epoch)
+        return time.monotonic() - last
+
+    @property
+    def reporting(self) -> bool:
+        """Status callbacks are still on their way."""
+        return any(not t.done() for t in self._pending)
+
+    async def settle(self) -> None:
+        """Wait until every status callback scheduled so far has been posted and answered."""
+        while pending := [t for t in self._pending if not t.done()]:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def aclose(self) -> None:
+        """Drop the callbacks not yet posted and close the client that posts them."""
+        for task in self._pending:
+            task.cancel()
+        await asyncio.gather(*self._pending, return_exceptions=True)
+        self._pending.clear()
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
     # ---- the API ------------------------------------------------------------------------
 
     async def _receive(self, resource: Resource, account_sid: str, request: Request) -> Received:
+        at, wall = time.monotonic(), datetime.now(UTC)
         form = parse_qs((await request.body()).decode("utf-8"), keep_blank_values=True)
-        received = Received(resource, account_sid, _basic_auth(request), form, dict(request.headers))
+        received = Received(resource, account_sid, _basic_auth(request), form, dict(request.headers), at=at, wall=wall)
         self.received.append(received)
         return received
 
@@ -148,13 +296,41 @@ class FakeTwilio:
             refusal = self._refusals.popleft()
             received.status = ERRORS[refusal.code][0]
             return twilio_error(refusal.code, headers=refusal.headers)
+        if self._throttled(received):
+            received.status = 429
+            return twilio_error(20429, headers={"Retry-After": str(self.paced.retry_after_s)})
         return None
+
+    def _throttled(self, received: Received) -> bool:
+        """The storm's share, then the account's per-second limit (counting the creates it let through)."""
+        if received.at < self._storm_until and self._storm_rng.random() < self._storm_share:
+            return True
+        limit = self.paced.messages_per_second if received.resource == "Messages" else self.paced.calls_per_second
+        if limit is None:
+            return False
+        window = int(received.at - self._epoch)
+        current, count = self._windows.get(received.resource, (window, 0))
+        if current != window:
+            count = 0
+        if count >= limit:
+            return True
+        self._windows[received.resource] = (window, count + 1)
+        return False
+
+    async def _answer(self, received: Received, response: JSONResponse) -> JSONResponse:
+        """Answer after the paced world's latency; a created message or call then reports back by itself."""
+        if self.paced.latency_s:
+            await asyncio.sleep(self.paced.latency_s)
+        if received.sid and self.paced.callbacks and received.field("StatusCallback"):
+            await self._report(received)
+        received.answered_at = time.monotonic()
+        return response
 
     async def _messages(self, account_sid: str, request: Request) -> JSONResponse:
         received = await self._receive("Messages", account_sid, request)
         refused = self._refuse(received)
         if refused is not None:
-            return refused
+            return await self._answer(received, refused)
         to, from_, body = received.field("To"), received.field("From"), received.field("Body")
         callback = received.field("StatusCallback")
         checks = (
@@ -168,17 +344,17 @@ class FakeTwilio:
         problem = next((code for failed, code in checks if failed), None)
         if problem is not None:
             received.status = ERRORS[problem][0]
-            return twilio_error(problem)
+            return await self._answer(received, twilio_error(problem))
         assert to and from_ and body
         received.sid = sid = _sid("SM")
         received.status = 201
-        return JSONResponse(self._message_json(sid, to, from_, body), status_code=201)
+        return await self._answer(received, JSONResponse(self._message_json(sid, to, from_, body), status_code=201))
 
     async def _calls(self, account_sid: str, request: Request) -> JSONResponse:
         received = await self._receive("Calls", account_sid, request)
         refused = self._refuse(received)
         if refused is not None:
-            return refused
+            return await self._answer(received, refused)
         to, from_ = received.field("To"), received.field("From")
         checks = (
             (not to, 21201),
@@ -189,11 +365,11 @@ class FakeTwilio:
         problem = next((code for failed, code in checks if failed), None)
         if problem is not None:
             received.status = ERRORS[problem][0]
-            return twilio_error(problem)
+            return await self._answer(received, twilio_error(problem))
         assert to and from_
         received.sid = sid = _sid("CA")
         received.status = 201
-        return JSONResponse(self._call_json(sid, to, from_), status_code=201)
+        return await self._answer(received, JSONResponse(self._call_json(sid, to, from_), status_code=201))
 
     def _message_json(self, sid: str, to: str, from_: str, body: str) -> dict[str, Any]:
         now = format_datetime(datetime.now(UTC), usegmt=True)
@@ -366,6 +542,144 @@ class FakeTwilio:
             params["CallDuration"] = str(duration_s)
             params["Duration"] = str(-(-duration_s // 60))
         return self.callback(url, params, forged=forged)
+
+    # ---- the paced world: callbacks Twilio posts by itself ---------------------------------
+
+    def _draw(self, received: Received) -> tuple[Report, CallbackMode]:
+        """This create's final report and how its reports travel: the same for the same seed, number and count."""
+        key = (received.resource, received.to)
+        nth = self._nth.get(key, 0)
+        self._nth[key] = nth + 1
+        rng = random.Random(f"{self.paced.seed}:{received.resource}:{received.to}:{nth}")
+        reports = self.paced.sms_reports if received.resource == "Messages" else self.paced.call_reports
+        report = rng.choices([r for r, _ in reports], weights=[w for _, w in reports])[0]
+        return report, rng.choice(self.paced.callbacks)
+
+    async def _report(self, received: Received) -> None:
+        """Draw the create's fate; post its reports now (early, before the 201) or schedule them after it."""
+        report, mode = self._draw(received)
+        received.report, received.mode = report, mode
+        steps = (
+            self._message_steps(received, report)
+            if received.resource == "Messages"
+            else self._call_steps(received, report)
+        )
+        if mode == "early":
+            for step in steps:
+                step.early = True
+                await self._post(step)
+            return
+        if mode == "out_of_order":  # the final report overtakes the ones before it
+            order = [steps[-1], *(replace(step, stale=True) for step in steps[:-1])]
+        elif mode == "twice":  # the final report again, byte for byte (Twilio retrying a callback)
+            order = [*steps, replace(steps[-1], replay=True)]
+        else:
+            order = steps
+        task = asyncio.create_task(self._post_later(order))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _post_later(self, callbacks: list[SentCallback]) -> None:
+        for callback in callbacks:
+            await asyncio.sleep(self.paced.callback_delay_s)
+            await self._post(callback)
+
+    def _signed(self, received: Received, params: dict[str, str]) -> dict[str, str]:
+        url = received.field("StatusCallback") or ""
+        return {
+            "content-type": "application/x-www-form-urlencoded",
+            "user-agent": "TwilioProxy/1.1",
+            "i-twilio-idempotency-token": secrets.token_hex(16),
+            "x-twilio-signature": self.sign(url, params),
+        }
+
+    def _message_steps(self, sms: Received, report: Report) -> list[SentCallback]:
+        """queued/sent, then the final MessageStatus (with ErrorCode when it did not arrive)."""
+        assert sms.sid
+        url = sms.field("StatusCallback") or ""
+        steps: list[SentCallback] = []
+        for status in ("queued" if report.status == "failed" else "sent", report.status):
+            final = status == report.status
+            params = {
+                "AccountSid": self.account_sid,
+                "ApiVersion": "2010-04-01",
+                "From": sms.field("From") or "",
+                "MessageSid": sms.sid,
+                "MessageStatus": status,
+                "SmsSid": sms.sid,
+                "SmsStatus": status,
+                "To": sms.to,
+            }
+            if final and report.error_code:
+                params["ErrorCode"] = report.error_code
+            steps.append(
+                SentCallback(
+                    "Messages", sms.sid, sms.delivery_id, url, params, self._signed(sms, params), status, final
+                )
+            )
+        return steps
+
+    def _call_steps(self, call: Received, report: Report) -> list[SentCallback]:
+        """initiated, ringing, in-progress (when picked up), then how the call ended: Twilio's call progress events,
+        only those the call asked for (StatusCallbackEvent) and always the last."""
+        assert call.sid
+        url = call.field("StatusCallback") or ""
+        progress = {"completed": ["initiated", "ringing", "in-progress"], "failed": ["initiated"]}
+        statuses = [*progress.get(report.status, ["initiated", "ringing"]), report.status]
+        asked = set(call.fields("StatusCallbackEvent"))
+        event = {"initiated": "initiated", "ringing": "ringing", "in-progress": "answered"}
+        steps: list[SentCallback] = []
+        for status in statuses:
+            final = status == report.status
+            if not final and event[status] not in asked:
+                continue
+            params = {
+                "AccountSid": self.account_sid,
+                "ApiVersion": "2010-04-01",
+                "CallSid": call.sid,
+                "CallStatus": status,
+                "Called": call.to,
+                "Caller": call.field("From") or "",
+                "Direction": "outbound-api",
+                "From": call.field("From") or "",
+                "To": call.to,
+                "CallbackSource": "call-progress-events",
+                "SequenceNumber": str(len(steps)),
+                "Timestamp": format_datetime(datetime.now(UTC), usegmt=True),
+            }
+            if report.answered_by and status in ("in-progress", "completed"):
+                params["AnsweredBy"] = report.answered_by
+            if final:
+                params["CallDuration"] = str(report.duration_s)
+                params["Duration"] = str(-(-report.duration_s // 60))
+            steps.append(
+                SentCallback(
+                    "Calls", call.sid, call.delivery_id, url, params, self._signed(call, params), status, final
+                )
+            )
+        return steps
+
+    async def _post(self, callback: SentCallback) -> None:
+        """POST one callback, form-encoded, to the engine; only ever to a loopback address."""
+        callback.at, callback.wall = time.monotonic(), datetime.now(UTC)
+        self.callbacks.append(callback)
+        if urlsplit(callback.url).hostname not in ("127.0.0.1", "localhost"):
+            callback.error = "not a loopback address: the fake posts nowhere else"
+            return
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=10.0, trust_env=False)
+        try:
+            answer = await self._http.post(callback.url, content=urlencode(callback.params), headers=callback.headers)
+            callback.answered = answer.status_code
+        except httpx.HTTPError as exc:
+            callback.error = f"{type(exc).__name__}: {exc}"
+        callback.answered_at = time.monotonic()
+
+    async def replay(self, callback: SentCallback) -> SentCallback:
+        """Post a callback already sent once more, identical (same fields, signature and idempotency token)."""
+        again = replace(callback, replay=True, early=False, answered=0, answered_at=0.0, error=None)
+        await self._post(again)
+        return again
 
     def gather_actions(self, sid: str) -> list[str]:
         """The action URLs of the <Gather> verbs in the TwiML the call was placed with."""

@@ -109,7 +109,8 @@ async def test_when_every_channel_fails_for_good_the_next_step_comes_at_once(
 async def test_a_provider_that_keeps_failing_is_paused_and_resumed(
     db: Database, clock: ManualClock, county: SmallCounty
 ) -> None:
-    down = [DeliveryError("503", retryable=True, code="http_503") for _ in range(6)]
+    # five failures in a row open the breaker; with one slot, each round claims and tries one delivery
+    down = [DeliveryError("503", retryable=True, code="http_503") for _ in range(5)]
     sms = ScriptedProvider(ChannelKind.SMS, down, ChannelLimits(concurrency=1))
     engine = engine_with(db, clock, sms=sms)
     engine.dispatcher.retry = engine.dispatcher.retry.__class__(max_attempts=50, base_s=1, cap_s=1, jitter=0)

@@ -17,8 +17,8 @@ from sqlmodel import col
 from alerting.model.domain import UnitKind
 from alerting.store.tables import Delivery, OrgUnit, Target
 from alerting.web.console.board_pages import board_stream
-from tests.alerting import test_access_matrix as matrix
 from tests.alerting.board_setup import DUTY, FENGHUANG, alert_body
+from tests.alerting.web import test_access_matrix as matrix
 from tests.alerting.web.test_access_matrix import PASSWORD, RULES, World, is_api
 
 world = matrix.world  # the same accounts, keys and alerts as the access matrix

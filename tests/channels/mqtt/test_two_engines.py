@@ -121,7 +121,10 @@ async def siren_records(db: Database, delivery_id: str) -> tuple[list[Acknowledg
                 )
             ).scalars()
         )
-        seen = len(list((await s.execute(select(InboundSeen))).scalars()))
+        # the answers taken in, by key (provider reports keep keys of their own, "report:...")
+        seen = len(
+            list((await s.execute(select(InboundSeen).where(col(InboundSeen.key).startswith("device:")))).scalars())
+        )
     return acks, [e for e in events if e.data.get("delivery") == delivery_id], seen
 
 

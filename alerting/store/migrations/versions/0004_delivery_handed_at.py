@@ -1,0 +1,28 @@
+"""deliveries remember when they were handed to the provider
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-12-02 15:00:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+import alerting.store.types
+
+revision: str = "0004"
+down_revision: str | None = "0003"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("delivery", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("handed_at", alerting.store.types.UTCDateTime(timezone=True), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("delivery", schema=None) as batch_op:
+        batch_op.drop_column("handed_at")
