@@ -96,7 +96,7 @@ def test_the_default_file_gives_the_plans_of_the_design() -> None:
 def test_load_policy_without_a_file_is_the_default(tmp_path: Path) -> None:
     assert load_policy(None) == default_policy()
     copy = tmp_path / "policy.yaml"
-    copy.write_text(Path("escalation/default_policy.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    copy.write_text(Path("escalation/policy/default_policy.yaml").read_text(encoding="utf-8"), encoding="utf-8")
     assert load_policy(copy).plan_for(Level.RED, "暴雨", []) == default_policy().plan_for(Level.RED, "暴雨", [])
 
 
