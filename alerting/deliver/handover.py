@@ -94,7 +94,7 @@ def hand_over_job(clock: Clock, *, lock: bool) -> Callable[[AsyncSession, list[A
         )
         if lock:
             alerts_q, targets_q = alerts_q.with_for_update(read=True), targets_q.with_for_update(read=True)
-        alert_status: dict[int, str] = {r[0]: r[1] for r in await s.execute(alerts_q)}
+        alert_status: dict[int | None, str] = {r[0]: r[1] for r in await s.execute(alerts_q)}
         target_state: dict[str, str] = {r[0]: r[1] for r in await s.execute(targets_q)}
         decisions: dict[Ask, Decision] = {}
         for a in asks:

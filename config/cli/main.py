@@ -227,6 +227,39 @@ def alert_list(active: Annotated[bool, typer.Option("--active", help="only activ
     run(lambda: with_engine(job))
 
 
+@app.command()
+def queue() -> None:
+    """The send queue per channel: due now (and how long the oldest has waited), waiting to retry, claimed by
+    a dispatcher, and at the provider right now. First waves and calls for help go out ahead of escalations,
+    which go out ahead of lift notices, across all alerts.
+
+    Example: [bold]jiaoying queue[/]
+    """
+    from alerting.views.labels import channel_label
+    from alerting.views.queue import queue_lines
+
+    async def job(engine: Engine) -> None:
+        lines = await queue_lines(engine.db, SystemClock().now())
+        if not lines:
+            console.print("Nothing is queued.")
+            return
+        table = Table("channel", "band", "due", "oldest due", "retry later", "claimed", "at provider")
+        for line in lines:
+            oldest = "" if line.oldest_due_s is None else f"{line.oldest_due_s:.0f} s"
+            table.add_row(
+                channel_label(line.channel),
+                line.band,
+                str(line.due),
+                oldest,
+                str(line.later),
+                str(line.claimed),
+                str(line.at_provider),
+            )
+        console.print(table)
+
+    run(lambda: with_engine(job))
+
+
 @alert_app.command("update")
 def alert_update(
     alert_id: Annotated[int, typer.Argument(help="alert id")],
