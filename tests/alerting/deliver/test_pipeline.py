@@ -75,6 +75,14 @@ def engine_with(db: Database, clock: ManualClock, sms: HeldProvider) -> Engine:
     return build_engine(settings, clock=clock, channels=chosen)
 
 
+async def claim_and_deliver(engine: Engine, n: int) -> tuple[list[Delivery], list[asyncio.Task[None]]]:
+    """Claim `n` SMS and start each through the pipeline, as the channel's loop would."""
+    claimed = await engine.dispatcher._claim(ChannelKind.SMS, n)
+    messages = await engine.dispatcher._compose(claimed)
+    tasks = [asyncio.create_task(engine.dispatcher._deliver(ChannelKind.SMS, d, messages[d.id])) for d in claimed]
+    return claimed, tasks
+
+
 async def sms_rows(db: Database, alert_id: int) -> list[Delivery]:
     async with db.session() as s:
         q = select(Delivery).where(
@@ -97,9 +105,7 @@ async def test_an_answer_stops_a_claimed_warning_that_was_not_yet_handed_over(
     engine = engine_with(db, clock, sms)
     issued = await engine.alerts.trigger(YELLOW, actor="t")
     # three claimed, one slot: two wait their turn after the claim
-    claimed = await engine.dispatcher._claim(ChannelKind.SMS, 3)
-    messages = await engine.dispatcher._compose(claimed)
-    run = asyncio.gather(*(engine.dispatcher._deliver(ChannelKind.SMS, d, messages[d.id]) for d in claimed))
+    claimed, tasks = await claim_and_deliver(engine, 3)
     await sms.arrived.wait()  # the first is at the provider; the other two hold their claim, waiting for the slot
     first = sms.received[0].delivery_id
     waiting = [d for d in claimed if d.id != first]
@@ -108,7 +114,7 @@ async def test_an_answer_stops_a_claimed_warning_that_was_not_yet_handed_over(
             issued.alert_id, d.target_id, by=Actor.officer("user:duty"), reason="电话确认", at=clock.now()
         )
     sms.release.set()
-    await run
+    await asyncio.gather(*tasks)
 
     assert [m.delivery_id for m in sms.received] == [first]  # nothing reached the provider after the answers
     by_id = {r.id: r for r in await sms_rows(db, issued.alert_id)}
@@ -127,14 +133,12 @@ async def test_a_cancel_while_a_warning_is_at_the_provider_keeps_it_sent_and_sen
     sms = HeldProvider(ChannelLimits(concurrency=1, per_second=1000, burst=100))
     engine = engine_with(db, clock, sms)
     issued = await engine.alerts.trigger(YELLOW, actor="t")
-    claimed = await engine.dispatcher._claim(ChannelKind.SMS, 3)
-    messages = await engine.dispatcher._compose(claimed)
-    run = asyncio.gather(*(engine.dispatcher._deliver(ChannelKind.SMS, d, messages[d.id]) for d in claimed))
+    _, tasks = await claim_and_deliver(engine, 3)
     await sms.arrived.wait()
     at_provider = sms.received[0].delivery_id
     lifted = await engine.alerts.cancel(issued.alert_id, actor="t", reason="降雨减弱")
     sms.release.set()
-    await run
+    await asyncio.gather(*tasks)
 
     rows = {r.id: r for r in await sms_rows(db, issued.alert_id)}
     assert rows[at_provider].state == DeliveryState.SENT.value  # handed over before the cancel: it went out
@@ -242,9 +246,7 @@ async def test_a_restart_repeats_only_what_was_handed_over(
     sms = HeldProvider(ChannelLimits(concurrency=1, per_second=1000, burst=100))
     engine = engine_with(db, clock, sms)
     issued = await engine.alerts.trigger(YELLOW, actor="t")
-    claimed = await engine.dispatcher._claim(ChannelKind.SMS, 3)
-    messages = await engine.dispatcher._compose(claimed)
-    tasks = [asyncio.create_task(engine.dispatcher._deliver(ChannelKind.SMS, d, messages[d.id])) for d in claimed]
+    claimed, tasks = await claim_and_deliver(engine, 3)
     await sms.arrived.wait()  # one is at the provider, two wait for the slot: then the process "dies"
     for t in tasks:
         t.cancel()
