@@ -115,7 +115,7 @@ class Layout:
 
 
 def read_townships() -> list[tuple[str, str]]:
-    text = resources.files("config").joinpath("data/wuxi_townships.csv").read_text(encoding="utf-8")
+    text = resources.files("config.demo").joinpath("data/wuxi_townships.csv").read_text(encoding="utf-8")
     return [(row["code"], row["name"]) for row in csv.DictReader(io.StringIO(text)) if row["county_code"] == COUNTY]
 
 
