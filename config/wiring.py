@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -62,6 +63,7 @@ class Engine:
     broker: EmbeddedBroker | None = None
     scheduler: AsyncIOScheduler | None = None
     _started: bool = field(default=False, repr=False)
+    _planning: asyncio.Task[int] | None = field(default=None, repr=False)
 
     @property
     def db(self) -> Database:
@@ -94,6 +96,10 @@ class Engine:
             await channel.start(self.inbound)
         await self.dispatcher.resume()
         await self.escalation.resume()
+        if loops:  # the grid workers of an alert whose issuing process died mid-way, planned alongside sending
+            self._planning = asyncio.create_task(self.alerts.resume_planning(), name="resume-planning")
+        else:
+            await self.alerts.resume_planning()
         sandboxed = [k.value for k, c in self.channels.items() if c.sandbox]
         if sandboxed:
             log.warning(
@@ -141,6 +147,10 @@ class Engine:
                 return
 
     async def stop(self) -> None:
+        if self._planning is not None:
+            self._planning.cancel()
+            await asyncio.gather(self._planning, return_exceptions=True)
+            self._planning = None
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
             self.scheduler = None

@@ -23,6 +23,7 @@ from alerting.store.db import Database
 from alerting.store.tables import AuditEvent, AuditHead
 
 GENESIS = "0" * 64
+AUDIT_EVENT = AuditEvent.metadata.tables[AuditEvent.__tablename__]
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,8 @@ async def append(session: AsyncSession, entries: Sequence[Entry]) -> None:
             }
         )
         prev = digest
-    await session.execute(insert(AuditEvent), rows)
+    # Core, not the ORM's bulk path: these rows are never read back as objects in this transaction
+    await (await session.connection()).execute(insert(AUDIT_EVENT), rows)
     await session.execute(update(AuditHead).where(col(AuditHead.id) == 1).values(seq=seq, hash=prev))
 
 

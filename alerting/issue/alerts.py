@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -17,16 +17,20 @@ from sqlmodel import col
 from alerting.audit import chain as audit
 from alerting.issue.planning import (
     DEVICE_CHANNEL,
+    Page,
+    PlannedTarget,
     channels_for,
     delivery_row,
     device_deliveries,
     load_contacts,
     person_deliveries,
+    resolve_critical,
+    resolve_grid_workers,
     resolve_targets,
     target_row,
 )
 from alerting.model.access import Forbidden
-from alerting.model.clock import Clock
+from alerting.model.clock import Clock, utc
 from alerting.model.deliveries import handed_over, not_handed_over
 from alerting.model.domain import (
     PERSON_CHANNELS,
@@ -48,6 +52,9 @@ from alerting.store.tables import Alert, Deadline, Delivery, Device, OrgUnit, Ta
 log = structlog.get_logger()
 
 BATCH = 5000
+FIRST_GRID_WORKERS = 500  # with the critical targets in the first commit: a few hundred sends to start on at once
+PAGE = 2000  # grid workers per later transaction: short, so the dispatcher's writes are not held up
+FIRST_PAGE = Page("", "")  # resume_planning starts from the beginning and skips whoever is planned already
 
 
 class AlertRequest(BaseModel):
@@ -95,6 +102,25 @@ class Issued:
     by_channel: dict[str, int] = field(default_factory=dict)
     unreachable: int = 0
 
+    def plus(self, more: Issued) -> Issued:
+        """This and a later page of the same alert, added up."""
+        return Issued(
+            self.alert_id,
+            self.targets + more.targets,
+            self.deliveries + more.deliveries,
+            dict(Counter(self.by_channel) + Counter(more.by_channel)),
+            self.unreachable + more.unreachable,
+        )
+
+
+@dataclass(frozen=True)
+class _Written:
+    targets: int
+    deliveries: int
+    by_channel: dict[str, int]
+    unreachable: list[str]
+    carried: int
+
 
 @dataclass(frozen=True)
 class CalledAgain:
@@ -112,9 +138,12 @@ class Lifted:
     lift_notices: int
 
 
-async def _insert_batched(session: Any, table: Any, rows: list[dict[str, Any]]) -> None:
+async def _insert_batched(session: AsyncSession, model: Any, rows: list[dict[str, Any]]) -> None:
+    # Core inserts of plain rows: the ORM's bulk path costs more than the database does for these
+    table = model.metadata.tables[model.__tablename__]
+    conn = await session.connection()
     for i in range(0, len(rows), BATCH):
-        await session.execute(insert(table), rows[i : i + BATCH])
+        await conn.execute(insert(table), rows[i : i + BATCH])
 
 
 class AlertService:
@@ -122,12 +151,67 @@ class AlertService:
         self.db, self.clock, self.planner, self.wake = db, clock, planner, wake
 
     async def trigger(self, req: AlertRequest, *, actor: str) -> Issued:
+        """Issue an alert. Its critical first wave (sirens, broadcast zones, responsible persons above the grid and
+        the first grid workers) is committed first and starts going out at once; the other grid workers follow
+        in pages of their own transactions. A crash between pages loses nothing: `resume_planning` goes on."""
         now = self.clock.now()
         async with self.db.session() as s:
-            issued = await self._issue(s, req, actor=actor, now=now)
-        log.info("alert.triggered", alert_id=issued.alert_id, targets=issued.targets, deliveries=issued.deliveries)
+            issued, page = await self._issue(s, req, actor=actor, now=now, paged=True)
         self.wake()
+        while page is not None:
+            more, page = await self._plan_page(issued.alert_id, page, now)
+            issued = issued.plus(more)
+            self.wake()
+        log.info("alert.triggered", alert_id=issued.alert_id, targets=issued.targets, deliveries=issued.deliveries)
         return issued
+
+    async def resume_planning(self) -> int:
+        """Finish planning what a process that died mid-issue left: the grid workers of its alerts still
+        unplanned. Safe to run anywhere, any time: whoever is already a target is not planned again."""
+        async with self.db.session() as s:
+            rows = await s.execute(
+                select(col(Alert.id), col(Alert.created_at)).where(
+                    col(Alert.planning_pending), col(Alert.status) == AlertStatus.ACTIVE.value
+                )
+            )
+            pending = [(alert_id, at) for alert_id, at in rows if alert_id is not None]
+        for alert_id, created_at in pending:
+            page: Page | None = FIRST_PAGE
+            while page is not None:
+                _, page = await self._plan_page(alert_id, page, utc(created_at))
+        if pending:
+            self.wake()
+        return len(pending)
+
+    async def _plan_page(self, alert_id: int, page: Page, now: datetime) -> tuple[Issued, Page | None]:
+        """One page of grid workers for an alert still being planned, in its own transaction."""
+        async with self.db.session() as s:
+            alert = await _locked(s, alert_id)
+            if alert.status != AlertStatus.ACTIVE.value or not alert.planning_pending:
+                alert.planning_pending = False
+                return Issued(alert_id, 0, 0), None  # lifted or replaced meanwhile: nobody else is to be called
+            plans = PlanSet.stored(alert.plan)
+            after = None if page is FIRST_PAGE else page
+            targets, nxt = await resolve_grid_workers(s, alert.target_units, after=after, seen=set(), limit=PAGE)
+            planned = set(
+                (
+                    await s.execute(
+                        select(col(Target.person_id)).where(
+                            col(Target.alert_id) == alert_id,
+                            col(Target.person_id).in_([t.person_id for t in targets]),
+                        )
+                    )
+                ).scalars()
+            )
+            targets = [t for t in targets if t.person_id not in planned]
+            written = await self._write_targets(s, alert, plans, targets, now, None)
+            entries = _unreachable_entries(alert_id, now, written.unreachable)
+            if nxt is None:
+                alert.planning_pending = False
+                entries.append(audit.Entry("alert.planned", "system", now, alert_id, data=await _planned(s, alert_id)))
+            s.add(alert)
+            await audit.append(s, entries)
+        return Issued(alert_id, written.targets, written.deliveries, written.by_channel, len(written.unreachable)), nxt
 
     async def update(self, alert_id: int, change: AlertChange, *, actor: str) -> Issued:
         """An update (e.g. orange raised to red) replaces the alert and keeps the chain.
@@ -159,7 +243,7 @@ class AlertService:
             )
             rose = req.level.rank > Level(old.level).rank
             answered = {} if rose else await _answered_targets(s, alert_id)
-            issued = await self._issue(s, req, actor=actor, now=now, supersedes=old, answered=answered)
+            issued, _ = await self._issue(s, req, actor=actor, now=now, supersedes=old, answered=answered)
             stopped = await _stop(s, alert_id, f"superseded by alert {issued.alert_id}")
             old.status, old.ended_at = AlertStatus.SUPERSEDED.value, now
             old.end_reason = f"updated: alert {issued.alert_id}"
@@ -190,10 +274,20 @@ class AlertService:
         now: datetime,
         supersedes: Alert | None = None,
         answered: Mapping[tuple[str | None, str | None], Target] | None = None,
-    ) -> Issued:
-        """Write the alert, its targets, their first wave and their first deadlines. Nothing is sent here."""
+        paged: bool = False,
+    ) -> tuple[Issued, Page | None]:
+        """Write the alert, its targets, their first wave and their first deadlines. Nothing is sent here.
+
+        `paged`: only the critical targets and the first page of grid workers now; the page after is returned."""
         plans = self.planner.plan_for(req.level, req.hazard, req.units)
-        targets = await resolve_targets(s, req.units, plans)
+        page: Page | None = None
+        if paged:
+            targets = await resolve_critical(s, req.units, plans)
+            seen = {t.person_id for t in targets if t.person_id}
+            more, page = await resolve_grid_workers(s, req.units, after=None, seen=seen, limit=FIRST_GRID_WORKERS)
+            targets += more
+        else:
+            targets = await resolve_targets(s, req.units, plans)
         alert = Alert(
             level=req.level.value,
             hazard=req.hazard,
@@ -207,10 +301,50 @@ class AlertService:
             created_at=now,
             created_by=actor,
             supersedes_id=supersedes.id if supersedes else None,
+            planning_pending=page is not None,
         )
         s.add(alert)
         await s.flush()
         assert alert.id is not None
+        written = await self._write_targets(s, alert, plans, targets, now, answered)
+        entries = [
+            audit.Entry(
+                "alert.triggered",
+                actor,
+                now,
+                alert.id,
+                data={
+                    "level": req.level.value,
+                    "hazard": req.hazard,
+                    "title": req.title,
+                    "units": req.units,
+                    "exercise": req.exercise,
+                    "targets": written.targets,
+                    "deliveries": written.by_channel,
+                    "plan": alert.plan,
+                    "supersedes": supersedes.id if supersedes else None,
+                    "carried_answers": written.carried,
+                    **({"planning": "first wave; grid workers follow in pages"} if page else {}),
+                },
+            )
+        ]
+        entries += _unreachable_entries(alert.id, now, written.unreachable)
+        await audit.append(s, entries)
+        issued = Issued(alert.id, written.targets, written.deliveries, written.by_channel, len(written.unreachable))
+        return issued, page
+
+    async def _write_targets(
+        self,
+        s: AsyncSession,
+        alert: Alert,
+        plans: PlanSet,
+        targets: Sequence[PlannedTarget],
+        now: datetime,
+        answered: Mapping[tuple[str | None, str | None], Target] | None,
+    ) -> _Written:
+        """Targets, their first-wave deliveries and their first deadlines, as rows, inserted in bulk."""
+        assert alert.id is not None
+        level = Level(alert.level)
         contacts = await load_contacts(s, (t.person_id for t in targets if t.person_id))
         target_rows: list[dict[str, Any]] = []
         deliveries: list[dict[str, Any]] = []
@@ -234,13 +368,13 @@ class AlertService:
                 assert t.person_id is not None
                 contact = contacts.get(t.person_id)
                 rows = person_deliveries(
-                    alert.id, t.id, 0, plan.person_steps[0], [contact] if contact else [], now, Level(alert.level)
+                    alert.id, t.id, 0, plan.person_steps[0], [contact] if contact else [], now, level
                 )
                 steps = plan.person_steps
                 if not rows:
                     unreachable.append(t.person_id)
             else:
-                rows = device_deliveries(alert.id, t, plan.device_steps[0], now, Level(alert.level))
+                rows = device_deliveries(alert.id, t, plan.device_steps[0], now, level)
                 steps = plan.device_steps
             deliveries += rows
             if len(steps) > 1:
@@ -248,40 +382,13 @@ class AlertService:
         await _insert_batched(s, Target, target_rows)
         await _insert_batched(s, Delivery, deliveries)
         await _insert_batched(s, Deadline, deadlines)
-        by_channel = dict(Counter(d["channel"] for d in deliveries))
-        entries = [
-            audit.Entry(
-                "alert.triggered",
-                actor,
-                now,
-                alert.id,
-                data={
-                    "level": req.level.value,
-                    "hazard": req.hazard,
-                    "title": req.title,
-                    "units": req.units,
-                    "exercise": req.exercise,
-                    "targets": len(targets),
-                    "deliveries": by_channel,
-                    "plan": alert.plan,
-                    "supersedes": supersedes.id if supersedes else None,
-                    "carried_answers": sum(1 for r in target_rows if r["state"] != TargetState.OPEN.value),
-                },
-            )
-        ]
-        entries += [
-            audit.Entry(
-                "target.unreachable",
-                "system",
-                now,
-                alert.id,
-                subject=p,
-                data={"reason": "no channel in the first wave reaches this person"},
-            )
-            for p in unreachable
-        ]
-        await audit.append(s, entries)
-        return Issued(alert.id, len(targets), len(deliveries), by_channel, len(unreachable))
+        return _Written(
+            targets=len(targets),
+            deliveries=len(deliveries),
+            by_channel=dict(Counter(d["channel"] for d in deliveries)),
+            unreachable=unreachable,
+            carried=sum(1 for r in target_rows if r["state"] != TargetState.OPEN.value),
+        )
 
     async def cancel(self, alert_id: int, *, actor: str, reason: str) -> Lifted:
         """解除: stop everything not yet sent, close pending steps, tell whoever was reached."""
@@ -585,3 +692,32 @@ def _deadline(alert_id: int, target_id: str, step: int, due: datetime) -> dict[s
 
 def plan_of(alert: Alert) -> PlanSet:
     return PlanSet.stored(alert.plan)
+
+
+def _unreachable_entries(alert_id: int, now: datetime, people: Sequence[str]) -> list[audit.Entry]:
+    return [
+        audit.Entry(
+            "target.unreachable",
+            "system",
+            now,
+            alert_id,
+            subject=p,
+            data={"reason": "no channel in the first wave reaches this person"},
+        )
+        for p in people
+    ]
+
+
+async def _planned(s: AsyncSession, alert_id: int) -> dict[str, Any]:
+    """What the whole first wave came to, once its last page is written."""
+    targets = await s.scalar(select(func.count()).select_from(Target).where(col(Target.alert_id) == alert_id))
+    by_channel = dict(
+        (
+            await s.execute(
+                select(col(Delivery.channel), func.count())
+                .where(col(Delivery.alert_id) == alert_id, col(Delivery.step) == 0)
+                .group_by(col(Delivery.channel))
+            )
+        ).all()
+    )
+    return {"targets": targets, "deliveries": by_channel}

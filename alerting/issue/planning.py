@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from alerting.model.domain import ChannelKind, DeliveryState, DeviceKind, Level, Purpose, TargetKind, TargetState
+from alerting.model.domain import ChannelKind, DeliveryState, DeviceKind, Level, Purpose, Role, TargetKind, TargetState
 from alerting.model.ids import new_id
 from alerting.model.plan import PlanSet, Step
 from alerting.store.tables import Device, OrgUnit, Person, Responsibility
@@ -112,21 +112,76 @@ async def subtree_filter(session: AsyncSession, unit_codes: Sequence[str]) -> Co
     return or_(*(col(OrgUnit.path).startswith(p) for p in paths.values()))
 
 
+@dataclass(frozen=True)
+class Page:
+    """Where the next page of grid workers starts: after this (unit path, person id)."""
+
+    path: str
+    person_id: str
+
+
 async def resolve_targets(session: AsyncSession, unit_codes: Sequence[str], plans: PlanSet) -> list[PlannedTarget]:
-    """Every primary responsible person in the subtree, and the devices the first wave uses."""
+    """Everyone and everything an alert on these units reaches: the critical targets, then every grid worker."""
+    targets = await resolve_critical(session, unit_codes, plans)
+    seen = {t.person_id for t in targets if t.person_id}
+    page: Page | None = None
+    while True:
+        more, page = await resolve_grid_workers(session, unit_codes, after=page, seen=seen)
+        targets += more
+        if page is None:
+            return targets
+
+
+async def resolve_critical(session: AsyncSession, unit_codes: Sequence[str], plans: PlanSet) -> list[PlannedTarget]:
+    """What must hear first: sirens and broadcast zones, and every responsible person above the grid (village
+    heads, township and county duty). A handful per village, where grid workers are the many."""
     in_subtree = await subtree_filter(session, unit_codes)
-    people = await session.execute(
+    people = await _responsible(session, in_subtree, col(Responsibility.role) != Role.GRID_WORKER.value)
+    targets = _people_targets(people, set())
+    return targets + await _device_targets(session, in_subtree, plans)
+
+
+async def resolve_grid_workers(
+    session: AsyncSession, unit_codes: Sequence[str], *, after: Page | None, seen: set[str], limit: int = 2000
+) -> tuple[list[PlannedTarget], Page | None]:
+    """One page of grid workers in unit order (keyset, so a page costs the same at the end as at the start), and
+    where the next one starts (None when this was the last). `seen` holds whoever is a target already."""
+    in_subtree = await subtree_filter(session, unit_codes)
+    where = col(Responsibility.role) == Role.GRID_WORKER.value
+    if after is not None:
+        where = and_(
+            where,
+            or_(
+                col(OrgUnit.path) > after.path,
+                and_(col(OrgUnit.path) == after.path, col(Responsibility.person_id) > after.person_id),
+            ),
+        )
+    rows = await _responsible(session, in_subtree, where, limit=limit)
+    nxt = Page(rows[-1].path, rows[-1].person_id) if len(rows) == limit else None
+    return _people_targets(rows, seen), nxt
+
+
+async def _responsible(
+    session: AsyncSession, in_subtree: ColumnElement[bool], where: ColumnElement[bool], limit: int | None = None
+) -> list[Any]:
+    query = (
         select(
             col(Responsibility.person_id), col(Responsibility.unit_code), col(Responsibility.role), col(OrgUnit.path)
         )
         .join(OrgUnit, col(OrgUnit.code) == Responsibility.unit_code)
         .join(Person, col(Person.id) == Responsibility.person_id)
-        .where(in_subtree, col(Responsibility.rank) == 0, col(Person.active))
-        .order_by(col(OrgUnit.path))
+        .where(in_subtree, where, col(Responsibility.rank) == 0, col(Person.active))
+        .order_by(col(OrgUnit.path), col(Responsibility.person_id))
     )
+    if limit is not None:
+        query = query.limit(limit)
+    return list((await session.execute(query)).all())
+
+
+def _people_targets(rows: Iterable[Any], seen: set[str]) -> list[PlannedTarget]:
+    """A person answering for two units answers once, for the first in unit order (the higher one)."""
     targets: list[PlannedTarget] = []
-    seen: set[str] = set()
-    for r in people:  # a person answering for two units answers once, for the higher one (shorter path)
+    for r in rows:
         if r.person_id not in seen:
             seen.add(r.person_id)
             targets.append(
@@ -140,7 +195,12 @@ async def resolve_targets(session: AsyncSession, unit_codes: Sequence[str], plan
                     path=r.path,
                 )
             )
+    return targets
 
+
+async def _device_targets(
+    session: AsyncSession, in_subtree: ColumnElement[bool], plans: PlanSet
+) -> list[PlannedTarget]:
     def first_wave_reaches(kind: DeviceKind, path: str) -> bool:
         plan = plans.for_path(path)
         return bool(plan.device_steps) and DEVICE_CHANNEL[kind] in plan.device_steps[0].channels
@@ -150,6 +210,7 @@ async def resolve_targets(session: AsyncSession, unit_codes: Sequence[str], plan
         for k, ch in DEVICE_CHANNEL.items()
         if any(p.device_steps and ch in p.device_steps[0].channels for p in plans.all())
     ]
+    targets: list[PlannedTarget] = []
     if device_kinds:
         devices = await session.execute(
             select(col(Device.id), col(Device.unit_code), col(Device.kind), col(OrgUnit.path))

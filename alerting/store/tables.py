@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, UniqueConstraint, false
 from sqlmodel import Field, SQLModel
 
 from alerting.store.types import UTCDateTime
@@ -93,6 +93,8 @@ class Alert(SQLModel, table=True):
     supersedes_id: int | None = Field(default=None, foreign_key="alert.id")
     ended_at: datetime | None = _utc(nullable=True)
     end_reason: str | None = None
+    # grid workers still to be planned: the critical first wave went out first (issue.alerts.trigger)
+    planning_pending: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
 
 
 class Target(SQLModel, table=True):

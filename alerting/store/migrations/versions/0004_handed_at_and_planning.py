@@ -1,4 +1,4 @@
-"""deliveries remember when they were handed to the provider
+"""deliveries remember when they were handed to the provider; alerts say when grid workers are still to be planned
 
 Revision ID: 0004
 Revises: 0003
@@ -21,8 +21,12 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("delivery", schema=None) as batch_op:
         batch_op.add_column(sa.Column("handed_at", alerting.store.types.UTCDateTime(timezone=True), nullable=True))
+    with op.batch_alter_table("alert", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("planning_pending", sa.Boolean(), server_default=sa.false(), nullable=False))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("alert", schema=None) as batch_op:
+        batch_op.drop_column("planning_pending")
     with op.batch_alter_table("delivery", schema=None) as batch_op:
         batch_op.drop_column("handed_at")
