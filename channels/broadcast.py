@@ -143,7 +143,13 @@ def playback_events(data: Mapping[str, Any], received_at: datetime) -> tuple[Inb
         )
     return (
         StatusUpdate(ChannelKind.BROADCAST, at, True, delivery_id=request_id, provider_id=provider_id, detail=detail),
-        Answer(ChannelKind.BROADCAST, at, delivery_id=request_id, feedback={"broadcast_status": status}),
+        Answer(
+            ChannelKind.BROADCAST,
+            at,
+            delivery_id=request_id,
+            feedback={"broadcast_status": status},
+            event_id=f"broadcast:{request_id}:{status}",
+        ),
     )
 
 

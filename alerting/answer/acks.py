@@ -29,6 +29,19 @@ from alerting.store.tables import Acknowledgement, Alert, Deadline, Delivery, In
 log = structlog.get_logger()
 
 
+async def take_once(s: AsyncSession, key: str, at: datetime) -> bool:
+    """Record that the inbound event with this key was taken in; False if it was before (by any process).
+
+    A savepoint keeps the caller's transaction usable when the key is already there."""
+    try:
+        async with s.begin_nested():
+            s.add(InboundSeen(key=key[:200], at=at))
+            await s.flush()
+    except IntegrityError:
+        return False
+    return True
+
+
 class AlreadyTaken(Exception):
     """This very report was taken in before (by this process or another one that received it too)."""
 
@@ -76,13 +89,9 @@ class AckService:
         `once` keys a report that may arrive more than once (a device ack goes to every engine subscribed, and
         QoS 1 may repeat it): the first to store the key records the answer, any other raises AlreadyTaken."""
         async with self.db.session() as s:
-            if once is not None:
-                # first of all: a second process inserting the same key waits here for this transaction
-                s.add(InboundSeen(key=once[:200], at=at))
-                try:
-                    await s.flush()
-                except IntegrityError as exc:
-                    raise AlreadyTaken(once) from exc
+            # first of all: a second process inserting the same key waits here for this transaction
+            if once is not None and not await take_once(s, once, at):
+                raise AlreadyTaken(once)
             d = await s.get(Delivery, delivery_id)
             if d is None:
                 raise AnswerRejected(f"no delivery {delivery_id}")
@@ -102,10 +111,18 @@ class AckService:
         return result
 
     async def answer_by_phone(
-        self, phone: str, *, channel: ChannelKind, at: datetime, feedback: Mapping[str, Any] | None = None
+        self,
+        phone: str,
+        *,
+        channel: ChannelKind,
+        at: datetime,
+        feedback: Mapping[str, Any] | None = None,
+        once: str | None = None,
     ) -> AnswerResult:
         """An SMS reply: it answers the most recent open target this number was contacted about."""
         async with self.db.session() as s:
+            if once is not None and not await take_once(s, once, at):
+                raise AlreadyTaken(once)  # a replayed reply must not answer an alert issued since
             person_ids = list((await s.execute(select(col(Person.id)).where(col(Person.phone) == phone))).scalars())
             if not person_ids:
                 raise AnswerRejected(f"number {mask_phone(phone)} belongs to nobody in the directory")

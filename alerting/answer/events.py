@@ -34,6 +34,9 @@ class Answer:
     from_phone: str | None = None
     feedback: Mapping[str, Any] = field(default_factory=dict)
     help_needed: bool = False
+    # the provider's own id for this callback (Twilio's MessageSid, a call's CallSid and key, WeCom's event):
+    # a provider's retry or a replayed request carries the same, and is taken in once
+    event_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ class InboundText:
     text: str
     from_phone: str | None = None
     from_user: str | None = None
+    event_id: str | None = None
 
 
 InboundEvent = StatusUpdate | Answer | DeviceReport | DeviceStatus | InboundText

@@ -6,7 +6,7 @@ import structlog
 from sqlalchemy import select, update
 from sqlmodel import col
 
-from alerting.answer.acks import AckService, AlreadyTaken, AnswerRejected
+from alerting.answer.acks import AckService, AlreadyTaken, AnswerRejected, take_once
 from alerting.answer.events import Answer, DeviceReport, DeviceStatus, InboundEvent, InboundText, StatusUpdate
 from alerting.answer.reports import apply_report
 from alerting.audit import chain as audit
@@ -39,13 +39,12 @@ class Inbound:
         match event:
             case Answer(delivery_id=str(delivery_id)):
                 await self.acks.answer_delivery(
-                    delivery_id,
-                    channel=event.channel,
-                    at=event.at,
-                    feedback={**event.feedback, **({"help_needed": True} if event.help_needed else {})},
+                    delivery_id, channel=event.channel, at=event.at, feedback=_feedback(event), once=event.event_id
                 )
             case Answer(from_phone=str(phone)):
-                await self.acks.answer_by_phone(phone, channel=event.channel, at=event.at, feedback=event.feedback)
+                await self.acks.answer_by_phone(
+                    phone, channel=event.channel, at=event.at, feedback=_feedback(event), once=event.event_id
+                )
             case Answer():
                 raise AnswerRejected("an answer names neither a delivery nor a phone number")
             case StatusUpdate():
@@ -54,6 +53,8 @@ class Inbound:
                 await self.device_report(event)
             case InboundText():
                 async with self.db.session() as s:
+                    if event.event_id is not None and not await take_once(s, event.event_id, event.at):
+                        raise AlreadyTaken(event.event_id)
                     await audit.record(
                         s,
                         "inbound.text",
@@ -109,3 +110,7 @@ class Inbound:
                     error=f"device reported {event.status}: {event.detail or ''}".strip(),
                 )
             )
+
+
+def _feedback(event: Answer) -> dict[str, object]:
+    return {**event.feedback, **({"help_needed": True} if event.help_needed else {})}

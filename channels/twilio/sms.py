@@ -143,13 +143,15 @@ def inbound_message(callback: Callback) -> WebhookReply:
     if not phone:
         return WebhookReply(body=EMPTY_TWIML, content_type=TWIML)
     kind = reply_kind(body)
+    sid = callback.params.get("MessageSid") or callback.params.get("SmsSid")
+    event_id = f"twilio-sms:{sid}" if sid else None
     event: InboundEvent
     if kind is None:
-        event = InboundText(ChannelKind.SMS, callback.at, text=body, from_phone=phone)
+        event = InboundText(ChannelKind.SMS, callback.at, text=body, from_phone=phone, event_id=event_id)
         reply = MessagingResponse()
         reply.message(HELP_TEXT)
         return WebhookReply(body=str(reply), content_type=TWIML, events=(event,))
-    event = Answer(ChannelKind.SMS, callback.at, from_phone=phone, help_needed=kind == "help")
+    event = Answer(ChannelKind.SMS, callback.at, from_phone=phone, help_needed=kind == "help", event_id=event_id)
     log.info("twilio.sms.reply", from_phone=mask_phone(phone), kind=kind)
     # No confirmation text: only the core knows whether this reply answered an open warning.
     return WebhookReply(body=EMPTY_TWIML, content_type=TWIML, events=(event,))

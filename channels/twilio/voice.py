@@ -117,7 +117,14 @@ def key_pressed(callback: Callback) -> WebhookReply:
         return _reply(NO_KEY)
     if digits in ("1", "2"):
         help_needed = digits == "2"
-        event = Answer(ChannelKind.VOICE, callback.at, delivery_id=callback.delivery_id, help_needed=help_needed)
+        call = params.get("CallSid")
+        event = Answer(
+            ChannelKind.VOICE,
+            callback.at,
+            delivery_id=callback.delivery_id,
+            help_needed=help_needed,
+            event_id=f"twilio-gather:{call}:{digits}" if call else None,
+        )
         reply = _reply(HELP_NOTED if help_needed else THANKS)
         return WebhookReply(body=reply.body, content_type=reply.content_type, events=(event,))
     if callback.query.get("r"):

@@ -356,15 +356,27 @@ class WeComCallback:
         at = self._at(created)
         msgtype, event = xml_text(plain, "MsgType"), xml_text(plain, "Event")
         if msgtype == "text":
-            text = InboundText(channel=ChannelKind.WECOM, at=at, text=xml_text(plain, "Content") or "", from_user=user)
             msg_id = xml_text(plain, "MsgId") or created
+            text = InboundText(
+                channel=ChannelKind.WECOM,
+                at=at,
+                text=xml_text(plain, "Content") or "",
+                from_user=user,
+                event_id=f"wecom-text:{user}:{msg_id}",
+            )
             return WebhookReply(200, events=self._unseen((user, msg_id, "text"), text))
         if msgtype != "event" or event != "template_card_event":
             return WebhookReply(200)
         kind, _, delivery_id = (xml_text(plain, "EventKey") or "").partition(":")
         if kind not in (ACK_KEY, HELP_KEY) or not delivery_id:
             return WebhookReply(200)
-        answer = Answer(channel=ChannelKind.WECOM, at=at, delivery_id=delivery_id, help_needed=kind == HELP_KEY)
+        answer = Answer(
+            channel=ChannelKind.WECOM,
+            at=at,
+            delivery_id=delivery_id,
+            help_needed=kind == HELP_KEY,
+            event_id=f"wecom-button:{user}:{created}:{kind}:{delivery_id}",
+        )
         events = self._unseen((user, created, f"{kind}:{delivery_id}"), answer)
         # the passive reply turns the pressed button into a label, so the card shows it was taken
         reply = (

@@ -220,10 +220,18 @@ async def test_progress_reports_before_delivery_say_nothing_new(harness: SmsHarn
     "body", ["1", "收到", "ok", "OK", "１", "ｏｋ", "ＯＫ", " 收到！", "收到。", "Ok.", " 1 ", "已收到"]
 )
 async def test_a_reply_of_received_is_an_answer_from_that_phone(harness: SmsHarness, body: str) -> None:
-    reply = await harness.channel.webhook.handle(harness.fake.inbound_sms(PUBLIC_URL, GRID_WORKER, body))
+    request = harness.fake.inbound_sms(PUBLIC_URL, GRID_WORKER, body)
+    reply = await harness.channel.webhook.handle(request)
 
     assert reply.status == 200
-    assert reply.events == (Answer(ChannelKind.SMS, harness.clock.now(), from_phone=GRID_WORKER),)
+    # keyed by Twilio's MessageSid, so a retry or a replay of this very request is taken in once
+    expected = Answer(
+        ChannelKind.SMS,
+        harness.clock.now(),
+        from_phone=GRID_WORKER,
+        event_id=f"twilio-sms:{request.form['MessageSid']}",
+    )
+    assert reply.events == (expected,)
     assert reply.content_type.startswith("text/xml")
     assert list(parse_twiml(reply.body)) == []  # nothing texted back: the core decides what the answer counted for
 
@@ -238,9 +246,12 @@ async def test_a_reply_asking_for_help_is_an_answer_that_needs_help(harness: Sms
 
 @pytest.mark.parametrize("body", ["我在开会，稍后回电", "没收到", "3", "", "收到谢谢"])
 async def test_any_other_reply_is_kept_and_gets_told_how_to_answer(harness: SmsHarness, body: str) -> None:
-    reply = await harness.channel.webhook.handle(harness.fake.inbound_sms(PUBLIC_URL, GRID_WORKER, body))
+    request = harness.fake.inbound_sms(PUBLIC_URL, GRID_WORKER, body)
+    reply = await harness.channel.webhook.handle(request)
 
-    assert reply.events == (InboundText(ChannelKind.SMS, harness.clock.now(), text=body, from_phone=GRID_WORKER),)
+    event_id = f"twilio-sms:{request.form['MessageSid']}"
+    expected = InboundText(ChannelKind.SMS, harness.clock.now(), text=body, from_phone=GRID_WORKER, event_id=event_id)
+    assert reply.events == (expected,)
     assert reply.content_type.startswith("text/xml")
     twiml = parse_twiml(reply.body)
     assert [m.text for m in twiml.iter("Message")] == [HELP_TEXT]

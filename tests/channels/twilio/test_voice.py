@@ -140,7 +140,10 @@ async def test_pressing_1_is_the_answer(harness: VoiceHarness) -> None:
     reply = await harness.channel.webhook.handle(harness.fake.key_press(sid, "1"))
 
     assert reply.status == 200
-    assert reply.events == (Answer(ChannelKind.VOICE, harness.clock.now(), delivery_id=message.delivery_id),)
+    pressed = Answer(
+        ChannelKind.VOICE, harness.clock.now(), delivery_id=message.delivery_id, event_id=f"twilio-gather:{sid}:1"
+    )
+    assert reply.events == (pressed,)
     twiml = parse_twiml(reply.body)
     assert [say.text for say in twiml.iter("Say")] == ["已确认收到，谢谢。"]
     assert twiml[-1].tag == "Hangup"
@@ -174,7 +177,11 @@ async def test_no_key_or_another_key_gets_one_more_chance_then_goodbye(harness: 
 
     # ...and 1 at the second chance is the answer (Twilio signs the follow-up URL like any other)
     answered = await webhook.handle(harness.fake.key_press(sid, "1", action=again))
-    assert answered.events == (Answer(ChannelKind.VOICE, harness.clock.now(), delivery_id=message.delivery_id),)
+    assert answered.events == (
+        Answer(
+            ChannelKind.VOICE, harness.clock.now(), delivery_id=message.delivery_id, event_id=f"twilio-gather:{sid}:1"
+        ),
+    )
 
 
 @pytest.mark.parametrize("answered_by", ["machine_start", "machine_end_beep", "machine_end_silence", "fax"])
