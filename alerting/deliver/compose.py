@@ -31,20 +31,23 @@ class Composer:
 
     async def compose(self, s: AsyncSession, rows: Sequence[Delivery]) -> dict[str, OutboundMessage]:
         alerts = await _by_id(s, Alert, {r.alert_id for r in rows})
-        targets = await _by_id(s, Target, {r.target_id for r in rows})
+        # a first wave goes to the target itself; only escalations and calls for help speak about someone else
+        targets = await _by_id(s, Target, {r.target_id for r in rows if _may_be_about_another(r)})
         person_ids = {r.person_id for r in rows if r.person_id} | {t.person_id for t in targets.values() if t.person_id}
         people = await _by_id(s, Person, person_ids)
         devices = await _by_id(s, Device, {r.device_id for r in rows if r.device_id})
         units = await _by_id(s, OrgUnit, {t.unit_code for t in targets.values()})
         out: dict[str, OutboundMessage] = {}
         for r in rows:
-            alert, target = alerts[r.alert_id], targets[r.target_id]
+            alert, target = alerts[r.alert_id], targets.get(r.target_id)
             person = people.get(r.person_id) if r.person_id else None
             device = devices.get(r.device_id) if r.device_id else None
             task = TaskKind(r.detail["task"]) if r.detail and r.detail.get("task") else None
             purpose = Purpose(r.purpose)
             about = (
-                _about(target, people, units) if r.person_id != target.person_id or purpose is Purpose.HELP else None
+                _about(target, people, units)
+                if target is not None and (r.person_id != target.person_id or purpose is Purpose.HELP)
+                else None
             )
             # a lifted notice needs no answer; a device answers over its own path
             wants_answer = purpose not in (Purpose.LIFT, Purpose.HELP) and r.channel not in (
@@ -90,6 +93,10 @@ class Composer:
                 issued_at=alert.created_at,
             )
         return out
+
+
+def _may_be_about_another(r: Delivery) -> bool:
+    return r.step > 0 or r.purpose == Purpose.HELP.value
 
 
 def _about(target: Target, people: dict[str, Person], units: dict[str, OrgUnit]) -> About:

@@ -20,6 +20,7 @@ import math
 import random
 from collections.abc import Callable, Mapping
 from datetime import timedelta
+from typing import cast
 
 import structlog
 from sqlalchemy import and_, or_, select, update
@@ -45,6 +46,7 @@ from alerting.store.writer import Coalesced
 log = structlog.get_logger()
 
 ALL_CHANNELS = [k.value for k in ChannelKind]
+DELIVERY = Delivery.metadata.tables[Delivery.__tablename__]
 CLAIM_SECONDS = 2.0  # a claim holds no more than this many seconds of the channel's sending
 
 
@@ -251,12 +253,13 @@ class Dispatcher:
                 .where(col(Delivery.id).in_(ids), col(Delivery.state) == DeliveryState.PENDING.value)
                 .values(state=DeliveryState.SENDING.value, claimed_by=self.owner, claimed_at=now, handed_at=None)
             )
-            rows = await s.execute(
-                select(Delivery)
-                .where(col(Delivery.id).in_(ids), col(Delivery.claimed_by) == self.owner)
-                .order_by(col(Delivery.priority), col(Delivery.next_attempt_at))
+            # plain rows with the model's attribute names: ORM objects cost more than the claim itself
+            rows = await (await s.connection()).execute(
+                select(DELIVERY)
+                .where(DELIVERY.c.id.in_(ids), DELIVERY.c.claimed_by == self.owner)
+                .order_by(DELIVERY.c.priority, DELIVERY.c.next_attempt_at)
             )
-            return list(rows.scalars())
+            return [cast(Delivery, r) for r in rows]
 
     async def _compose(self, rows: list[Delivery]) -> dict[str, OutboundMessage]:
         async with self.db.session() as s:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,6 +28,7 @@ from alerting.model.domain import AlertStatus, DeliveryState, Purpose, TargetSta
 from alerting.store.tables import Alert, Delivery, Target
 
 T = Delivery.metadata.tables[Delivery.__tablename__]
+ALERT, TARGET = (Delivery.metadata.tables[m.__tablename__] for m in (Alert, Target))
 
 # a lift notice, or a call for help: they go out whatever became of the alert and the target
 UNCONDITIONAL = frozenset({Purpose.LIFT.value, Purpose.HELP.value})
@@ -73,29 +75,23 @@ def hand_over_job(clock: Clock, *, lock: bool) -> Callable[[AsyncSession, list[A
     async def apply(s: AsyncSession, asks: list[Ask]) -> dict[Ask, Decision]:
         now = clock.now()
         ids = [a.delivery_id for a in asks]
-        rows = {
-            r.id: r
-            for r in await s.execute(
-                select(
-                    col(Delivery.id),
-                    col(Delivery.state),
-                    col(Delivery.claimed_by),
-                    col(Delivery.purpose),
-                    col(Delivery.alert_id),
-                    col(Delivery.target_id),
-                ).where(col(Delivery.id).in_(ids))
+        # one read: each delivery with its alert's status and its target's state as they are now
+        query: Any = (
+            select(
+                col(Delivery.id),
+                col(Delivery.state),
+                col(Delivery.claimed_by),
+                col(Delivery.purpose),
+                col(Alert.status).label("alert_status"),
+                col(Target.state).label("target_state"),
             )
-        }
-        alerts_q = select(col(Alert.id), col(Alert.status)).where(
-            col(Alert.id).in_({r.alert_id for r in rows.values()})
+            .join(Alert, col(Alert.id) == Delivery.alert_id)
+            .join(Target, col(Target.id) == Delivery.target_id)
+            .where(col(Delivery.id).in_(ids))
         )
-        targets_q = select(col(Target.id), col(Target.state)).where(
-            col(Target.id).in_({r.target_id for r in rows.values()})
-        )
-        if lock:
-            alerts_q, targets_q = alerts_q.with_for_update(read=True), targets_q.with_for_update(read=True)
-        alert_status: dict[int | None, str] = {r[0]: r[1] for r in await s.execute(alerts_q)}
-        target_state: dict[str, str] = {r[0]: r[1] for r in await s.execute(targets_q)}
+        # an answer or a cancel at this moment waits for this transaction, or is seen by it
+        locked = query.with_for_update(read=True, of=[ALERT, TARGET]) if lock else query
+        rows = {r.id: r for r in await s.execute(locked)}
         decisions: dict[Ask, Decision] = {}
         for a in asks:
             r = rows.get(a.delivery_id)
@@ -107,8 +103,8 @@ def hand_over_job(clock: Clock, *, lock: bool) -> Callable[[AsyncSession, list[A
                     claimed_by=r.claimed_by,
                     owner=a.owner,
                     purpose=r.purpose,
-                    alert_status=alert_status.get(r.alert_id),
-                    target_state=target_state.get(r.target_id),
+                    alert_status=r.alert_status,
+                    target_state=r.target_state,
                 )
             )
         mine = and_(
