@@ -12,7 +12,7 @@ from alerting.answer.reports import apply_report
 from alerting.audit import chain as audit
 from alerting.model.domain import ChannelKind
 from alerting.model.privacy import mask_phone
-from alerting.store.db import Database
+from alerting.store.db import Database, rowcount
 from alerting.store.tables import Delivery, Device
 
 log = structlog.get_logger()
@@ -25,6 +25,7 @@ class Inbound:
     def __init__(self, db: Database, acks: AckService) -> None:
         self.db, self.acks = db, acks
         self.rejected = 0
+        self._unknown_devices: set[str] = set()
 
     async def __call__(self, event: InboundEvent) -> None:
         try:
@@ -65,11 +66,17 @@ class Inbound:
                     )
             case DeviceStatus():
                 async with self.db.session() as s:
-                    await s.execute(
-                        update(Device)
-                        .where(col(Device.id) == event.device_id)
-                        .values(online=event.online, status_at=event.at)
+                    known = rowcount(
+                        await s.execute(
+                            update(Device)
+                            .where(col(Device.id) == event.device_id)
+                            .values(online=event.online, status_at=event.at)
+                        )
                     )
+                if not known and event.device_id not in self._unknown_devices:
+                    # a device the directory does not know: said once per device, not on every retained status
+                    self._unknown_devices.add(event.device_id)
+                    log.warning("inbound.unknown_device", device_id=event.device_id, online=event.online)
 
     async def status(self, event: StatusUpdate) -> None:
         """A later word from the provider, applied once and in any order (answer.reports)."""

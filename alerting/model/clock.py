@@ -81,13 +81,20 @@ def local_text(dt: datetime | None) -> str:
 
 
 def reported_time(raw: object, received_at: datetime) -> datetime:
-    """The time a device or gateway says something happened, trusted only when it names its zone and is not in
-    the future: field clocks drift, and nothing can happen after we heard of it."""
+    """The time a device or gateway says something happened: ISO 8601 with its zone, or Unix seconds (an int or
+    a float; milliseconds are recognised by their size). Trusted only when it is not in the future, since field
+    clocks drift and nothing can happen after we heard of it; anything else is the time we received it."""
+    at: datetime | None = None
     if isinstance(raw, str):
         try:
-            at = datetime.fromisoformat(raw)
+            parsed = datetime.fromisoformat(raw)
         except ValueError:
-            return received_at
-        if at.tzinfo is not None:
-            return min(at, received_at)
-    return received_at
+            parsed = None
+        at = parsed if parsed is not None and parsed.tzinfo is not None else None
+    elif isinstance(raw, int | float) and not isinstance(raw, bool):
+        seconds = raw / 1000 if raw > 10**11 else raw  # 10**11 s is the year 5138; as ms it is 1973
+        try:
+            at = datetime.fromtimestamp(seconds, UTC)
+        except (OverflowError, OSError, ValueError):
+            at = None
+    return min(at, received_at) if at is not None else received_at

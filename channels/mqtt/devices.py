@@ -195,6 +195,10 @@ def command_payload(message: OutboundMessage, issued_at: datetime) -> dict[str, 
     }
 
 
+# An ack or a status is a few hundred bytes; a device sending more is broken or hostile, and is not read.
+MAX_PAYLOAD_BYTES = 4096
+
+
 def parse_ack(device_id: str, payload: bytes, received_at: datetime) -> DeviceReport:
     """A device's ack; ValueError says what is wrong with it."""
     data = _json_object(payload)
@@ -223,6 +227,8 @@ def parse_status(device_id: str, payload: bytes, received_at: datetime) -> Devic
 
 
 def _json_object(payload: bytes) -> dict[str, Any]:
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise ValueError(f"payload of {len(payload)} bytes is over the {MAX_PAYLOAD_BYTES}-byte limit")
     data = json.loads(payload)  # ValueError (JSONDecodeError, UnicodeDecodeError) on garbage
     if not isinstance(data, dict):
         raise ValueError("payload is not a JSON object")

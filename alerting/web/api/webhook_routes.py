@@ -14,6 +14,25 @@ log = structlog.get_logger()
 
 router = APIRouter(tags=["webhooks"], include_in_schema=False)
 
+# Provider callbacks are a few kilobytes (Twilio's form, WeCom's encrypted XML, a gateway's JSON); anything far
+# larger is not one of them, and is refused before it is read whole.
+MAX_WEBHOOK_BYTES = 64 * 1024
+
+
+async def _body(request: Request) -> bytes | None:
+    """The request body, or None when it is larger than a provider's callback can be."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_WEBHOOK_BYTES:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_WEBHOOK_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
 
 def _signed_url(public_url: str, request: Request) -> str:
     """The URL the provider called, as it saw it: behind a proxy that is JIAOYING_PUBLIC_URL, not our own address."""
@@ -27,7 +46,10 @@ async def webhook(name: str, request: Request, core: CoreDep, path: str = "") ->
     handler = core.webhooks.get(name)
     if handler is None or core.inbound is None:
         return Response(status_code=404)
-    body = await request.body()
+    body = await _body(request)
+    if body is None:
+        log.warning("webhook.too_large", provider=name, path="/" + path, limit=MAX_WEBHOOK_BYTES)
+        return Response(status_code=413)
     is_form = request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded")
     reply = await handler.handle(
         WebhookRequest(

@@ -281,7 +281,9 @@ async def test_malformed_acks_are_skipped_and_later_acks_still_arrive(mqtt_broke
     async with engine_channel(mqtt_broker, inbox) as channel, running(fleet):
         async with aiomqtt.Client(endpoint.host, endpoint.port) as rogue:
             topic = "jiaoying/devices/fh-siren-01/ack"
-            for junk in (b"{not json", b"\xff\xfe", b"[1, 2]", b'{"status": "sounding"}', b'{"command_id": "x"}'):
+            huge = json.dumps({"command_id": "huge", "status": "done", "detail": "x" * 8_000_000}).encode()
+            junk_list = (b"{not json", b"\xff\xfe", b"[1, 2]", b'{"status": "sounding"}', b'{"command_id": "x"}', huge)
+            for junk in junk_list:
                 await rogue.publish(topic, junk, qos=1)
             await rogue.publish("jiaoying/devices/fh-siren-01/status", b'{"online": "yes"}', qos=1)
             await rogue.publish(topic, json.dumps({"command_id": "manual-1", "status": "done"}).encode(), qos=1)
@@ -292,6 +294,7 @@ async def test_malformed_acks_are_skipped_and_later_acks_still_arrive(mqtt_broke
         await channel.send(warning)
         await inbox.report("fh-siren-01", warning.delivery_id, "sounding")
         assert [r.command_id for r in inbox.reports("fh-siren-01")].count("x") == 0
+        assert "huge" not in [r.command_id for r in inbox.reports("fh-siren-01")]  # 8 MB is not an ack
 
 
 async def test_channel_reconnects_after_the_broker_comes_back(mqtt_broker: RunningBroker) -> None:
