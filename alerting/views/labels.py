@@ -34,7 +34,8 @@ TARGET_STATE_LABEL: dict[str, str] = {
     TargetState.ANSWERED: "已应答",
     TargetState.ANSWERED_FOR: "代应答",
     TargetState.FAILED: "设备未确认",
-    TargetState.CANCELLED: "已取消",
+    # open when the alert was lifted or replaced: never answered, and the report says so
+    TargetState.CANCELLED: "预警结束时未应答",
 }
 DELIVERY_STATE_LABEL: dict[str, str] = {
     DeliveryState.PENDING: "待发送",

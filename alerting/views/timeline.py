@@ -59,15 +59,15 @@ class Show(StrEnum):
             "answered": "本人应答",
             "answered_for": "代为确认",
             "failed": "设备未确认",
-            "cancelled": "已取消",
+            "cancelled": "预警结束时未应答",
         }[self.value]
 
     def clause(self) -> ColumnElement[bool] | None:
         match self:
             case Show.ALL:
                 return None
-            case Show.SILENT:
-                return col(Target.state) == TargetState.OPEN.value
+            case Show.SILENT:  # never answered: still open, or open when the alert was lifted or replaced
+                return col(Target.state).in_([TargetState.OPEN.value, TargetState.CANCELLED.value])
             case Show.ESCALATED:
                 return col(Target.step) > 0
             case _:
@@ -173,7 +173,7 @@ async def read_alert(
             .where(*where)
         )
         total = await s.scalar(select(func.count()).select_from(base.subquery()))
-        silent_first = case((col(Target.state) == TargetState.OPEN.value, 0), else_=1)
+        silent_first = case((col(Target.state).in_([TargetState.OPEN.value, TargetState.CANCELLED.value]), 0), else_=1)
         rows = (
             await s.execute(
                 base.order_by(
@@ -220,6 +220,8 @@ async def _counts(s: AsyncSession, scope: list[ColumnElement[bool]]) -> dict[str
     for state, up, n in rows:
         counts[""] += n
         counts[Show.SILENT.value if state == TargetState.OPEN.value else state] += n
+        if state == TargetState.CANCELLED.value:  # silent at the end is silent, and also shown on its own
+            counts[Show.SILENT.value] += n
         if up:
             counts[Show.ESCALATED.value] += n
     return {s.value: counts[s.value] for s in Show}

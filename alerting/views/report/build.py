@@ -88,15 +88,19 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
+# never answered, whether the alert is still running (open) or ended on them (cancelled by the lift or update)
+SILENT_STATES = frozenset({TargetState.OPEN.value, TargetState.CANCELLED.value})
+
+
 class Counts(BaseModel):
     targets: int = 0
     persons: int = 0
     devices: int = 0
     answered: int = 0
     answered_for: int = 0
-    silent: int = 0  # still open
+    silent: int = 0  # never answered: still open, or open when the alert was lifted or replaced
     failed: int = 0  # devices that never confirmed
-    cancelled: int = 0
+    cancelled: int = 0  # of the silent, those the alert ended on (lifted or replaced)
     median_answer_s: float | None = None  # seconds after the alert was created, over answered and answered-for
     p90_answer_s: float | None = None
     # what people reported doing (manual tasks and answer feedback), summed
@@ -264,7 +268,7 @@ class _Tally:
             "devices": self.kinds[TargetKind.DEVICE],
             "answered": self.states[TargetState.ANSWERED],
             "answered_for": self.states[TargetState.ANSWERED_FOR],
-            "silent": self.states[TargetState.OPEN],
+            "silent": self.states[TargetState.OPEN] + self.states[TargetState.CANCELLED],
             "failed": self.states[TargetState.FAILED],
             "cancelled": self.states[TargetState.CANCELLED],
             "median_answer_s": statistics.median(self.answer_s) if self.answer_s else None,
@@ -574,7 +578,7 @@ def _recipient_row(
         phone=mask_phone(phone),
         state=t.state,
         state_label=label(TARGET_STATE_LABEL, t.state),
-        silent=t.state == TargetState.OPEN,
+        silent=t.state in SILENT_STATES,
         step=t.step,
         escalation=_escalation(plan, t.kind, t.step, deliveries),
         deliveries=deliveries,

@@ -114,7 +114,7 @@ async def drill_record(db: Database, year: int) -> DrillRecord:
                 targets=sum(st.values()),
                 answered=st.get(TargetState.ANSWERED.value, 0),
                 answered_for=st.get(TargetState.ANSWERED_FOR.value, 0),
-                silent=st.get(TargetState.OPEN.value, 0),
+                silent=st.get(TargetState.OPEN.value, 0) + st.get(TargetState.CANCELLED.value, 0),
                 escalated=escalated.get(a.id, 0),
                 median_answer_s=statistics.median(waits[a.id]) if waits.get(a.id) else None,
             )
