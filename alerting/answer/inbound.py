@@ -8,12 +8,13 @@ from sqlmodel import col
 
 from alerting.answer.acks import AckService, AlreadyTaken, AnswerRejected, take_once
 from alerting.answer.events import Answer, DeviceReport, DeviceStatus, InboundEvent, InboundText, StatusUpdate
-from alerting.answer.reports import apply_report
+from alerting.answer.reports import Report, apply_reports_job
 from alerting.audit import chain as audit
 from alerting.model.domain import ChannelKind
 from alerting.model.privacy import mask_phone
 from alerting.store.db import Database, rowcount
 from alerting.store.tables import Delivery, Device
+from alerting.store.writer import Coalesced
 
 log = structlog.get_logger()
 
@@ -26,6 +27,7 @@ class Inbound:
         self.db, self.acks = db, acks
         self.rejected = 0
         self._unknown_devices: set[str] = set()
+        self._reports = Coalesced(db.writer, apply_reports_job(db))
 
     async def __call__(self, event: InboundEvent) -> None:
         try:
@@ -79,8 +81,8 @@ class Inbound:
                     log.warning("inbound.unknown_device", device_id=event.device_id, online=event.online)
 
     async def status(self, event: StatusUpdate) -> None:
-        """A later word from the provider, applied once and in any order (answer.reports)."""
-        await apply_report(self.db, event)
+        """A later word from the provider, applied once and in any order, in batches (answer.reports)."""
+        await self._reports(Report(event))
 
     async def device_report(self, event: DeviceReport) -> None:
         async with self.db.session() as s:

@@ -6,25 +6,37 @@ provider's id) and applies. The order of reports does not matter: a delivery mov
 (model.domain.merged_state: delivered > failed > sent). Every distinct report is kept as an audit event, including
 a late, lesser one that changes nothing; an identical report posted again (a provider's retry, or a replay) is
 taken in once, by its key.
+
+Reports come in bursts (two callbacks per SMS), so they are applied in batches: whatever has arrived when the
+group-committing writer gets to them shares a handful of statements and one commit.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
 
 from alerting.answer.events import StatusUpdate
 from alerting.audit import chain as audit
 from alerting.model.domain import ChannelKind, DeliveryState, merged_state
-from alerting.store.db import Database, rowcount
+from alerting.store.db import Database
 from alerting.store.tables import Delivery, InboundSeen
 
 log = structlog.get_logger()
+
+T = Delivery.metadata.tables[Delivery.__tablename__]
+SEEN = InboundSeen.metadata.tables[InboundSeen.__tablename__]
+
+
+@dataclass(frozen=True, eq=False)  # one per arrival, told apart by identity (the event itself holds a dict)
+class Report:
+    event: StatusUpdate
 
 
 def report_key(event: StatusUpdate) -> str:
@@ -34,72 +46,109 @@ def report_key(event: StatusUpdate) -> str:
     return f"report:{event.channel.value}:{event.delivery_id or event.provider_id}:{said}:{status}"[:200]
 
 
-async def apply_report(db: Database, event: StatusUpdate) -> bool:
-    """Take one report in through the group-committing writer; True when it changed the delivery."""
+def apply_reports_job(db: Database) -> Callable[[AsyncSession, list[Report]], Awaitable[dict[Report, bool]]]:
+    """Applies a batch of reports in one transaction; says for each whether it changed its delivery."""
 
-    async def job(s: AsyncSession) -> bool:
-        if not await _first_time(s, db, report_key(event), event):
-            return False
-        found = await _find(s, event)
-        if found is None:
-            log.warning(
-                "report.unknown_delivery",
-                channel=event.channel.value,
-                delivery_id=event.delivery_id,
-                provider_id=event.provider_id,
-            )
-            return False
-        delivery_id, alert_id, state = found
-        incoming = DeliveryState.DELIVERED if event.delivered else DeliveryState.FAILED
-        moved_to = merged_state(state, incoming)
-        if moved_to is not None:
-            values: dict[str, Any] = (
-                {"state": moved_to.value, "delivered_at": event.at}
-                if event.delivered
-                else {"state": moved_to.value, "error": event.error or "failed"}
-            )
-            # conditional on what we read: a report applied by another writer meanwhile is not overwritten
-            changed = rowcount(
-                await s.execute(
-                    update(Delivery)
-                    .where(col(Delivery.id) == delivery_id, col(Delivery.state) == state)
-                    .values(**values)
+    async def apply(s: AsyncSession, reports: list[Report]) -> dict[Report, bool]:
+        changed: dict[Report, bool] = dict.fromkeys(reports, False)
+        fresh = await _first_time(s, db, reports)
+        if not fresh:
+            return changed
+        rows = await _deliveries(s, [r.event for r in fresh])
+        current = {d: state for d, (_alert, state, _channel, _pid) in rows.items()}
+        read = dict(current)  # what each row said when this batch read it: the updates are conditional on it
+        by_provider = {pid: d for d, (_a, _s, _c, pid) in rows.items() if pid}
+        entries: list[audit.Entry] = []
+        for r in fresh:
+            e = r.event
+            delivery_id = e.delivery_id if e.delivery_id in rows else by_provider.get(e.provider_id or "")
+            if delivery_id is None or rows[delivery_id][2] not in (e.channel.value, ChannelKind.MANUAL.value):
+                # a manual task travels over SMS or WeCom, and that carrier reports on it
+                log.warning("report.unknown_delivery", channel=e.channel.value, delivery_id=e.delivery_id)
+                continue
+            incoming = DeliveryState.DELIVERED if e.delivered else DeliveryState.FAILED
+            before = current[delivery_id]
+            moved_to = merged_state(before, incoming)
+            if moved_to is not None:
+                current[delivery_id] = moved_to.value
+                changed[r] = True
+            entries.append(
+                audit.Entry(
+                    "delivery.delivered" if e.delivered else "delivery.undelivered",
+                    e.channel.value,
+                    e.at,
+                    rows[delivery_id][0],
+                    subject=delivery_id,
+                    data={
+                        "error": e.error,
+                        **dict(e.detail),
+                        **({} if moved_to else {"applied": False, "kept": before}),
+                    },
                 )
             )
-            moved_to = moved_to if changed else None
-        await audit.record(
-            s,
-            "delivery.delivered" if event.delivered else "delivery.undelivered",
-            actor=event.channel.value,
-            at=event.at,
-            alert_id=alert_id,
-            subject=delivery_id,
-            data={
-                "error": event.error,
-                **dict(event.detail),
-                **({} if moved_to else {"applied": False, "kept": state}),
-            },
+        await _write(s, fresh, rows, read, current, by_provider)
+        await audit.append(s, entries)
+        return changed
+
+    return apply
+
+
+async def _first_time(s: AsyncSession, db: Database, reports: list[Report]) -> list[Report]:
+    """The reports not taken in before (by any process), each key once, in arrival order."""
+    first: dict[str, Report] = {}
+    for r in reports:
+        first.setdefault(report_key(r.event), r)
+    insert = (sqlite.insert if db.is_sqlite else postgresql.insert)(SEEN)
+    inserted = await s.execute(
+        insert.values([{"key": k, "at": r.event.at} for k, r in first.items()])
+        .on_conflict_do_nothing(index_elements=["key"])
+        .returning(SEEN.c.key)
+    )
+    new = set(inserted.scalars())
+    return [r for k, r in first.items() if k in new]
+
+
+async def _deliveries(s: AsyncSession, events: list[StatusUpdate]) -> dict[str, tuple[int, str, str, str | None]]:
+    ids = {e.delivery_id for e in events if e.delivery_id}
+    provider_ids = {e.provider_id for e in events if not e.delivery_id and e.provider_id}
+    found = await s.execute(
+        select(T.c.id, T.c.alert_id, T.c.state, T.c.channel, T.c.provider_id).where(
+            or_(T.c.id.in_(ids), T.c.provider_id.in_(provider_ids))
         )
-        return moved_to is not None
-
-    return await db.writer.run(job)
-
-
-async def _first_time(s: AsyncSession, db: Database, key: str, event: StatusUpdate) -> bool:
-    insert = (sqlite.insert if db.is_sqlite else postgresql.insert)(InboundSeen)
-    result = await s.execute(insert.values(key=key, at=event.at).on_conflict_do_nothing(index_elements=["key"]))
-    return rowcount(result) == 1
+    )
+    return {r.id: (r.alert_id, r.state, r.channel, r.provider_id) for r in found}
 
 
-async def _find(s: AsyncSession, event: StatusUpdate) -> tuple[str, int, str] | None:
-    key = col(Delivery.id) == event.delivery_id if event.delivery_id else col(Delivery.provider_id) == event.provider_id
-    row = (
-        await s.execute(
-            select(col(Delivery.id), col(Delivery.alert_id), col(Delivery.state)).where(
-                key,
-                # a manual task travels over SMS or WeCom, and that carrier reports on it
-                col(Delivery.channel).in_([event.channel.value, ChannelKind.MANUAL.value]),
-            )
+async def _write(
+    s: AsyncSession,
+    fresh: list[Report],
+    rows: dict[str, tuple[int, str, str, str | None]],
+    read: dict[str, str],
+    current: dict[str, str],
+    by_provider: dict[str, str],
+) -> None:
+    """One conditional update per moved delivery (on the state this batch read), with the report that moved it."""
+    last: dict[str, StatusUpdate] = {}
+    for r in fresh:
+        d = r.event.delivery_id if r.event.delivery_id in rows else by_provider.get(r.event.provider_id or "")
+        incoming = DeliveryState.DELIVERED.value if r.event.delivered else DeliveryState.FAILED.value
+        if d is not None and current[d] != read[d] and current[d] == incoming:
+            last[d] = r.event  # the report that set the final state of this batch
+    delivered: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    for d, e in last.items():
+        if e.delivered:
+            delivered.append({"b_id": d, "b_was": read[d], "b_at": e.at})
+        else:
+            failed.append({"b_id": d, "b_was": read[d], "b_error": e.error or "failed"})
+    mine = and_(T.c.id == bindparam("b_id"), T.c.state == bindparam("b_was"))
+    conn = await s.connection()
+    if delivered:
+        await conn.execute(
+            update(T).where(mine).values(state=DeliveryState.DELIVERED.value, delivered_at=bindparam("b_at")),
+            delivered,
         )
-    ).first()
-    return (row.id, row.alert_id, row.state) if row else None
+    if failed:
+        await conn.execute(
+            update(T).where(mine).values(state=DeliveryState.FAILED.value, error=bindparam("b_error")), failed
+        )

@@ -15,7 +15,6 @@ are dead the registry (people.liveness) says; a live one's claims are never take
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import random
 from collections.abc import Callable, Mapping
@@ -191,9 +190,10 @@ class Dispatcher:
             # nothing due (or no room): wait for new work, a free slot, or the poll; the poll is wall time on
             # purpose, since a scaled or manual clock has its own idea of a second
             woken = asyncio.ensure_future(waker.wait())
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait({woken, *in_flight}, timeout=self.idle_poll_s, return_when=asyncio.FIRST_COMPLETED)
-            woken.cancel()
+            finally:
+                woken.cancel()  # also when this loop is cancelled: no waiter is left behind
 
     async def _claim_and_start(self, kind: ChannelKind, room: int) -> int:
         if not self.breakers[kind].allow():

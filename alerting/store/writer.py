@@ -141,7 +141,11 @@ class Coalesced(Generic[K, R]):
                 self._scheduled = False
                 raise
             for _, done in taken:
-                if not done.done():
+                if done.done():
+                    continue
+                if isinstance(exc, asyncio.CancelledError):
+                    done.cancel()  # shutting down: the waiters are cancelled too, not handed an error to read
+                else:
                     done.set_exception(exc)
             if isinstance(exc, asyncio.CancelledError):
                 raise
