@@ -15,6 +15,7 @@ are dead the registry (people.liveness) says; a live one's claims are never take
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import random
 from collections.abc import Callable, Mapping
@@ -170,6 +171,27 @@ class Dispatcher:
             t.cancel()
         await asyncio.gather(*running, return_exceptions=True)
         self._tasks = []
+        await self._release_unhanded()
+
+    async def _release_unhanded(self) -> None:
+        """Stopping: what this process claimed but never handed over goes back to the queue at once, for the
+        next process to send, instead of waiting for a successor to find this one dead."""
+        with contextlib.suppress(Exception):  # a database that is gone already: resume() takes them later
+            async with self.db.session() as s:
+                released = rowcount(
+                    await s.execute(
+                        update(Delivery)
+                        .where(
+                            col(Delivery.channel).in_(ALL_CHANNELS),
+                            col(Delivery.state) == DeliveryState.SENDING.value,
+                            col(Delivery.claimed_by) == self.owner,
+                            col(Delivery.handed_at).is_(None),
+                        )
+                        .values(state=DeliveryState.PENDING.value, claimed_by=None)
+                    )
+                )
+            if released:
+                log.info("dispatch.released_on_stop", deliveries=released)
 
     async def _loop(self, kind: ChannelKind) -> None:
         """Keep the channel's pipeline full: claim again as soon as half of what was claimed is done."""
