@@ -53,8 +53,8 @@ log = structlog.get_logger()
 
 BATCH = 5000
 FIRST_GRID_WORKERS = 500  # with the critical targets in the first commit: a few hundred sends to start on at once
-PAGE = 2000  # grid workers per later transaction: short, so the dispatcher's writes are not held up
-FIRST_PAGE = Page("", "")  # resume_planning starts from the beginning and skips whoever is planned already
+PAGE = 1000  # grid workers per later transaction: short, so the dispatcher's writes are not held up
+FIRST_PAGE = Page(0)  # resume_planning starts from the beginning and skips whoever is planned already
 
 
 class AlertRequest(BaseModel):

@@ -114,10 +114,10 @@ async def subtree_filter(session: AsyncSession, unit_codes: Sequence[str]) -> Co
 
 @dataclass(frozen=True)
 class Page:
-    """Where the next page of grid workers starts: after this (unit path, person id)."""
+    """Where the next page of grid workers starts: after this responsibility row (its primary key, so a page
+    is an index range however large the county, with nothing to sort)."""
 
-    path: str
-    person_id: str
+    after: int
 
 
 async def resolve_targets(session: AsyncSession, unit_codes: Sequence[str], plans: PlanSet) -> list[PlannedTarget]:
@@ -144,34 +144,38 @@ async def resolve_critical(session: AsyncSession, unit_codes: Sequence[str], pla
 async def resolve_grid_workers(
     session: AsyncSession, unit_codes: Sequence[str], *, after: Page | None, seen: set[str], limit: int = 2000
 ) -> tuple[list[PlannedTarget], Page | None]:
-    """One page of grid workers in unit order (keyset, so a page costs the same at the end as at the start), and
-    where the next one starts (None when this was the last). `seen` holds whoever is a target already."""
+    """One page of grid workers (keyset on the responsibility's key, so a page costs the same at the end as at
+    the start), and where the next one starts (None when this was the last). `seen` holds who is a target already.
+    Grid workers are all of one rank, so the order among them does not matter; those above the grid come first."""
     in_subtree = await subtree_filter(session, unit_codes)
-    where = col(Responsibility.role) == Role.GRID_WORKER.value
-    if after is not None:
-        where = and_(
-            where,
-            or_(
-                col(OrgUnit.path) > after.path,
-                and_(col(OrgUnit.path) == after.path, col(Responsibility.person_id) > after.person_id),
-            ),
-        )
-    rows = await _responsible(session, in_subtree, where, limit=limit)
-    nxt = Page(rows[-1].path, rows[-1].person_id) if len(rows) == limit else None
+    where = and_(
+        col(Responsibility.role) == Role.GRID_WORKER.value, col(Responsibility.id) > (after.after if after else 0)
+    )
+    rows = await _responsible(session, in_subtree, where, limit=limit, by_key=True)
+    nxt = Page(rows[-1].id) if len(rows) == limit else None
     return _people_targets(rows, seen), nxt
 
 
 async def _responsible(
-    session: AsyncSession, in_subtree: ColumnElement[bool], where: ColumnElement[bool], limit: int | None = None
+    session: AsyncSession,
+    in_subtree: ColumnElement[bool],
+    where: ColumnElement[bool],
+    limit: int | None = None,
+    *,
+    by_key: bool = False,
 ) -> list[Any]:
     query = (
         select(
-            col(Responsibility.person_id), col(Responsibility.unit_code), col(Responsibility.role), col(OrgUnit.path)
+            col(Responsibility.id),
+            col(Responsibility.person_id),
+            col(Responsibility.unit_code),
+            col(Responsibility.role),
+            col(OrgUnit.path),
         )
         .join(OrgUnit, col(OrgUnit.code) == Responsibility.unit_code)
         .join(Person, col(Person.id) == Responsibility.person_id)
         .where(in_subtree, where, col(Responsibility.rank) == 0, col(Person.active))
-        .order_by(col(OrgUnit.path), col(Responsibility.person_id))
+        .order_by(*((col(Responsibility.id),) if by_key else (col(OrgUnit.path), col(Responsibility.person_id))))
     )
     if limit is not None:
         query = query.limit(limit)
@@ -179,7 +183,7 @@ async def _responsible(
 
 
 def _people_targets(rows: Iterable[Any], seen: set[str]) -> list[PlannedTarget]:
-    """A person answering for two units answers once, for the first in unit order (the higher one)."""
+    """A person answering for two units answers once: for the first met, and those above the grid come first."""
     targets: list[PlannedTarget] = []
     for r in rows:
         if r.person_id not in seen:
