@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -15,8 +15,54 @@ from pydantic_settings import (
 )
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="JIAOYING_", extra="forbid")
+class TwilioSettings(BaseModel):
+    """SMS and voice calls through Twilio: JIAOYING_TWILIO_*. Its adapters: config.channels.Twilio."""
+
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_from_number: str | None = None
+    twilio_base_url: str = "https://api.twilio.com"
+    twilio_sms_per_second: float = 10.0  # the account's message throughput (MPS)
+    twilio_calls_per_second: float = 1.0  # Twilio's default CPS for outbound calls
+
+
+class WeComSettings(BaseModel):
+    """企业微信: JIAOYING_WECOM_*. Its adapter: config.channels.WeCom."""
+
+    wecom_corp_id: str | None = None
+    wecom_secret: SecretStr | None = None
+    wecom_agent_id: int | None = None
+    wecom_token: SecretStr | None = None
+    wecom_aes_key: SecretStr | None = None
+    wecom_base_url: str = "https://qyapi.weixin.qq.com"
+    wecom_card_mode: Literal["template_card", "textcard"] = "template_card"
+    wecom_per_second: float = 20.0
+    wecom_per_member_per_minute: int = 30  # WeCom refuses more messages to one member per minute
+
+
+class EmailSettings(BaseModel):
+    """Email over SMTP: JIAOYING_SMTP_*. Its adapter: config.channels.Email."""
+
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str | None = None
+    smtp_starttls: bool = True
+    smtp_tls: bool = False  # implicit TLS (port 465) instead of STARTTLS
+    smtp_per_second: float = 5.0
+
+
+class BroadcastSettings(BaseModel):
+    """The emergency-broadcast gateway: JIAOYING_BROADCAST_*. Its adapter: config.channels.Broadcast."""
+
+    broadcast_url: str | None = None
+    broadcast_secret: SecretStr | None = None
+    broadcast_per_second: float = 10.0
+
+
+class _Engine(BaseSettings):
+    """The engine's own settings; those of the providers are in the groups above."""
 
     database_url: str = "sqlite+aiosqlite:///./jiaoying.db"
     public_url: str = "http://127.0.0.1:8000"
@@ -34,35 +80,14 @@ class Settings(BaseSettings):
     # unset: "jiaoying-<node>-<slot>", the same for a process and its restarts, different for live siblings
     mqtt_client_id: str | None = None
 
-    twilio_account_sid: str | None = None
-    twilio_auth_token: SecretStr | None = None
-    twilio_from_number: str | None = None
-    twilio_base_url: str = "https://api.twilio.com"
-    twilio_sms_per_second: float = 10.0  # the account's message throughput (MPS)
-    twilio_calls_per_second: float = 1.0  # Twilio's default CPS for outbound calls
 
-    wecom_corp_id: str | None = None
-    wecom_secret: SecretStr | None = None
-    wecom_agent_id: int | None = None
-    wecom_token: SecretStr | None = None
-    wecom_aes_key: SecretStr | None = None
-    wecom_base_url: str = "https://qyapi.weixin.qq.com"
-    wecom_card_mode: Literal["template_card", "textcard"] = "template_card"
-    wecom_per_second: float = 20.0
-    wecom_per_member_per_minute: int = 30  # WeCom refuses more messages to one member per minute
+# pydantic puts inherited fields first, the last base's first: listed this way, the fields keep the order in which
+# they are read and reported (the engine's, Twilio's, WeCom's, email's, the broadcast gateway's, the log level)
+class Settings(BroadcastSettings, EmailSettings, WeComSettings, TwilioSettings, _Engine):
+    """Every setting, flat: each field is JIAOYING_<FIELD> in the environment and <field> in the TOML file.
+    Each provider's settings are a group of their own (above), from which config.channels builds its adapters."""
 
-    smtp_host: str | None = None
-    smtp_port: int = 587
-    smtp_username: str | None = None
-    smtp_password: SecretStr | None = None
-    smtp_from: str | None = None
-    smtp_starttls: bool = True
-    smtp_tls: bool = False  # implicit TLS (port 465) instead of STARTTLS
-    smtp_per_second: float = 5.0
-
-    broadcast_url: str | None = None
-    broadcast_secret: SecretStr | None = None
-    broadcast_per_second: float = 10.0
+    model_config = SettingsConfigDict(env_prefix="JIAOYING_", extra="forbid")
 
     log_level: str = "info"
 

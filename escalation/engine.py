@@ -7,7 +7,9 @@ each deadline from pending to fired only if its fence is still the one claimed, 
 alerts and the targets (an answered, closed or cancelled one gets nothing), and writes the steps'
 deliveries, the next deadlines and the audit entries. A claimer that stalled past its lease finds
 the fence moved and writes nothing; a crash rolls the whole batch back and its deadlines are fired
-again later.
+again later. What a fired deadline does (resend the command, reach whom over what, wait how long, or nothing)
+is decided in escalation.steps without the database; the engine reads what the decision needs and writes
+what it says.
 
 A claim outlives its claimer only when that process died. Claims of a run the registry (alerting.liveness)
 knows is dead are released at once, at start-up and at every heartbeat; a claim of a run it does not know is
@@ -42,10 +44,11 @@ from alerting.model.domain import (
     TargetState,
 )
 from alerting.model.ids import new_id
-from alerting.model.plan import PlanSet, Step, Who
+from alerting.model.plan import PlanSet
 from alerting.people.liveness import ProcessRegistry
 from alerting.store.db import Database, rowcount
 from alerting.store.tables import Alert, Deadline, Delivery, OrgUnit, Target
+from escalation import steps
 from escalation.recipients import contacts_for
 
 log = structlog.get_logger()
@@ -361,30 +364,30 @@ class EscalationEngine:
             for r in fired:
                 target = targets[r.target_id]
                 plans = alerts.get(r.alert_id)
-                if plans is None or target.state != TargetState.OPEN.value:
-                    continue  # the alert ended or the target answered: the deadline fires and nothing goes out
                 unit = units.get(target.unit_code)
-                plan = plans.for_path(unit.path if unit else "")
-                steps = plan.person_steps if target.kind == TargetKind.PERSON.value else plan.device_steps
+                plan = plans.for_path(unit.path if unit else "") if plans is not None else None
+                kind = TargetKind.PERSON if target.kind == TargetKind.PERSON.value else TargetKind.DEVICE
+                decision = steps.on_deadline(plan, kind, r.step, target_open=target.state == TargetState.OPEN.value)
                 late_s = max(0.0, (now - r.due_at).total_seconds())
-                step_no = r.step
-                while step_no < len(steps):
+                while isinstance(decision, steps.Resend | steps.Reach):
+                    assert plan is not None
                     reached = await self._run_step(
-                        s, batch, contacts, r.alert_id, target, step_no, steps[step_no], now, r.due_at, late_s
+                        s, batch, contacts, r.alert_id, target, decision, now, r.due_at, late_s
                     )
-                    if reached or step_no + 1 >= len(steps):
-                        break
-                    step_no += 1  # nobody to reach at this step: go straight on to the next one
-                target.step = step_no
+                    # nobody to reach at this step: the decision is to go straight on to the next one
+                    decision = steps.next_step(plan, kind, decision.step_no, reached, now)
+                if isinstance(decision, steps.Skip):
+                    continue  # the alert ended or the target answered: the deadline fires and nothing goes out
+                target.step = decision.step_no
                 batch.ran += 1
-                if step_no + 1 < len(steps):
+                if isinstance(decision, steps.Wait):
                     batch.deadlines.append(
                         {
                             "id": new_id(),
                             "alert_id": r.alert_id,
                             "target_id": target.id,
-                            "step": step_no + 1,
-                            "due_at": now + timedelta(seconds=steps[step_no].wait_s),
+                            "step": decision.next_step_no,
+                            "due_at": decision.due_at,
                             "state": PENDING,
                             "fence": 0,
                         }
@@ -418,14 +421,16 @@ class EscalationEngine:
         contacts: dict[str, Contact],
         alert_id: int,
         target: Target,
-        step_no: int,
-        step: Step,
+        action: steps.Action,
         now: datetime,
         due_at: datetime,
         late_s: float,
     ) -> bool:
+        """Do what the step decided, collecting its rows and audit entries in `batch`. True when it reached
+        anyone: a command re-queued, or a delivery written."""
+        step = action.step
         data: dict[str, Any] = {
-            "step": step_no,
+            "step": action.step_no,
             "who": step.who.value,
             "channels": [c.value for c in step.channels],
             "due_at": due_at.isoformat(),
@@ -435,21 +440,21 @@ class EscalationEngine:
         def record(kind: str, details: dict[str, Any]) -> None:
             batch.entries.append(audit.Entry(kind, self.owner, now, alert_id, subject=target.id, data=details))
 
-        if target.kind == TargetKind.DEVICE.value and step.who is Who.TARGET:
-            resent = await _resend_device_command(s, target, step.channels, now)
+        if isinstance(action, steps.Resend):
+            resent = await _resend_device_command(s, target, action.channels, now)
             data["resent"] = resent
             record("target.escalated", data)
             return resent > 0
-        if target.kind == TargetKind.DEVICE.value:
+        if action.device_failed:
             # the device never confirmed after its resends: it counts as failed, and people stand in for it
-            record("device.failed", {"device": target.device_id, "step": step_no})
-        person_ids = await contacts_for(s, step.who, target, now)
+            record("device.failed", {"device": target.device_id, "step": action.step_no})
+        person_ids = await contacts_for(s, action.who, target, now)
         unknown = [p for p in person_ids if p not in contacts]
         if unknown:
             contacts.update(await load_contacts(s, unknown))
         level = self._plans[alert_id].default.level
         rows = person_deliveries(
-            alert_id, target.id, step_no, step, [contacts[p] for p in person_ids if p in contacts], now, level
+            alert_id, target.id, action.step_no, step, [contacts[p] for p in person_ids if p in contacts], now, level
         )
         batch.deliveries += rows
         data["contacts"] = person_ids

@@ -1,7 +1,9 @@
 """`jiaoying demo --real-local`: the drill with every channel a real adapter talking to a local fake provider.
 
-The fakes are the ones the tests use (tests/fakes: Twilio, WeCom, the broadcast gateway, an SMTP
-server), so this needs a source checkout. The recipients are played on the wire: a driver reads
+The fakes are the ones the tests use (the package tests.fakes: Twilio, WeCom, the broadcast gateway, an
+SMTP server), so this needs the source checkout installed editable with its development extras
+(`pip install -e '.[dev]'`, which puts tests.fakes on the path), or to be run from the checkout itself.
+Without them it stops with one line naming what is missing. The recipients are played on the wire: a driver reads
 what each fake provider received and answers the way a person would — a key press on the call,
 the 收到 button on the WeCom card, the link in the SMS — by the same seeded plan as the sandbox demo,
 through the engine's real HTTP endpoints and with the providers' real signatures.
@@ -12,11 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import sys
 from collections.abc import AsyncIterator, Awaitable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -32,22 +32,37 @@ from config.settings import Settings
 
 log = structlog.get_logger()
 
-CHECKOUT = Path(__file__).resolve().parents[2]
 GATEWAY_SECRET = "demo-gateway-secret"  # noqa: S105 (a local fake's key)
 LINK = re.compile(r"https?://[^\s\"'<>，。]+/ack/[\w-]+")
+INSTALL = "pip install -e '.[dev]' in the source checkout"
 
 
-def _import_fakes() -> Any:
-    if not (CHECKOUT / "tests" / "fakes" / "twilio.py").exists():
-        raise RuntimeError("--real-local needs a source checkout: the provider fakes live in tests/fakes")
-    if str(CHECKOUT) not in sys.path:
-        sys.path.insert(0, str(CHECKOUT))
-    import tests.fakes.broadcast as broadcast
-    import tests.fakes.server as server
-    import tests.fakes.smtp as smtp
-    import tests.fakes.twilio as twilio
-    import tests.fakes.wecom as wecom
+class FakesMissing(LookupError):
+    """The provider fakes, or something they need, cannot be imported. A LookupError, so `jiaoying demo`
+    says it in one line and exits 2."""
 
+
+def import_fakes() -> Any:
+    """The provider fakes, imported only when --real-local asks for them: they are test code with test-only
+    dependencies, and everything else runs without them."""
+    try:
+        import tests.fakes.broadcast as broadcast
+        import tests.fakes.server as server
+        import tests.fakes.smtp as smtp
+        import tests.fakes.twilio as twilio
+        import tests.fakes.wecom as wecom
+    except ImportError as exc:
+        if exc.name is None:
+            raise FakesMissing(f"--real-local cannot import the provider fakes (tests.fakes): {exc}") from exc
+        if exc.name == "tests" or exc.name.startswith("tests."):
+            raise FakesMissing(
+                f"--real-local needs the provider fakes (the package tests.fakes), which come with the source "
+                f"checkout: {INSTALL}"
+            ) from exc
+        raise FakesMissing(
+            f"--real-local needs {exc.name.partition('.')[0]}, which the provider fakes (tests.fakes) import: "
+            f"install the development extras, {INSTALL}"
+        ) from exc
     return broadcast, server, smtp, twilio, wecom
 
 
@@ -68,7 +83,7 @@ class LocalProviders:
 @asynccontextmanager
 async def local_providers(wecom_members: Iterable[str]) -> AsyncIterator[LocalProviders]:
     """Start the fake providers on loopback ports and say how to point the engine at them."""
-    broadcast, server, smtp, twilio, wecom = _import_fakes()
+    broadcast, server, smtp, twilio, wecom = import_fakes()
     public_port = server.free_port()  # where the engine will serve the callbacks the fakes make
     public_url = f"http://127.0.0.1:{public_port}"
     fake_twilio = twilio.FakeTwilio()
