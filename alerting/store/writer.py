@@ -137,9 +137,8 @@ class Coalesced(Generic[K, R]):
         try:
             results = await self.writer.run(job)
         except BaseException as exc:
-            if taken is None:  # never ran: let the next caller carry whoever is waiting
-                self._scheduled = False
-                raise
+            if taken is None:  # never ran (the writer was stopped): nobody waiting may be left hanging
+                taken, self._waiting, self._scheduled = self._waiting, [], False
             for _, done in taken:
                 if done.done():
                     continue
