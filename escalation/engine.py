@@ -31,7 +31,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from alerting.audit import chain as audit
-from alerting.issue.alerts import plan_of
 from alerting.issue.planning import Contact, load_contacts, person_deliveries
 from alerting.model.clock import Clock
 from alerting.model.domain import (
@@ -411,7 +410,7 @@ class EscalationEngine:
         if missing:
             for a in (await s.execute(select(Alert).where(col(Alert.id).in_(missing)))).scalars():
                 assert a.id is not None
-                self._plans[a.id] = plan_of(a)
+                self._plans[a.id] = PlanSet.stored(a.plan)
         return {a: self._plans[a] for a in active}
 
     async def _run_step(

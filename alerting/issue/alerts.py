@@ -6,11 +6,11 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import structlog
 from pydantic import BaseModel, Field, field_validator
-from sqlalchemy import CursorResult, func, insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -46,7 +46,7 @@ from alerting.model.domain import (
 )
 from alerting.model.ids import new_id
 from alerting.model.plan import Planner, PlanSet, Who
-from alerting.store.db import Database
+from alerting.store.db import Database, rowcount
 from alerting.store.tables import Alert, Deadline, Delivery, Device, OrgUnit, Target
 
 log = structlog.get_logger()
@@ -579,8 +579,7 @@ async def _locked(s: AsyncSession, alert_id: int) -> Alert:
 
 async def _stop(s: AsyncSession, alert_id: int, why: str) -> int:
     """Nothing more for this alert: unsent warnings cancelled, pending steps dropped, open targets closed off."""
-    stopped = cast(
-        CursorResult[Any],
+    stopped = rowcount(
         await s.execute(
             update(Delivery)
             .where(
@@ -589,7 +588,7 @@ async def _stop(s: AsyncSession, alert_id: int, why: str) -> int:
                 col(Delivery.purpose).notin_([Purpose.LIFT.value, Purpose.HELP.value]),
             )
             .values(state=DeliveryState.CANCELLED.value, error=why)
-        ),
+        )
     )
     await s.execute(
         update(Deadline)
@@ -601,7 +600,7 @@ async def _stop(s: AsyncSession, alert_id: int, why: str) -> int:
         .where(col(Target.alert_id) == alert_id, col(Target.state) == TargetState.OPEN.value)
         .values(state=TargetState.CANCELLED.value)
     )
-    return stopped.rowcount
+    return stopped
 
 
 async def _answered_targets(s: AsyncSession, alert_id: int) -> dict[tuple[str | None, str | None], Target]:
@@ -621,7 +620,7 @@ async def _fresh_calls(
     assert alert.id is not None
     if not silent:
         return []
-    plans = plan_of(alert)
+    plans = PlanSet.stored(alert.plan)
     queued = {
         (r.target_id, r.channel)
         for r in await s.execute(
@@ -688,10 +687,6 @@ def _deadline(alert_id: int, target_id: str, step: int, due: datetime) -> dict[s
         "state": DeadlineState.PENDING.value,
         "fence": 0,
     }
-
-
-def plan_of(alert: Alert) -> PlanSet:
-    return PlanSet.stored(alert.plan)
 
 
 def _unreachable_entries(alert_id: int, now: datetime, people: Sequence[str]) -> list[audit.Entry]:
