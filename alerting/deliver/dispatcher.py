@@ -222,7 +222,7 @@ class Dispatcher:
             return 0  # the provider is down: leave its deliveries queued until the cooldown passes
         rows = await self._claim(kind, room)
         if rows:
-            messages = await self._compose(rows)
+            messages = await self._compose_or_release(rows)
             for d in rows:
                 task = asyncio.create_task(self._deliver(kind, d, messages[d.id]), name=f"deliver-{d.id}")
                 self._in_flight[kind].add(task)
@@ -266,7 +266,7 @@ class Dispatcher:
         rows = await self._claim(kind)
         if not rows:
             return 0
-        messages = await self._compose(rows)
+        messages = await self._compose_or_release(rows)
         await asyncio.gather(*(self._deliver(kind, d, messages[d.id]) for d in rows))
         return len(rows)
 
@@ -306,6 +306,25 @@ class Dispatcher:
     async def _compose(self, rows: list[Delivery]) -> dict[str, OutboundMessage]:
         async with self.db.session() as s:
             return await self.composer.compose(s, rows)
+
+    async def _compose_or_release(self, rows: list[Delivery]) -> dict[str, OutboundMessage]:
+        """Compose a claim; if that fails, the claim goes back to the queue rather than staying held by a live
+        process (whose claims nobody else takes) until it stops."""
+        try:
+            return await self._compose(rows)
+        except Exception:
+            async with self.db.session() as s:
+                await s.execute(
+                    update(Delivery)
+                    .where(
+                        col(Delivery.id).in_([d.id for d in rows]),
+                        col(Delivery.claimed_by) == self.owner,
+                        col(Delivery.state) == DeliveryState.SENDING.value,
+                        col(Delivery.handed_at).is_(None),
+                    )
+                    .values(state=DeliveryState.PENDING.value, claimed_by=None)
+                )
+            raise
 
     async def _deliver(self, kind: ChannelKind, d: Delivery, message: OutboundMessage) -> None:
         channel = self.channels[kind]

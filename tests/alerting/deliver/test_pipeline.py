@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -270,3 +271,31 @@ async def test_a_restart_repeats_only_what_was_handed_over(
     assert {r.state for r in await sms_rows(db, issued.alert_id)} == {DeliveryState.SENT.value}  # none lost
     await engine.stop()
     await other.stop()
+
+
+async def test_a_claim_that_cannot_be_composed_goes_back_to_the_queue(
+    db: Database, clock: ManualClock, county: SmallCounty
+) -> None:
+    sms = HeldProvider(ChannelLimits(concurrency=5, per_second=1000, burst=100))
+    sms.release.set()
+    engine = engine_with(db, clock, sms)
+    real = engine.dispatcher.composer
+
+    class FailsOnce:
+        failed = False
+
+        async def compose(self, s: Any, rows: Any) -> Any:
+            if not self.failed:
+                self.failed = True
+                raise RuntimeError("the database went away mid-compose")
+            return await real.compose(s, rows)
+
+    engine.dispatcher.composer = FailsOnce()  # type: ignore[assignment]
+    issued = await engine.alerts.trigger(YELLOW, actor="t")
+    with pytest.raises(RuntimeError):
+        await engine.dispatcher.run_once(ChannelKind.SMS)
+    rows = await sms_rows(db, issued.alert_id)
+    assert {(r.state, r.claimed_by) for r in rows} == {(DeliveryState.PENDING.value, None)}  # not held by us
+    await engine.dispatcher.drain()
+    assert {r.state for r in await sms_rows(db, issued.alert_id)} == {DeliveryState.SENT.value}
+    await engine.stop()
