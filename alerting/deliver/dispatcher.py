@@ -19,11 +19,11 @@ import contextlib
 import math
 import random
 from collections.abc import Callable, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import cast
 
 import structlog
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlmodel import col
 
 from alerting.audit import chain as audit
@@ -177,21 +177,25 @@ class Dispatcher:
         """Stopping: what this process claimed but never handed over goes back to the queue at once, for the
         next process to send, instead of waiting for a successor to find this one dead."""
         with contextlib.suppress(Exception):  # a database that is gone already: resume() takes them later
-            async with self.db.session() as s:
-                released = rowcount(
-                    await s.execute(
-                        update(Delivery)
-                        .where(
-                            col(Delivery.channel).in_(ALL_CHANNELS),
-                            col(Delivery.state) == DeliveryState.SENDING.value,
-                            col(Delivery.claimed_by) == self.owner,
-                            col(Delivery.handed_at).is_(None),
-                        )
-                        .values(state=DeliveryState.PENDING.value, claimed_by=None)
-                    )
-                )
+            released = await self._put_back(col(Delivery.channel).in_(ALL_CHANNELS))
             if released:
                 log.info("dispatch.released_on_stop", deliveries=released)
+
+    async def _put_back(self, *where: ColumnElement[bool]) -> int:
+        """Claims of this process that were never handed over go back to the queue, as if never claimed."""
+        async with self.db.session() as s:
+            return rowcount(
+                await s.execute(
+                    update(Delivery)
+                    .where(
+                        *where,
+                        col(Delivery.state) == DeliveryState.SENDING.value,
+                        col(Delivery.claimed_by) == self.owner,
+                        col(Delivery.handed_at).is_(None),
+                    )
+                    .values(state=DeliveryState.PENDING.value, claimed_by=None)
+                )
+            )
 
     async def _loop(self, kind: ChannelKind) -> None:
         """Keep the channel's pipeline full: claim again as soon as half of what was claimed is done."""
@@ -218,16 +222,12 @@ class Dispatcher:
                 woken.cancel()  # also when this loop is cancelled: no waiter is left behind
 
     async def _claim_and_start(self, kind: ChannelKind, room: int) -> int:
-        if not self.breakers[kind].allow():
-            return 0  # the provider is down: leave its deliveries queued until the cooldown passes
-        rows = await self._claim(kind, room)
-        if rows:
-            messages = await self._compose_or_release(rows)
-            for d in rows:
-                task = asyncio.create_task(self._deliver(kind, d, messages[d.id]), name=f"deliver-{d.id}")
-                self._in_flight[kind].add(task)
-                task.add_done_callback(self._in_flight[kind].discard)
-        return len(rows)
+        claimed = await self._claim_composed(kind, room)
+        for d, message in claimed:
+            task = asyncio.create_task(self._deliver(kind, d, message), name=f"deliver-{d.id}")
+            self._in_flight[kind].add(task)
+            task.add_done_callback(self._in_flight[kind].discard)
+        return len(claimed)
 
     async def drain(self, max_rounds: int = 10_000) -> int:
         """Send everything due now, over every channel; for tests, benchmarks and the CLI."""
@@ -246,42 +246,42 @@ class Dispatcher:
         due: set[ChannelKind] = set()
         async with self.db.session() as s:
             for kind in self.channels:  # one index probe each: (channel, state, …) → the first due row
-                first = await s.scalar(
-                    select(col(Delivery.id))
-                    .where(
-                        col(Delivery.channel) == kind.value,
-                        col(Delivery.state) == DeliveryState.PENDING.value,
-                        col(Delivery.next_attempt_at) <= now,
-                    )
-                    .limit(1)
-                )
+                first = await s.scalar(select(col(Delivery.id)).where(_due(kind, now)).limit(1))
                 if first is not None:
                     due.add(kind)
         return due
 
     async def run_once(self, kind: ChannelKind) -> int:
         """One claim of this channel, taken through the whole pipeline before returning."""
-        if not self.breakers[kind].allow():
-            return 0
-        rows = await self._claim(kind)
-        if not rows:
-            return 0
-        messages = await self._compose_or_release(rows)
-        await asyncio.gather(*(self._deliver(kind, d, messages[d.id]) for d in rows))
-        return len(rows)
+        claimed = await self._claim_composed(kind)
+        await asyncio.gather(*(self._deliver(kind, d, message) for d, message in claimed))
+        return len(claimed)
 
     # ---- the stages ---------------------------------------------------------------------------
+
+    async def _claim_composed(
+        self, kind: ChannelKind, limit: int | None = None
+    ) -> list[tuple[Delivery, OutboundMessage]]:
+        """A claim and its messages. A claim that cannot be composed goes back to the queue rather than staying
+        held by a live process (whose claims nobody else takes) until it stops."""
+        if not self.breakers[kind].allow():
+            return []  # the provider is down: leave its deliveries queued until the cooldown passes
+        rows = await self._claim(kind, limit)
+        if not rows:
+            return []
+        try:
+            messages = await self._compose(rows)
+        except Exception:
+            await self._put_back(col(Delivery.id).in_([d.id for d in rows]))
+            raise
+        return [(d, messages[d.id]) for d in rows]
 
     async def _claim(self, kind: ChannelKind, limit: int | None = None) -> list[Delivery]:
         now = self.clock.now()
         async with self.db.session() as s:
             due = (
                 select(col(Delivery.id))
-                .where(
-                    col(Delivery.channel) == kind.value,
-                    col(Delivery.state) == DeliveryState.PENDING.value,
-                    col(Delivery.next_attempt_at) <= now,
-                )
+                .where(_due(kind, now))
                 .order_by(col(Delivery.priority), col(Delivery.next_attempt_at))
                 .limit(limit or self.claim_size(kind))
             )
@@ -306,25 +306,6 @@ class Dispatcher:
     async def _compose(self, rows: list[Delivery]) -> dict[str, OutboundMessage]:
         async with self.db.session() as s:
             return await self.composer.compose(s, rows)
-
-    async def _compose_or_release(self, rows: list[Delivery]) -> dict[str, OutboundMessage]:
-        """Compose a claim; if that fails, the claim goes back to the queue rather than staying held by a live
-        process (whose claims nobody else takes) until it stops."""
-        try:
-            return await self._compose(rows)
-        except Exception:
-            async with self.db.session() as s:
-                await s.execute(
-                    update(Delivery)
-                    .where(
-                        col(Delivery.id).in_([d.id for d in rows]),
-                        col(Delivery.claimed_by) == self.owner,
-                        col(Delivery.state) == DeliveryState.SENDING.value,
-                        col(Delivery.handed_at).is_(None),
-                    )
-                    .values(state=DeliveryState.PENDING.value, claimed_by=None)
-                )
-            raise
 
     async def _deliver(self, kind: ChannelKind, d: Delivery, message: OutboundMessage) -> None:
         channel = self.channels[kind]
@@ -384,3 +365,12 @@ class Dispatcher:
             breaker.failed(str(o.error))
             if breaker.state is BreakerState.OPEN:
                 log.error("channel.circuit_open", channel=kind.value, error=breaker.last_error)
+
+
+def _due(kind: ChannelKind, now: datetime) -> ColumnElement[bool]:
+    """Queued on this channel and due: the queue index (channel, state, priority, next_attempt_at) serves it."""
+    return and_(
+        col(Delivery.channel) == kind.value,
+        col(Delivery.state) == DeliveryState.PENDING.value,
+        col(Delivery.next_attempt_at) <= now,
+    )
