@@ -58,6 +58,7 @@ def apply_reports_job(db: Database) -> Callable[[AsyncSession, list[Report]], Aw
         current = {d: state for d, (_alert, state, _channel, _pid) in rows.items()}
         read = dict(current)  # what each row said when this batch read it: the updates are conditional on it
         by_provider = {pid: d for d, (_a, _s, _c, pid) in rows.items() if pid}
+        moved: dict[str, StatusUpdate] = {}  # delivery -> the report that set its final state in this batch
         entries: list[audit.Entry] = []
         for r in fresh:
             e = r.event
@@ -71,6 +72,7 @@ def apply_reports_job(db: Database) -> Callable[[AsyncSession, list[Report]], Aw
             moved_to = merged_state(before, incoming)
             if moved_to is not None:
                 current[delivery_id] = moved_to.value
+                moved[delivery_id] = e  # states only rise, so the last to move it says where it ends
                 changed[r] = True
             entries.append(
                 audit.Entry(
@@ -86,7 +88,7 @@ def apply_reports_job(db: Database) -> Callable[[AsyncSession, list[Report]], Aw
                     },
                 )
             )
-        await _write(s, fresh, rows, read, current, by_provider)
+        await _write(s, moved, read)
         await audit.append(s, entries)
         return changed
 
@@ -119,24 +121,11 @@ async def _deliveries(s: AsyncSession, events: list[StatusUpdate]) -> dict[str, 
     return {r.id: (r.alert_id, r.state, r.channel, r.provider_id) for r in found}
 
 
-async def _write(
-    s: AsyncSession,
-    fresh: list[Report],
-    rows: dict[str, tuple[int, str, str, str | None]],
-    read: dict[str, str],
-    current: dict[str, str],
-    by_provider: dict[str, str],
-) -> None:
+async def _write(s: AsyncSession, moved: dict[str, StatusUpdate], read: dict[str, str]) -> None:
     """One conditional update per moved delivery (on the state this batch read), with the report that moved it."""
-    last: dict[str, StatusUpdate] = {}
-    for r in fresh:
-        d = r.event.delivery_id if r.event.delivery_id in rows else by_provider.get(r.event.provider_id or "")
-        incoming = DeliveryState.DELIVERED.value if r.event.delivered else DeliveryState.FAILED.value
-        if d is not None and current[d] != read[d] and current[d] == incoming:
-            last[d] = r.event  # the report that set the final state of this batch
     delivered: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
-    for d, e in last.items():
+    for d, e in moved.items():
         if e.delivered:
             delivered.append({"b_id": d, "b_was": read[d], "b_at": e.at})
         else:
