@@ -26,12 +26,11 @@ from alerting.answer.events import StatusUpdate
 from alerting.audit import chain as audit
 from alerting.model.domain import ChannelKind, DeliveryState, merged_state
 from alerting.store.db import Database
-from alerting.store.tables import Delivery, InboundSeen
+from alerting.store.tables import Delivery, InboundSeen, core_table
 
 log = structlog.get_logger()
 
-T = Delivery.metadata.tables[Delivery.__tablename__]
-SEEN = InboundSeen.metadata.tables[InboundSeen.__tablename__]
+T, SEEN = core_table(Delivery), core_table(InboundSeen)
 
 
 @dataclass(frozen=True, eq=False)  # one per arrival, told apart by identity (the event itself holds a dict)

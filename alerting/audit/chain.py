@@ -20,10 +20,10 @@ from sqlmodel import col
 
 from alerting.model.clock import utc
 from alerting.store.db import Database
-from alerting.store.tables import AuditEvent, AuditHead
+from alerting.store.tables import AuditEvent, AuditHead, core_table
 
 GENESIS = "0" * 64
-AUDIT_EVENT = AuditEvent.metadata.tables[AuditEvent.__tablename__]
+AUDIT_EVENT = core_table(AuditEvent)
 
 
 @dataclass(frozen=True)

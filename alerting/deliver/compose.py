@@ -14,7 +14,7 @@ from alerting.deliver.port import Address, OutboundMessage
 from alerting.deliver.tokens import TokenSigner
 from alerting.model.clock import Clock
 from alerting.model.domain import ChannelKind, Level, Purpose, Role, TaskKind
-from alerting.store.tables import Alert, Delivery, Device, OrgUnit, Person, Target
+from alerting.store.tables import Alert, Delivery, Device, OrgUnit, Person, Target, core_table
 
 _T = TypeVar("_T")
 _K = TypeVar("_K", str, int)
@@ -111,7 +111,7 @@ def _about(target: Target, people: dict[str, Person], units: dict[str, OrgUnit])
 async def _by_id(s: AsyncSession, model: type[_T], ids: set[_K]) -> dict[_K, _T]:
     """Rows by primary key, read as plain rows (they have the model's attribute names, and cost a fraction of
     loading ORM objects, which matters at thousands of messages a second)."""
-    table = model.metadata.tables[model.__tablename__]  # type: ignore[attr-defined]
+    table = core_table(model)  # type: ignore[arg-type]
     key = table.primary_key.columns.values()[0]
     found: dict[_K, _T] = {}
     id_list = list(ids)

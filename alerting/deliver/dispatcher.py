@@ -40,13 +40,13 @@ from alerting.model.ids import new_id
 from alerting.people.liveness import ProcessRegistry, node_name
 from alerting.people.liveness import Verdict as Liveness
 from alerting.store.db import Database, rowcount
-from alerting.store.tables import Delivery
+from alerting.store.tables import Delivery, core_table
 from alerting.store.writer import Coalesced
 
 log = structlog.get_logger()
 
 ALL_CHANNELS = [k.value for k in ChannelKind]
-DELIVERY = Delivery.metadata.tables[Delivery.__tablename__]
+DELIVERY = core_table(Delivery)
 CLAIM_SECONDS = 2.0  # a claim holds no more than this many seconds of the channel's sending
 
 

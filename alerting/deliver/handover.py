@@ -25,10 +25,9 @@ from sqlmodel import col
 
 from alerting.model.clock import Clock
 from alerting.model.domain import AlertStatus, DeliveryState, Purpose, TargetState
-from alerting.store.tables import Alert, Delivery, Target
+from alerting.store.tables import Alert, Delivery, Target, core_table
 
-T = Delivery.metadata.tables[Delivery.__tablename__]
-ALERT, TARGET = (Delivery.metadata.tables[m.__tablename__] for m in (Alert, Target))
+T, ALERT, TARGET = core_table(Delivery), core_table(Alert), core_table(Target)
 
 # a lift notice, or a call for help: they go out whatever became of the alert and the target
 UNCONDITIONAL = frozenset({Purpose.LIFT.value, Purpose.HELP.value})

@@ -24,9 +24,9 @@ from alerting.deliver.retry import RetryPolicy
 from alerting.model.clock import Clock
 from alerting.model.domain import DeadlineState, DeliveryState
 from alerting.store.db import rowcount
-from alerting.store.tables import Deadline, Delivery, Target
+from alerting.store.tables import Deadline, Delivery, Target, core_table
 
-T = Delivery.metadata.tables[Delivery.__tablename__]
+T = core_table(Delivery)
 
 LIVE_STATES = [
     DeliveryState.PENDING.value,

@@ -47,7 +47,7 @@ from alerting.model.domain import (
 from alerting.model.ids import new_id
 from alerting.model.plan import Planner, PlanSet, Who
 from alerting.store.db import Database, rowcount
-from alerting.store.tables import Alert, Deadline, Delivery, Device, OrgUnit, Target
+from alerting.store.tables import Alert, Deadline, Delivery, Device, OrgUnit, Target, core_table
 
 log = structlog.get_logger()
 
@@ -140,7 +140,7 @@ class Lifted:
 
 async def _insert_batched(session: AsyncSession, model: Any, rows: list[dict[str, Any]]) -> None:
     # Core inserts of plain rows: the ORM's bulk path costs more than the database does for these
-    table = model.metadata.tables[model.__tablename__]
+    table = core_table(model)
     conn = await session.connection()
     for i in range(0, len(rows), BATCH):
         await conn.execute(insert(table), rows[i : i + BATCH])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, UniqueConstraint, false
+from sqlalchemy import JSON, BigInteger, Column, Index, Table, UniqueConstraint, false
 from sqlmodel import Field, SQLModel
 
 from alerting.store.types import UTCDateTime
@@ -281,3 +281,8 @@ class InboundSeen(SQLModel, table=True):
 
     key: str = Field(primary_key=True, max_length=200)
     at: datetime = _utc()
+
+
+def core_table(model: type[SQLModel]) -> Table:
+    """A model's table for Core statements: bulk inserts and executemany updates that need no ORM objects."""
+    return SQLModel.metadata.tables[str(model.__tablename__)]
