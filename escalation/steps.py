@@ -14,7 +14,11 @@ The decisions:
 - `Reach`: contact the people the step names (`who`) over its channels, with its manual task if it has one;
   for a device target this first records the device as failed, since people now stand in for it.
 - `Wait`: the step ran and reached someone; the next step is due `wait_s` after the deadline fired.
-- `Done`: the last step ran (or the plan has no step this far): nothing more is scheduled, the target stays silent.
+- `Done`: nobody could be reached at the last step (or the plan has no step this far): nothing more is
+  scheduled and the target stays silent. A person's last step that did reach someone is not the end: it repeats
+  at its wait until the target answers or the alert ends (DESIGN.md: "county duty room every 5 min"), so the loop
+  is never quietly given up while someone can still be called. A device's last step is a manual task, which
+  stays open until answered and is not sent twice.
 """
 
 from __future__ import annotations
@@ -109,10 +113,15 @@ def on_deadline(plan: Plan | None, kind: TargetKind, step_no: int, *, target_ope
 def next_step(plan: Plan, kind: TargetKind, step_no: int, reached: bool, now: datetime) -> Decision:
     """After step `step_no` ran at `now`: `reached` says whether it reached anyone (a delivery written, a command
     re-queued). Nobody reached: the following step runs at once. Otherwise the following step waits for the
-    target's answer for this step's `wait_s`. After the last step nothing more is scheduled."""
+    target's answer for this step's `wait_s`. A person's last step, when it reached someone, comes round again
+    after its wait; a last step that reached nobody, or a device's last step, is where the plan ends."""
     steps = steps_for(plan, kind)
     following = step_no + 1
     if following >= len(steps):
+        # A device's last step hands it to people as a manual task that stays open until it is answered; sending
+        # the task again would count one village's households twice, so only a person's last step repeats.
+        if reached and kind is TargetKind.PERSON and step_no < len(steps):
+            return Wait(step_no, step_no, now + timedelta(seconds=steps[step_no].wait_s))
         return Done(step_no)
     if not reached:
         return _run(steps, kind, following)

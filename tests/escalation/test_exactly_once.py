@@ -41,7 +41,8 @@ pytestmark = pytest.mark.timeout(90)
 STEP_EVENTS = ("target.escalated", "escalation.nobody")
 READY_S = 20.0  # a cold interpreter importing the engine on a busy machine
 
-# every level is required; only red is used. Waits: 2 s for the first wave, 1 s for each step after it.
+# every level is required; only red is used. Waits: 2 s for the first wave, 1 s for each step after it; the last
+# step of a person repeats (DESIGN.md), here after 10 minutes, so a run sees each step once and one repeat due.
 POLICY = """\
 levels:
   red:
@@ -51,7 +52,7 @@ levels:
       - {who: backup, channels: [voice, sms, wecom], wait_s: 1}
       - {who: parent, channels: [voice, sms, wecom], wait_s: 1}
       - {who: township_duty, channels: [voice, sms, wecom], wait_s: 1}
-      - {who: county_duty, channels: [voice, sms, wecom], wait_s: 1}
+      - {who: county_duty, channels: [voice, sms, wecom], wait_s: 600}
     device_steps:
       - {who: target, channels: [broadcast, device], wait_s: 2}
       - {who: target, channels: [broadcast, device], wait_s: 1}
@@ -168,8 +169,11 @@ def unsent_deliveries() -> Any:
 
 
 async def chain_finished(db: Database) -> bool:
-    """No deadline pending and nothing waiting to be sent: every silent target went through its whole plan."""
-    return await scalar(db, pending_deadlines()) == 0 and await scalar(db, unsent_deliveries()) == 0
+    """Nothing waiting to be sent and no deadline due soon: every silent target went through its whole plan and
+    only the repeats of the last steps, ten minutes out, are left."""
+    soon = datetime.now(UTC) + timedelta(minutes=5)
+    due_soon = await scalar(db, pending_deadlines().where(col(Deadline.due_at) < soon))
+    return due_soon == 0 and await scalar(db, unsent_deliveries()) == 0
 
 
 async def step_events(db: Database, alert_id: int) -> list[AuditEvent]:
@@ -198,7 +202,8 @@ def steps_of(policy: PolicySet, t: Target) -> int:
 
 
 async def assert_every_step_fired_once(db: Database, policy: PolicySet, alert_id: int) -> dict[tuple[str, int], Any]:
-    """Each silent target went through steps 1..n-1 of its plan, once each and in order; returns the step events."""
+    """Each silent target went through steps 1..n-1 of its plan, once each and in order, and has the repeat of its
+    last step scheduled if it is a person; returns the step events."""
     events = await step_events(db, alert_id)
     by_target: dict[str, list[int]] = defaultdict(list)
     for e in events:
@@ -211,9 +216,16 @@ async def assert_every_step_fired_once(db: Database, policy: PolicySet, alert_id
         assert by_target[t.id] == expected, f"{t.kind} {t.person_id or t.device_id}: steps {by_target[t.id]}"
         assert t.step == expected[-1]
     rows = await deadlines(db, alert_id)
-    per_step = Counter((d.target_id, d.step) for d in rows)
-    assert max(per_step.values()) == 1, "a (target, step) has two deadlines"
-    assert {d.state for d in rows} == {DeadlineState.FIRED.value}
+    fired = [d for d in rows if d.state == DeadlineState.FIRED.value]
+    per_step = Counter((d.target_id, d.step) for d in fired)
+    assert max(per_step.values()) == 1, "a (target, step) fired twice"
+    kinds = {t.id: t for t in all_targets}
+    repeats = [d for d in rows if d.state != DeadlineState.FIRED.value]
+    assert {d.state for d in repeats} <= {DeadlineState.PENDING.value}
+    assert all(d.step == steps_of(policy, kinds[d.target_id]) - 1 for d in repeats), "a pending step is not the last"
+    assert Counter(d.target_id for d in repeats).most_common(1)[0][1] == 1, "a target has two repeats scheduled"
+    people = [t for t in all_targets if t.kind == TargetKind.PERSON.value]
+    assert {d.target_id for d in repeats} == {t.id for t in people}, "a silent person's last step does not repeat"
     # a deadline exists for each step that reached someone; a step with nobody to reach was passed straight on
     assert set(per_step) <= set(found)
     verified = await audit.verify(db)
@@ -295,7 +307,11 @@ async def test_a_killed_engine_s_successor_fires_every_overdue_step_once_in_orde
     events = await assert_every_step_fired_once(db, policy, issued.alert_id)
     by_first = [e for e in events.values() if e.actor.startswith(first.owner_prefix()) and e.at < killed_at]
     assert by_first, "the first engine fired no step before it was killed"
-    rows = {(d.target_id, d.step): d for d in await deadlines(db, issued.alert_id)}
+    rows = {
+        (d.target_id, d.step): d
+        for d in await deadlines(db, issued.alert_id)
+        if d.state == DeadlineState.FIRED.value
+    }
     late = [(rows[key], events[key]) for key in overdue]
     assert len(late) >= 5
     for d, e in late:

@@ -94,11 +94,10 @@ def test_still_silent_the_backup_then_the_village_head_then_the_township_then_th
     called = []
     at = FIRED
     step_no = 2
-    while True:
+    while step_no < 5 or not called or called[-1][0] is not Who.COUNTY_DUTY:
         done = fire(plan, PERSON, step_no, now=at)
         called += [(c.who, c.channels) for c in done.called]
-        if done.next_due is None:
-            break
+        assert done.next_due is not None
         step_no, due = done.next_due
         assert due == at + timedelta(minutes=5)
         at = due
@@ -108,14 +107,22 @@ def test_still_silent_the_backup_then_the_village_head_then_the_township_then_th
         (Who.TOWNSHIP_DUTY, [V, S, W]),
         (Who.COUNTY_DUTY, [V, S, W]),
     ]
-    assert at == FIRED + timedelta(minutes=15)  # the county duty room is called 15 minutes after the backup
+    assert at == FIRED + timedelta(minutes=20)  # the county duty room's repeat is due 5 minutes after its call
 
 
-def test_the_county_duty_room_is_the_last_step_and_nothing_more_is_scheduled() -> None:
-    done = fire(red(), PERSON, 5)
-    assert done.called == [Called(5, Who.COUNTY_DUTY, [V, S, W])]
-    assert done.reached_step == 5
-    assert done.next_due is None
+def test_the_county_duty_room_is_the_last_step_and_it_is_called_again_every_five_minutes() -> None:
+    at = FIRED
+    for _ in range(3):
+        done = fire(red(), PERSON, 5, now=at)
+        assert done.called == [Called(5, Who.COUNTY_DUTY, [V, S, W])]
+        assert done.reached_step == 5
+        assert done.next_due == (5, at + timedelta(minutes=5))
+        at += timedelta(minutes=5)
+
+
+def test_the_repeating_county_step_stops_when_the_target_answers_or_the_alert_is_lifted() -> None:
+    assert fire(red(), PERSON, 5, target_open=False) == Fired([], None, None)
+    assert fire(None, PERSON, 5) == Fired([], None, None)
 
 
 def test_a_unit_without_backup_goes_straight_on_to_the_village_head_and_waits_from_then() -> None:
@@ -209,7 +216,8 @@ def test_a_person_follows_the_person_steps_and_a_device_the_device_steps() -> No
     assert device.channels == [B, D]
 
 
-@pytest.mark.parametrize("reached", [True, False])
-def test_after_the_last_step_nothing_is_scheduled_whether_or_not_it_reached_anyone(reached: bool) -> None:
-    assert next_step(red(), PERSON, 5, reached, FIRED) == Done(5)
-    assert next_step(red(), DEVICE, 2, reached, FIRED) == Done(2)
+def test_a_last_step_that_reached_nobody_ends_the_plan_and_a_device_s_task_is_not_sent_twice() -> None:
+    assert next_step(red(), PERSON, 5, False, FIRED) == Done(5)
+    assert next_step(red(), PERSON, 5, True, FIRED) == Wait(5, 5, FIRED + timedelta(minutes=5))
+    for reached in (True, False):
+        assert next_step(red(), DEVICE, 2, reached, FIRED) == Done(2)
