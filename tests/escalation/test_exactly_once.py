@@ -308,9 +308,7 @@ async def test_a_killed_engine_s_successor_fires_every_overdue_step_once_in_orde
     by_first = [e for e in events.values() if e.actor.startswith(first.owner_prefix()) and e.at < killed_at]
     assert by_first, "the first engine fired no step before it was killed"
     rows = {
-        (d.target_id, d.step): d
-        for d in await deadlines(db, issued.alert_id)
-        if d.state == DeadlineState.FIRED.value
+        (d.target_id, d.step): d for d in await deadlines(db, issued.alert_id) if d.state == DeadlineState.FIRED.value
     }
     late = [(rows[key], events[key]) for key in overdue]
     assert len(late) >= 5

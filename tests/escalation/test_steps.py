@@ -7,8 +7,6 @@ from collections.abc import Container
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
 from alerting.model.domain import ChannelKind, Level, TargetKind, TaskKind
 from alerting.model.plan import Plan, Step, Who
 from escalation.policy.rules import default_policy
