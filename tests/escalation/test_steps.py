@@ -89,7 +89,7 @@ def test_after_five_silent_minutes_the_grid_worker_is_redialled_and_the_backup_i
 
 def test_still_silent_the_backup_then_the_village_head_then_the_township_then_the_county_duty_room() -> None:
     plan = red()
-    called = []
+    called: list[tuple[Who, list[ChannelKind]]] = []
     at = FIRED
     step_no = 2
     while step_no < 5 or not called or called[-1][0] is not Who.COUNTY_DUTY:
