@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from alembic import context
 from sqlalchemy.engine import Connection
@@ -12,6 +13,10 @@ import alerting.store.tables  # noqa: F401  (registers the tables on the metadat
 from alerting.store.db import create_engine
 
 target_metadata = SQLModel.metadata
+
+# Every command upgrades the schema first; alembic's INFO lines ("Context impl SQLiteImpl", "Will assume
+# non-transactional DDL") would then open every command's output. Real problems still come through as warnings.
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _run(connection: Connection) -> None:
