@@ -21,6 +21,7 @@ import yaml
 
 from alerting.model.domain import DeviceKind, Role, UnitKind
 from config.directory.model import DeviceRow, Directory, PersonRow, ResponsibilityRow, RowError, Source, UnitRow
+from config.directory.text import UnreadableFile, decode_text
 
 Table = Literal["units", "people", "devices"]
 Numbered = Iterable[tuple[int, Sequence[object]]]  # rows with the line or row number a person would look up
@@ -258,16 +259,13 @@ def _split_header(rows: Numbered) -> tuple[tuple[int, Sequence[object]] | None, 
     return None, ()
 
 
-def _decode(raw: bytes) -> str:
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        # Excel on Chinese Windows saves CSV in GBK; GB18030 is its superset
-        return raw.decode("gb18030")
-
-
 def read_csv(path: Path, out: _Collector) -> None:
-    reader = csv.reader(io.StringIO(_decode(path.read_bytes()), newline=""))
+    try:
+        text = decode_text(path.name, path.read_bytes())
+    except UnreadableFile as exc:
+        out.problem(Source(path.name, 0), None, str(exc))
+        return
+    reader = csv.reader(io.StringIO(text, newline=""))
     # the reader's line count after a row is the line an editor shows, also when a quoted cell spans lines
     header, rest = _split_header((reader.line_num, row) for row in reader)
     if header is None:
@@ -316,7 +314,12 @@ def _sheet_source(file: str, sheet: str) -> Callable[[int], Source]:
 
 
 def read_yaml(path: Path, out: _Collector) -> None:
-    loader = yaml.SafeLoader(_decode(path.read_bytes()))
+    try:
+        text = decode_text(path.name, path.read_bytes())
+    except UnreadableFile as exc:
+        out.problem(Source(path.name, 0), None, str(exc))
+        return
+    loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None

@@ -42,6 +42,7 @@ from alerting.store.tables import DutyShift, OrgUnit, Person
 from alerting.views.labels import UNIT_KIND_LABEL, label
 from config.directory.model import RowError, Source
 from config.directory.parse import cell_text, normalise_phone
+from config.directory.text import UnreadableFile, decode_text
 
 log = structlog.get_logger()
 
@@ -228,11 +229,11 @@ class _Reader:
             return None
 
     def csv(self, path: Path) -> None:
-        raw = path.read_bytes()
         try:
-            text = raw.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            text = raw.decode("gb18030")  # Excel on Chinese Windows saves CSV in GBK; GB18030 is its superset
+            text = decode_text(path.name, path.read_bytes())
+        except UnreadableFile as exc:
+            self.problems.append(_problem(Source(path.name, 0), None, str(exc)))
+            return
         reader = csv.reader(io.StringIO(text, newline=""))
         # the reader's line count after a row is the line an editor shows, also when a quoted cell spans lines
         if not self.table(((reader.line_num, row) for row in reader), lambda line: Source(path.name, line)):
