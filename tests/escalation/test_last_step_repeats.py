@@ -58,52 +58,54 @@ async def pending(db: Database, alert_id: int) -> list[Deadline]:
         return list(rows.scalars())
 
 
-async def test_the_county_step_repeats_every_five_minutes_until_the_person_answers(
-    db: Database, clock: ManualClock, county: SmallCounty
-) -> None:
+async def issue_red(db: Database, clock: ManualClock) -> tuple[AlertService, int]:
+    """A red warning to the one grid, issued on the test's clock; the service and the alert's id."""
     alerts = AlertService(db, clock, parse_policy(POLICY, "policy.yaml"))
     req = AlertRequest(
         level=Level.RED, hazard="暴雨", title="强降雨", text="预计未来3小时降雨超过100毫米。", units=[GRID]
     )
     issued = await alerts.trigger(req, actor="duty:test")
+    return alerts, issued.alert_id
+
+
+async def test_the_county_step_repeats_every_five_minutes_until_the_person_answers(
+    db: Database, clock: ManualClock, county: SmallCounty
+) -> None:
+    _, alert_id = await issue_red(db, clock)
     engine = EscalationEngine(db, clock)
 
     for minute, calls in ((5, 1), (10, 2), (15, 3), (20, 4)):
         clock.advance(minutes=5)
         await engine.run_due()
-        assert (await county_calls(db, issued.alert_id))["g1"] == calls, f"after {minute} min"
-        [repeat] = await pending(db, issued.alert_id)  # the loop stays open: the next county call is due
+        assert (await county_calls(db, alert_id))["g1"] == calls, f"after {minute} min"
+        [repeat] = await pending(db, alert_id)  # the loop stays open: the next county call is due
         assert repeat.step == 1
 
     async with db.session() as s:
         target = (await s.execute(select(Target).where(col(Target.person_id) == "g1"))).scalar_one()
     await AckService(db).answer_on_behalf(
-        issued.alert_id, target.id, by=Actor.officer("user:duty"), reason="网格员来电", at=clock.now()
+        alert_id, target.id, by=Actor.officer("user:duty"), reason="网格员来电", at=clock.now()
     )
     for _ in range(3):
         clock.advance(minutes=5)
         await engine.run_due()
-    assert (await county_calls(db, issued.alert_id))["g1"] == 4, "the county was called again after the answer"
-    assert await pending(db, issued.alert_id) == []
+    assert (await county_calls(db, alert_id))["g1"] == 4, "the county was called again after the answer"
+    assert await pending(db, alert_id) == []
 
 
 async def test_the_county_step_stops_repeating_when_the_alert_is_lifted(
     db: Database, clock: ManualClock, county: SmallCounty
 ) -> None:
-    alerts = AlertService(db, clock, parse_policy(POLICY, "policy.yaml"))
-    req = AlertRequest(
-        level=Level.RED, hazard="暴雨", title="强降雨", text="预计未来3小时降雨超过100毫米。", units=[GRID]
-    )
-    issued = await alerts.trigger(req, actor="duty:test")
+    alerts, alert_id = await issue_red(db, clock)
     engine = EscalationEngine(db, clock)
     for _ in range(2):
         clock.advance(minutes=5)
         await engine.run_due()
-    assert (await county_calls(db, issued.alert_id))["g1"] == 2
+    assert (await county_calls(db, alert_id))["g1"] == 2
 
-    await alerts.cancel(issued.alert_id, actor="duty:test", reason="雨停")
+    await alerts.cancel(alert_id, actor="duty:test", reason="雨停")
     for _ in range(3):
         clock.advance(minutes=5)
         await engine.run_due()
-    assert (await county_calls(db, issued.alert_id))["g1"] == 2, "the county was called again after 解除"
-    assert await pending(db, issued.alert_id) == []
+    assert (await county_calls(db, alert_id))["g1"] == 2, "the county was called again after 解除"
+    assert await pending(db, alert_id) == []
