@@ -38,7 +38,9 @@ class TokenSigner:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         except ValueError as exc:
             raise TokenError("链接不完整或已损坏 (the link is malformed)") from exc
-        if len(raw) != 32:
+        # 43 characters carry 258 bits for 256: the last one has two spare bits that decoding ignores.
+        # Only the one spelling we issue is accepted, so a changed character never reads as the same link.
+        if len(raw) != 32 or base64.urlsafe_b64encode(raw).rstrip(b"=").decode() != token:
             raise TokenError("链接不完整或已损坏 (the link is malformed)")
         payload, mac = raw[:20], raw[20:]
         if not hmac.compare_digest(mac, self._mac(payload)):
