@@ -83,21 +83,26 @@ class AckService:
         at: datetime,
         feedback: Mapping[str, Any] | None = None,
         once: str | None = None,
+        device_id: str | None = None,
     ) -> AnswerResult:
         """An answer through the link, a key press, a button or a device ack: the delivery says who and about whom.
 
         `once` keys a report that may arrive more than once (a device ack goes to every engine subscribed, and
-        QoS 1 may repeat it): the first to store the key records the answer, any other raises AlreadyTaken."""
-        async with self.db.session() as s:
+        QoS 1 may repeat it): the first to store the key records the answer, any other raises AlreadyTaken.
+        `device_id`, for a device's ack: the device the command went to, since one device cannot answer for another."""
+
+        async def job(s: AsyncSession) -> AnswerResult:
             # first of all: a second process inserting the same key waits here for this transaction
             if once is not None and not await take_once(s, once, at):
                 raise AlreadyTaken(once)
             d = await s.get(Delivery, delivery_id)
             if d is None:
                 raise AnswerRejected(f"no delivery {delivery_id}")
+            if device_id is not None and d.device_id != device_id:
+                raise AnswerRejected(f"device {device_id} reported on a command that was not sent to it")
             if d.purpose == Purpose.LIFT.value:
                 raise AnswerRejected("a lifted notice needs no answer")
-            result = await self._answer(
+            return await self._answer(
                 s,
                 d.alert_id,
                 d.target_id,
@@ -107,8 +112,8 @@ class AckService:
                 delivery_id=d.id,
                 feedback=feedback,
             )
-        await self._changed(result)
-        return result
+
+        return await self._batched(job)
 
     async def answer_by_phone(
         self,
@@ -120,7 +125,8 @@ class AckService:
         once: str | None = None,
     ) -> AnswerResult:
         """An SMS reply: it answers the most recent open target this number was contacted about."""
-        async with self.db.session() as s:
+
+        async def job(s: AsyncSession) -> AnswerResult:
             if once is not None and not await take_once(s, once, at):
                 raise AlreadyTaken(once)  # a replayed reply must not answer an alert issued since
             person_ids = list((await s.execute(select(col(Person.id)).where(col(Person.phone) == phone))).scalars())
@@ -143,7 +149,7 @@ class AckService:
             ).first()
             if row is None:
                 raise AnswerRejected(f"nothing is waiting for an answer from {mask_phone(phone)}")
-            result = await self._answer(
+            return await self._answer(
                 s,
                 row.alert_id,
                 row.target_id,
@@ -153,8 +159,26 @@ class AckService:
                 delivery_id=row.id,
                 feedback=feedback,
             )
-        await self._changed(result)
-        return result
+
+        return await self._batched(job)
+
+    async def _batched(self, job: Callable[[AsyncSession], Awaitable[AnswerResult]]) -> AnswerResult:
+        """Run one answer in the group-committing writer, so a burst of answers shares commits; it returns
+        once the answer is durable. Each runs in its own savepoint: one refused or already taken rolls back
+        alone (its take-once key with it) and the answers batched with it still commit."""
+
+        async def isolated(s: AsyncSession) -> AnswerResult | AlreadyTaken | AnswerRejected:
+            try:
+                async with s.begin_nested():
+                    return await job(s)
+            except (AlreadyTaken, AnswerRejected) as refused:
+                return refused
+
+        outcome = await self.db.writer.run(isolated)
+        if isinstance(outcome, Exception):
+            raise outcome
+        await self._changed(outcome)
+        return outcome
 
     async def answer_on_behalf(
         self, alert_id: int, target_id: str, *, by: Actor, reason: str, at: datetime

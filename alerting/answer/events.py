@@ -22,6 +22,8 @@ class StatusUpdate:
     provider_id: str | None = None
     error: str | None = None
     detail: Mapping[str, Any] = field(default_factory=dict)
+    # a device reporting on its own command: the report counts only if the command went to this device
+    device_id: str | None = None
 
 
 @dataclass(frozen=True)

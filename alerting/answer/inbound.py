@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import structlog
-from sqlalchemy import select, update
-from sqlmodel import col
+from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerting.answer.acks import AckService, AlreadyTaken, AnswerRejected, take_once
 from alerting.answer.events import Answer, DeviceReport, DeviceStatus, InboundEvent, InboundText, StatusUpdate
@@ -12,11 +14,13 @@ from alerting.answer.reports import Report, apply_reports_job
 from alerting.audit import chain as audit
 from alerting.model.domain import ChannelKind
 from alerting.model.privacy import mask_phone
-from alerting.store.db import Database, rowcount
-from alerting.store.tables import Delivery, Device
+from alerting.store.db import Database
+from alerting.store.tables import Device, core_table
 from alerting.store.writer import Coalesced
 
 log = structlog.get_logger()
+
+DEVICE = core_table(Device)
 
 # a device saying it is sounding or has played the warning is its answer
 DEVICE_ANSWERS = {"sounding", "done"}
@@ -28,6 +32,7 @@ class Inbound:
         self.rejected = 0
         self._unknown_devices: set[str] = set()
         self._reports = Coalesced(db.writer, apply_reports_job(db))
+        self._statuses = Coalesced(db.writer, _apply_statuses)
 
     async def __call__(self, event: InboundEvent) -> None:
         try:
@@ -67,14 +72,7 @@ class Inbound:
                         data={"text": event.text[:500]},
                     )
             case DeviceStatus():
-                async with self.db.session() as s:
-                    known = rowcount(
-                        await s.execute(
-                            update(Device)
-                            .where(col(Device.id) == event.device_id)
-                            .values(online=event.online, status_at=event.at)
-                        )
-                    )
+                known = await self._statuses(event)
                 if not known and event.device_id not in self._unknown_devices:
                     # a device the directory does not know: said once per device, not on every retained status
                     self._unknown_devices.add(event.device_id)
@@ -85,40 +83,58 @@ class Inbound:
         await self._reports(Report(event))
 
     async def device_report(self, event: DeviceReport) -> None:
-        async with self.db.session() as s:
-            device = await s.scalar(select(col(Delivery.device_id)).where(col(Delivery.id) == event.command_id))
-        if device != event.device_id:  # one device cannot answer for another device's command
-            raise AnswerRejected(f"device {event.device_id} reported on a command that was not sent to it")
+        """A siren's ack: "received" says the command arrived, "sounding" or "done" is its answer, "failed" is a
+        failure. Both the report and the answer go through the batched writer; the device must be the command's."""
+        said = {"status": event.status}
         if event.status in DEVICE_ANSWERS:
-            await self.status(
-                StatusUpdate(
-                    ChannelKind.DEVICE, event.at, True, delivery_id=event.command_id, detail={"status": event.status}
-                )
+            report = StatusUpdate(
+                ChannelKind.DEVICE, event.at, True, delivery_id=event.command_id, detail=said, device_id=event.device_id
             )
             # every engine subscribed gets the same ack: one status of one command is one answer, recorded once
-            await self.acks.answer_delivery(
+            answer = self.acks.answer_delivery(
                 event.command_id,
                 channel=ChannelKind.DEVICE,
                 at=event.at,
                 feedback={"device_status": event.status},
                 once=f"device:{event.device_id}:{event.command_id}:{event.status}",
+                device_id=event.device_id,
             )
-        elif event.status == "received":
-            await self.status(
-                StatusUpdate(
-                    ChannelKind.DEVICE, event.at, True, delivery_id=event.command_id, detail={"status": event.status}
-                )
+            # both, even when one is refused: the ack is acknowledged to the broker only once all of it is durable
+            for outcome in await asyncio.gather(self.status(report), answer, return_exceptions=True):
+                if isinstance(outcome, BaseException):
+                    raise outcome
+            return
+        delivered = event.status == "received"
+        error = None if delivered else f"device reported {event.status}: {event.detail or ''}".strip()
+        await self.status(
+            StatusUpdate(
+                ChannelKind.DEVICE,
+                event.at,
+                delivered,
+                delivery_id=event.command_id,
+                error=error,
+                detail=said if delivered else {},
+                device_id=event.device_id,
             )
-        else:
-            await self.status(
-                StatusUpdate(
-                    ChannelKind.DEVICE,
-                    event.at,
-                    False,
-                    delivery_id=event.command_id,
-                    error=f"device reported {event.status}: {event.detail or ''}".strip(),
-                )
-            )
+        )
+
+
+async def _apply_statuses(s: AsyncSession, statuses: list[DeviceStatus]) -> dict[DeviceStatus, bool]:
+    """Online/offline reports in arrival order, each only over an older one; says for each whether the device
+    is known. A retained status the broker hands over again after a reconnect does not undo a newer one."""
+    known = set(
+        (await s.execute(select(DEVICE.c.id).where(DEVICE.c.id.in_({e.device_id for e in statuses})))).scalars()
+    )
+    newer = or_(DEVICE.c.status_at.is_(None), DEVICE.c.status_at <= bindparam("b_at"))
+    rows = [{"b_id": e.device_id, "b_online": e.online, "b_at": e.at} for e in statuses if e.device_id in known]
+    if rows:
+        await (await s.connection()).execute(
+            update(DEVICE)
+            .where(DEVICE.c.id == bindparam("b_id"), newer)
+            .values(online=bindparam("b_online"), status_at=bindparam("b_at")),
+            rows,
+        )
+    return {e: e.device_id in known for e in statuses}
 
 
 def _feedback(event: Answer) -> dict[str, object]:

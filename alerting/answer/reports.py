@@ -54,17 +54,20 @@ def apply_reports_job(db: Database) -> Callable[[AsyncSession, list[Report]], Aw
         if not fresh:
             return changed
         rows = await _deliveries(s, [r.event for r in fresh])
-        current = {d: state for d, (_alert, state, _channel, _pid) in rows.items()}
+        current = {d: row.state for d, row in rows.items()}
         read = dict(current)  # what each row said when this batch read it: the updates are conditional on it
-        by_provider = {pid: d for d, (_a, _s, _c, pid) in rows.items() if pid}
+        by_provider = {row.provider_id: d for d, row in rows.items() if row.provider_id}
         moved: dict[str, StatusUpdate] = {}  # delivery -> the report that set its final state in this batch
         entries: list[audit.Entry] = []
         for r in fresh:
             e = r.event
             delivery_id = e.delivery_id if e.delivery_id in rows else by_provider.get(e.provider_id or "")
-            if delivery_id is None or rows[delivery_id][2] not in (e.channel.value, ChannelKind.MANUAL.value):
+            if delivery_id is None or rows[delivery_id].channel not in (e.channel.value, ChannelKind.MANUAL.value):
                 # a manual task travels over SMS or WeCom, and that carrier reports on it
                 log.warning("report.unknown_delivery", channel=e.channel.value, delivery_id=e.delivery_id)
+                continue
+            if e.device_id is not None and rows[delivery_id].device_id != e.device_id:
+                log.warning("report.other_device", device_id=e.device_id, delivery_id=delivery_id)
                 continue
             incoming = DeliveryState.DELIVERED if e.delivered else DeliveryState.FAILED
             before = current[delivery_id]
@@ -78,7 +81,7 @@ def apply_reports_job(db: Database) -> Callable[[AsyncSession, list[Report]], Aw
                     "delivery.delivered" if e.delivered else "delivery.undelivered",
                     e.channel.value,
                     e.at,
-                    rows[delivery_id][0],
+                    rows[delivery_id].alert_id,
                     subject=delivery_id,
                     data={
                         "error": e.error,
@@ -109,15 +112,16 @@ async def _first_time(s: AsyncSession, db: Database, reports: list[Report]) -> l
     return [r for k, r in first.items() if k in new]
 
 
-async def _deliveries(s: AsyncSession, events: list[StatusUpdate]) -> dict[str, tuple[int, str, str, str | None]]:
+async def _deliveries(s: AsyncSession, events: list[StatusUpdate]) -> dict[str, Any]:
+    """The deliveries these reports are about, by id: alert_id, state, channel, provider_id, device_id."""
     ids = {e.delivery_id for e in events if e.delivery_id}
     provider_ids = {e.provider_id for e in events if not e.delivery_id and e.provider_id}
     found = await s.execute(
-        select(T.c.id, T.c.alert_id, T.c.state, T.c.channel, T.c.provider_id).where(
+        select(T.c.id, T.c.alert_id, T.c.state, T.c.channel, T.c.provider_id, T.c.device_id).where(
             or_(T.c.id.in_(ids), T.c.provider_id.in_(provider_ids))
         )
     )
-    return {r.id: (r.alert_id, r.state, r.channel, r.provider_id) for r in found}
+    return {r.id: r for r in found}
 
 
 async def _write(s: AsyncSession, moved: dict[str, StatusUpdate], read: dict[str, str]) -> None:

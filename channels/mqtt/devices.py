@@ -53,6 +53,9 @@ LIFT_PATTERN = "all_clear"
 # so these rarely bind; they keep a burst from piling up unacknowledged publishes.
 DEFAULT_LIMITS = ChannelLimits(concurrency=100, per_second=500.0, burst=200)
 
+# Acks handled at once on one connection; a broker's in-flight window (mosquitto: 20) usually binds first.
+READ_AHEAD = 200
+
 
 # ---- addressing ---------------------------------------------------------------------------
 
@@ -374,9 +377,32 @@ class MqttDeviceChannel:
             await asyncio.sleep(self._backoff.next_delay())
 
     async def _read(self, client: aiomqtt.Client) -> None:
-        async for msg in client.messages:
-            await self._handle(msg)
-            client._client.ack(msg.mid, msg.qos)
+        """Handle messages side by side, so a burst of acks shares the writer's commits, and PUBACK each only
+        once it is handled, in the order received (MQTT 3.1.1 section 4.6 asks for that order). The broker's
+        in-flight window holds back what we have not acknowledged, so this never runs more than it allows."""
+        handled: asyncio.Queue[tuple[aiomqtt.Message, asyncio.Task[None]]] = asyncio.Queue(READ_AHEAD)
+
+        async def acknowledge_in_order() -> None:
+            while True:
+                msg, task = await handled.get()
+                await asyncio.wait([task])  # _handle logs its own failures; an ack it could not take is not lost
+                if not task.cancelled():
+                    client._client.ack(msg.mid, msg.qos)
+
+        acker = asyncio.create_task(acknowledge_in_order(), name="mqtt-puback")
+        running: set[asyncio.Task[None]] = set()
+        try:
+            async for msg in client.messages:
+                task = asyncio.create_task(self._handle(msg))
+                running.add(task)
+                task.add_done_callback(running.discard)
+                await handled.put((msg, task))
+        finally:
+            # what is not acknowledged yet comes again from the broker after a reconnect, and is taken once
+            acker.cancel()
+            for task in running:
+                task.cancel()
+            await asyncio.gather(acker, *running, return_exceptions=True)
 
     async def _handle(self, msg: aiomqtt.Message) -> None:
         topic = str(msg.topic)
