@@ -467,7 +467,7 @@ def audit_export(
 @app.command()
 def demo(
     seed: Annotated[int, typer.Option(help="same seed, same drill")] = 2024,
-    speed: Annotated[float, typer.Option(help="how much faster than real time the drill clock runs")] = 12.0,
+    speed: Annotated[float, typer.Option(help="how much faster than real time the drill clock runs")] = 40.0,
     real_local: Annotated[
         bool,
         typer.Option("--real-local", help="real adapters against local fake providers (needs a source checkout)"),

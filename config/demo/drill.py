@@ -60,7 +60,7 @@ async def run_demo(
     workdir: Path,
     *,
     seed: int = 2024,
-    speed: float = 12.0,
+    speed: float = 40.0,
     console: Console | None = None,
     real_local: bool = False,
 ) -> DemoResult:

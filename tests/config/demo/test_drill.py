@@ -13,7 +13,7 @@ from config.demo.drill import run_demo
 @pytest.mark.timeout(300)
 async def test_demo_closes_every_loop_and_writes_the_report(tmp_path: Path) -> None:
     console = Console(record=True, width=120)
-    result = await run_demo(tmp_path / "demo", seed=7, speed=12.0, console=console)
+    result = await run_demo(tmp_path / "demo", seed=7, speed=20.0, console=console)
     output = console.export_text()
     assert result.ok, result.mismatches
     assert "Loop closed as predicted: yes" in output and "Audit chain: verified" in output
