@@ -20,6 +20,7 @@ import structlog
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from sqlalchemy.engine import make_url
 
 from alerting.deliver.port import Channel
@@ -131,7 +132,7 @@ def run_command(
     try:
         asyncio.run(_until_signalled(main))
     except (ValueError, FileNotFoundError, PermissionError) as exc:  # bad settings or policy: one clear line
-        err.print(f"[bold red]error:[/] {exc}")
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)  # a path stays one piece
         raise typer.Exit(2) from None
 
 

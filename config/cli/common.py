@@ -10,8 +10,9 @@ from typing import Any, NoReturn, TypeVar
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
-from alerting.answer.acks import AnswerRejected
+from alerting.answer.outcomes import AnswerRejected
 from alerting.issue.alerts import AlertNotActive, AlertNotFound
 from alerting.issue.planning import UnknownUnits
 from config.logging import configure_logging
@@ -40,7 +41,7 @@ def run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
     try:
         return asyncio.run(make())
     except USER_ERRORS as exc:
-        err.print(f"[bold red]error:[/] {exc}")
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)  # a path stays one piece
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
