@@ -8,8 +8,9 @@ import structlog
 from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from alerting.answer.acks import AckService, AlreadyTaken, AnswerRejected, take_once
+from alerting.answer.acks import AckService, take_once
 from alerting.answer.events import Answer, DeviceReport, DeviceStatus, InboundEvent, InboundText, StatusUpdate
+from alerting.answer.outcomes import AlreadyTaken, AnswerRejected
 from alerting.answer.reports import Report, apply_reports_job
 from alerting.audit import chain as audit
 from alerting.model.domain import ChannelKind

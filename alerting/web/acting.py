@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from sqlmodel import col, select
 
-from alerting.answer.acks import AnswerResult
+from alerting.answer.outcomes import AnswerResult
 from alerting.issue.alerts import AlertChange, CalledAgain, Issued, Lifted
 from alerting.model.access import Forbidden, Principal, check_units, in_scope, visible_alert
 from alerting.model.actor import Actor

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from jinja2 import Template
 
-from alerting.answer.acks import AnswerRejected
+from alerting.answer.outcomes import AnswerRejected
 from alerting.deliver.tokens import TokenError
 from alerting.model.clock import local_text
 from alerting.model.domain import AlertStatus, Purpose

@@ -12,7 +12,7 @@ import structlog
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field, model_validator
 
-from alerting.answer.acks import AnswerRejected
+from alerting.answer.outcomes import AnswerRejected
 from alerting.issue.alerts import AlertNotActive
 from alerting.model.access import Forbidden
 from alerting.views.board import Board, read_board

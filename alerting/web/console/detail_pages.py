@@ -12,7 +12,7 @@ import structlog
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import Response
 
-from alerting.answer.acks import AnswerRejected
+from alerting.answer.outcomes import AnswerRejected
 from alerting.issue.alerts import AlertChange, AlertNotActive, AlertNotFound, AlertUnchanged
 from alerting.model.access import Forbidden
 from alerting.model.domain import Level
