@@ -112,9 +112,10 @@ class MosquittoBroker:
 
     kind = "mosquitto"
 
-    def __init__(self, binary: str, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, binary: str, workdir: Path, port: int | None = None, *, settings: str = "") -> None:
         self.binary = binary
         self.workdir = workdir
+        self.settings = settings  # more mosquitto.conf lines; none keeps mosquitto's default limits
         self.port = port or free_port()
         self.config_file = workdir / "mosquitto.conf"
         self.log_file = workdir / "mosquitto.log"
@@ -129,7 +130,7 @@ class MosquittoBroker:
             return
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_file.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\n"
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\n{self.settings}"
         )
         with self.log_file.open("ab") as log:
             process = await asyncio.create_subprocess_exec(
