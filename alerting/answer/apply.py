@@ -15,10 +15,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, bindparam, delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerting.answer.outcomes import AlreadyTaken, AnswerRejected, AnswerResult, Outcome
+from alerting.answer.seen import SEEN, new_keys, seen_key
 from alerting.audit import chain as audit
 from alerting.model.actor import Actor, ActorKind
 from alerting.model.deliveries import not_handed_over
@@ -31,7 +31,6 @@ from alerting.store.tables import (
     Alert,
     Deadline,
     Delivery,
-    InboundSeen,
     Person,
     Target,
     core_table,
@@ -43,7 +42,7 @@ ACK, ALERT, DEADLINE, DELIVERY = (
     core_table(Deadline),
     core_table(Delivery),
 )
-PERSON, SEEN, TARGET = core_table(Person), core_table(InboundSeen), core_table(Target)
+PERSON, TARGET = core_table(Person), core_table(Target)
 OPEN, ACTIVE = TargetState.OPEN.value, AlertStatus.ACTIVE.value
 
 
@@ -86,7 +85,7 @@ def apply_answers_job(db: Database) -> Callable[[AsyncSession, list[Incoming]], 
             outcomes[i] = result
         refused = [i.once for i in incoming if i.once and isinstance(outcomes[i], AnswerRejected)]
         if refused:  # a refused answer leaves no trace of having been taken in: its retry is judged afresh
-            await s.execute(delete(SEEN).where(SEEN.c.key.in_([k[:200] for k in refused])))
+            await s.execute(delete(SEEN).where(SEEN.c.key.in_([seen_key(k) for k in refused])))
         return {i: outcomes[i] for i in incoming}
 
     return apply
@@ -99,24 +98,16 @@ async def _first_time(
     first: dict[str, Incoming] = {}
     for i in incoming:
         if i.once is not None:
-            if i.once[:200] in first:
+            if seen_key(i.once) in first:
                 out[i] = AlreadyTaken(i.once)
             else:
-                first[i.once[:200]] = i
-    new: set[str] = set()
-    if first:
-        insert = (sqlite.insert if db.is_sqlite else postgresql.insert)(SEEN)
-        inserted = await s.execute(
-            insert.values([{"key": k, "at": i.at} for k, i in first.items()])
-            .on_conflict_do_nothing(index_elements=["key"])
-            .returning(SEEN.c.key)
-        )
-        new = set(inserted.scalars())
+                first[seen_key(i.once)] = i
+    new = await new_keys(s, db, {k: i.at for k, i in first.items()})
     fresh: list[Incoming] = []
     for i in incoming:
         if i in out:
             continue
-        if i.once is not None and i.once[:200] not in new:
+        if i.once is not None and seen_key(i.once) not in new:
             out[i] = AlreadyTaken(i.once)  # a replayed reply must not answer an alert issued since
         else:
             fresh.append(i)
@@ -201,7 +192,6 @@ class _Target:
     answered_at: datetime | None
     answered_by: str | None
     feedback: dict[str, Any] | None
-    won: bool = False  # counted by an answer in this batch
     feedback_changed: bool = False
 
 
@@ -211,7 +201,7 @@ class _Batch:
     alerts: dict[int, str]  # id -> status
     acks: list[dict[str, Any]] = field(default_factory=list)
     entries: list[audit.Entry] = field(default_factory=list)
-    counted: list[tuple[Resolved, _Target, TargetState]] = field(default_factory=list)
+    counted: list[tuple[Resolved, TargetState]] = field(default_factory=list)
 
 
 async def record_answers(s: AsyncSession, answers: Sequence[Resolved]) -> list[AnswerResult]:
@@ -273,8 +263,8 @@ def _take(batch: _Batch, a: Resolved) -> bool:
     fb = dict(a.feedback) if a.feedback else None
     counted = status == ACTIVE and t.state == OPEN
     if counted:
-        t.state, t.answered_at, t.answered_by, t.feedback, t.won = state.value, a.at, a.by.text, fb, True
-        batch.counted.append((a, t, state))
+        t.state, t.answered_at, t.answered_by, t.feedback = state.value, a.at, a.by.text, fb
+        batch.counted.append((a, state))
         kind = f"target.{state.value}"
     elif status != ACTIVE:
         kind = "ack.after_end"  # kept, but the alert was already lifted or closed
@@ -331,19 +321,19 @@ async def _write(s: AsyncSession, batch: _Batch) -> set[int]:
                     "b_channel": a.channel.value,
                     "b_feedback": dict(a.feedback) if a.feedback else None,
                 }
-                for a, _, state in batch.counted
+                for a, state in batch.counted
             ],
         )
         if won.rowcount not in (-1, len(batch.counted)):  # -1: the driver does not count executemany rows
             raise RuntimeError("a target counted in this batch was answered elsewhere since it was read")
-        await _stop_chasing(s, [a.target_id for a, _, _ in batch.counted])
+        await _stop_chasing(s, [a.target_id for a, _ in batch.counted])
     changed = [{"b_id": tid, "b_feedback": t.feedback} for tid, t in batch.targets.items() if t.feedback_changed]
     if changed:
         await conn.execute(
             update(TARGET).where(TARGET.c.id == bindparam("b_id")).values(feedback=bindparam("b_feedback")), changed
         )
     await conn.execute(ACK.insert(), batch.acks)
-    closed = await _close_if_done(s, batch, {a.alert_id for a, _, _ in batch.counted})
+    closed = await _close_if_done(s, batch, {a.alert_id for a, _ in batch.counted})
     await audit.append(s, batch.entries)
     return closed
 
@@ -381,7 +371,7 @@ async def _close_if_done(s: AsyncSession, batch: _Batch, alert_ids: set[int]) ->
     )
     done = alert_ids - still_open
     for alert_id in sorted(done):
-        at = max(a.at for a, _, _ in batch.counted if a.alert_id == alert_id)
+        at = max(a.at for a, _ in batch.counted if a.alert_id == alert_id)
         await s.execute(
             update(ALERT)
             .where(ALERT.c.id == alert_id)

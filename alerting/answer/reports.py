@@ -19,18 +19,18 @@ from typing import Any
 
 import structlog
 from sqlalchemy import and_, bindparam, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerting.answer.events import StatusUpdate
+from alerting.answer.seen import new_keys
 from alerting.audit import chain as audit
 from alerting.model.domain import ChannelKind, DeliveryState, merged_state
 from alerting.store.db import Database
-from alerting.store.tables import Delivery, InboundSeen, core_table
+from alerting.store.tables import Delivery, core_table
 
 log = structlog.get_logger()
 
-T, SEEN = core_table(Delivery), core_table(InboundSeen)
+T = core_table(Delivery)
 
 
 @dataclass(frozen=True, eq=False)  # one per arrival, told apart by identity (the event itself holds a dict)
@@ -102,13 +102,7 @@ async def _first_time(s: AsyncSession, db: Database, reports: list[Report]) -> l
     first: dict[str, Report] = {}
     for r in reports:
         first.setdefault(report_key(r.event), r)
-    insert = (sqlite.insert if db.is_sqlite else postgresql.insert)(SEEN)
-    inserted = await s.execute(
-        insert.values([{"key": k, "at": r.event.at} for k, r in first.items()])
-        .on_conflict_do_nothing(index_elements=["key"])
-        .returning(SEEN.c.key)
-    )
-    new = set(inserted.scalars())
+    new = await new_keys(s, db, {k: r.event.at for k, r in first.items()})
     return [r for k, r in first.items() if k in new]
 
 
