@@ -60,6 +60,15 @@ class DeviceStatus:
 
 
 @dataclass(frozen=True)
+class DevicesReconnected:
+    """The device channel is connected again and has taken in what its broker kept for it: acks of commands sent
+    before `connected_at` that have not come by now were lost on the way."""
+
+    connected_at: datetime
+    session_kept: bool  # the broker still had our session (and queued what came while we were away)
+
+
+@dataclass(frozen=True)
 class InboundText:
     """Something a person sent that is not an answer (an SMS reply saying anything else). Kept, not acted on."""
 
@@ -71,5 +80,5 @@ class InboundText:
     event_id: str | None = None
 
 
-InboundEvent = StatusUpdate | Answer | DeviceReport | DeviceStatus | InboundText
+InboundEvent = StatusUpdate | Answer | DeviceReport | DeviceStatus | DevicesReconnected | InboundText
 EventSink = Callable[[InboundEvent], Awaitable[None]]
