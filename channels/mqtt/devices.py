@@ -10,6 +10,13 @@ queued by the broker and handed over when it comes back. The session is the clie
 must be the same for a process and its restarts, and different for processes alive at the same time:
 a broker drops the older of two clients with one id. `engine_client_id` names it from the engine's
 node slot (alerting.liveness). Every engine subscribed gets every ack; the core records each once.
+
+Each connection first takes in, then asks. When the broker kept our session, what it queued is read
+before anything is subscribed, so its ~300 retained statuses do not land on top of a full queue; once
+the line has been quiet for a moment the filters are subscribed again, which re-reads every retained
+status. Without a session they are subscribed at once. Then the core hears `DevicesReconnected`: a
+command whose ack has not come by now lost it on the way and is sent again (alerting.answer.reconnect).
+`wait_caught_up` is how the engine holds its deadlines after a start until all of that is done.
 """
 
 from __future__ import annotations
@@ -20,16 +27,19 @@ import json
 import random
 import ssl
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
+import paho.mqtt.client as mqtt
 import structlog
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
-from alerting.answer.events import DeviceReport, DeviceStatus, EventSink, InboundEvent
+from alerting.answer.events import DeviceReport, DevicesReconnected, DeviceStatus, EventSink, InboundEvent
 from alerting.deliver.port import ChannelLimits, DeliveryError, OutboundMessage, Receipt, Webhook
 from alerting.model.clock import Clock, SystemClock, reported_time
 from alerting.model.domain import ChannelKind, Level, Purpose
@@ -55,6 +65,11 @@ DEFAULT_LIMITS = ChannelLimits(concurrency=100, per_second=500.0, burst=200)
 
 # Acks handled at once on one connection; a broker's in-flight window (mosquitto: 20) usually binds first.
 READ_AHEAD = 200
+
+# Caught up: nothing arrived from the broker for QUIET_S, or CATCH_UP_S passed (acks of a fan-out still going on
+# never leave the line quiet).
+QUIET_S = 0.5
+CATCH_UP_S = 20.0
 
 
 # ---- addressing ---------------------------------------------------------------------------
@@ -170,6 +185,28 @@ class Backoff:
         return min(delay, self.cap)
 
 
+def _watch_session_present(client: aiomqtt.Client) -> dict[str, bool]:
+    """Whether the broker's CONNACK said it kept our session: aiomqtt drops the flag, so it is caught on the
+    way to aiomqtt's own handler. The dict is filled in by the time `async with client` has entered."""
+    seen: dict[str, bool] = {}
+    # paho types the handler as any of its callback API versions; aiomqtt's is version 2's
+    on_connect = cast(Callable[..., None] | None, client._client.on_connect)
+
+    def record(
+        paho: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None = None,
+    ) -> None:
+        seen["present"] = flags.session_present
+        if on_connect is not None:
+            on_connect(paho, userdata, flags, reason_code, properties)
+
+    client._client.on_connect = record
+    return seen
+
+
 def engine_client_id(slot_name: str) -> str:
     """The client id of the engine process holding `slot_name` ("<node>-<slot>")."""
     return f"jiaoying-{slot_name}"
@@ -275,6 +312,8 @@ class MqttDeviceChannel:
         self._events: EventSink | None = None
         self._client: aiomqtt.Client | None = None
         self._connected = asyncio.Event()
+        self._caught_up = asyncio.Event()
+        self._last_heard = 0.0  # loop time of the last message from the broker
         self._task: asyncio.Task[None] | None = None
         self._log = log.bind(channel="device", provider="mqtt", broker=f"{self.endpoint.host}:{self.endpoint.port}")
 
@@ -297,6 +336,12 @@ class MqttDeviceChannel:
     async def wait_connected(self) -> None:
         """Until connected and subscribed; bound it with asyncio.timeout."""
         await self._connected.wait()
+
+    async def wait_caught_up(self) -> None:
+        """Until a connection has taken in what the broker kept for us and the core has asked again the devices
+        whose acks were lost (set once, by the first connection that gets that far); bound it with asyncio.timeout.
+        """
+        await self._caught_up.wait()
 
     async def send(self, message: OutboundMessage) -> Receipt:
         device_id = message.address.device_id
@@ -351,17 +396,23 @@ class MqttDeviceChannel:
             # PUBACK an ack only after the core has taken it: if the engine dies in between,
             # the broker hands the ack over again on reconnect instead of losing it.
             client._client.manual_ack_set(True)
+            session = _watch_session_present(client)
             try:
                 async with client:
+                    connected_at = self._clock.now()
                     # Read before the SUBACK arrives: amqtt hands a persistent session its queued
                     # acks first and waits for their PUBACKs before it answers the SUBSCRIBE.
+                    self._last_heard = asyncio.get_running_loop().time()
                     reader = asyncio.create_task(self._read(client))
                     try:
-                        await client.subscribe([(self.topics.all("ack"), 1), (self.topics.all("status"), 1)])
+                        kept = persistent and session.get("present", False)
+                        if not kept:
+                            await self._subscribe(client)
                         self._client = client
                         self._connected.set()
                         self._backoff.reset()
-                        self._log.info("mqtt.connected", client_id=client_id, persistent=persistent)
+                        self._log.info("mqtt.connected", client_id=client_id, persistent=persistent, session_kept=kept)
+                        await self._catch_up(client, reader, connected_at, kept=kept)
                         await reader
                     finally:
                         reader.cancel()
@@ -375,6 +426,41 @@ class MqttDeviceChannel:
                 self._client = None
                 self._connected.clear()
             await asyncio.sleep(self._backoff.next_delay())
+
+    async def _subscribe(self, client: aiomqtt.Client) -> None:
+        await client.subscribe([(self.topics.all("ack"), 1), (self.topics.all("status"), 1)])
+
+    async def _catch_up(
+        self, client: aiomqtt.Client, reader: asyncio.Task[None], connected_at: datetime, *, kept: bool
+    ) -> None:
+        """Take in what the broker kept, re-read the retained statuses, then let the core ask again whoever's
+        ack is missing. Returns early if the connection dies meanwhile (the reader then ends)."""
+        if not await self._until_quiet(reader):
+            return
+        if kept:
+            # subscribing again replaces the session's subscriptions and hands over every retained status anew
+            await self._subscribe(client)
+            if not await self._until_quiet(reader):
+                return
+        assert self._events is not None
+        try:
+            await self._events(DevicesReconnected(connected_at=connected_at, session_kept=kept))
+        except Exception:
+            self._log.exception("mqtt.reconcile_failed")  # the plan's own resends and deadlines still run
+        self._caught_up.set()
+        self._log.info("mqtt.caught_up", waited_s=round((self._clock.now() - connected_at).total_seconds(), 3))
+
+    async def _until_quiet(self, reader: asyncio.Task[None]) -> bool:
+        """Until nothing has come for QUIET_S (at most CATCH_UP_S); False if the connection ended meanwhile."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + CATCH_UP_S
+        while not reader.done():
+            now = loop.time()
+            quiet_at = self._last_heard + QUIET_S
+            if now >= quiet_at or now >= give_up:
+                return True
+            await asyncio.wait([reader], timeout=min(quiet_at, give_up) - now)
+        return False
 
     async def _read(self, client: aiomqtt.Client) -> None:
         """Handle messages side by side, so a burst of acks shares the writer's commits, and PUBACK each only
@@ -393,6 +479,7 @@ class MqttDeviceChannel:
         running: set[asyncio.Task[None]] = set()
         try:
             async for msg in client.messages:
+                self._last_heard = asyncio.get_running_loop().time()
                 task = asyncio.create_task(self._handle(msg))
                 running.add(task)
                 task.add_done_callback(running.discard)
