@@ -6,6 +6,7 @@ Each provider is a model of its own settings that says when they are complete an
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import ClassVar, Self
 
 from pydantic import BaseModel
@@ -17,6 +18,7 @@ from channels.broadcast import BroadcastChannel
 from channels.email import EmailChannel
 from channels.manual import ManualTaskChannel
 from channels.mqtt.broker import EmbeddedBroker
+from channels.mqtt.devices import DEFAULT_LIMITS as DEVICE_LIMITS
 from channels.mqtt.devices import MqttDeviceChannel
 from channels.sandbox import SandboxChannel
 from channels.sim.simulation import AnswerSimulator
@@ -178,14 +180,14 @@ def provider_channels(s: Settings, clock: Clock) -> dict[ChannelKind, Channel]:
 def device_channel(s: Settings, clock: Clock) -> tuple[Channel, EmbeddedBroker | None]:
     """MQTT devices: the configured broker, or the embedded one when JIAOYING_MQTT_URL is unset."""
     # without JIAOYING_MQTT_CLIENT_ID the engine names the client from its slot when it starts (config.wiring)
-    if s.mqtt_url:
-        channel = MqttDeviceChannel(
-            s.mqtt_url, topic_prefix=s.mqtt_topic_prefix, client_id=s.mqtt_client_id, clock=clock
-        )
-        return channel, None
-    broker = EmbeddedBroker(port=s.mqtt_embedded_port)
-    url = f"mqtt://127.0.0.1:{s.mqtt_embedded_port}"
-    return MqttDeviceChannel(url, topic_prefix=s.mqtt_topic_prefix, client_id=s.mqtt_client_id, clock=clock), broker
+    rate = s.mqtt_commands_per_second
+    limits = replace(DEVICE_LIMITS, per_second=rate, burst=max(1, min(DEVICE_LIMITS.burst, int(rate))))
+    broker = None if s.mqtt_url else EmbeddedBroker(port=s.mqtt_embedded_port)
+    url = s.mqtt_url or f"mqtt://127.0.0.1:{s.mqtt_embedded_port}"
+    channel = MqttDeviceChannel(
+        url, topic_prefix=s.mqtt_topic_prefix, client_id=s.mqtt_client_id, clock=clock, limits=limits
+    )
+    return channel, broker
 
 
 def complete(given: Mapping[ChannelKind, Channel], simulator: AnswerSimulator | None) -> dict[ChannelKind, Channel]:

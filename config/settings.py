@@ -79,6 +79,12 @@ class _Engine(BaseSettings):
     mqtt_embedded_port: int = 1883
     # unset: "jiaoying-<node>-<slot>", the same for a process and its restarts, different for live siblings
     mqtt_client_id: str | None = None
+    # siren commands published per second; the broker takes thousands, a county's radio uplinks may not
+    mqtt_commands_per_second: float = Field(default=500.0, gt=0)
+    # after a start, deadlines wait at most this long for the device channel to take in what its broker kept
+    startup_grace_s: float = Field(default=30.0, ge=0, le=600)
+    # a device asked again after a lost link has this long to confirm before its next escalation step runs
+    device_resend_window_s: float = Field(default=60.0, gt=0, le=3600)
 
 
 # pydantic puts inherited fields first, the last base's first: listed this way, the fields keep the order in which

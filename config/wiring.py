@@ -110,7 +110,7 @@ class Engine:
         if loops:
             self.dispatcher.idle_poll_s = poll_s
             self.dispatcher.start()
-            self.escalation.start(poll_s)
+            self.escalation.start(poll_s, hold=self._inbound_caught_up, grace_s=self.settings.startup_grace_s)
             # APScheduler is only a heartbeat: the deadlines themselves live in the database
             self.scheduler = AsyncIOScheduler(timezone="UTC")
             self.scheduler.add_job(
@@ -121,6 +121,11 @@ class Engine:
             self.registry.on_beat = [self.dispatcher.resume, self.escalation.release_dead_claims]
             self.registry.start()
         self._started = True
+
+    async def _inbound_caught_up(self) -> None:
+        """Until every device channel has taken in what its broker kept for us (the escalation holds till then)."""
+        channels = [c for c in self.channels.values() if isinstance(c, MqttDeviceChannel)]
+        await asyncio.gather(*(c.wait_caught_up() for c in channels))
 
     def _derived_mqtt_clients(self) -> list[MqttDeviceChannel]:
         derived = self.settings.mqtt_client_id is None
@@ -194,7 +199,9 @@ def build_engine(
     )
     dispatcher.on_exhausted = escalation.wake
     acks = AckService(db, on_help=HelpEscalation(db, clock, wake=dispatcher.wake))
-    inbound = Inbound(db, acks)
+    inbound = Inbound(
+        db, acks, clock=clock, wake=dispatcher.wake, resend_window=timedelta(seconds=settings.device_resend_window_s)
+    )
     alerts = AlertService(db, clock, policy or load_policy(settings.policy_file), wake=dispatcher.wake)
     core = Core(
         db=db,

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import insert, or_, select, tuple_, update
+from sqlalchemy import func, insert, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -463,8 +463,11 @@ class EscalationEngine:
 
     # ---- running --------------------------------------------------------------------------
 
-    def start(self, poll_s: float = 1.0) -> None:
-        self._task = asyncio.create_task(self._loop(poll_s), name="escalation")
+    def start(
+        self, poll_s: float = 1.0, *, hold: Callable[[], Awaitable[None]] | None = None, grace_s: float = 0.0
+    ) -> None:
+        """Run the loop. With `hold`, no deadline fires until it returns or `grace_s` wall seconds have passed."""
+        self._task = asyncio.create_task(self._loop(poll_s, hold, grace_s), name="escalation")
 
     async def stop(self) -> None:
         if self._task:
@@ -472,9 +475,11 @@ class EscalationEngine:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
 
-    async def _loop(self, poll_s: float) -> None:
+    async def _loop(self, poll_s: float, hold: Callable[[], Awaitable[None]] | None, grace_s: float) -> None:
         """Sleep until the next deadline is due (at most `poll_s`, so deadlines other processes add are seen),
         or until woken; with nothing due a round is one indexed read."""
+        if hold is not None:
+            await self._hold_at_start(hold, grace_s)
         loop = asyncio.get_running_loop()
         last_round = float("-inf")
         while True:
@@ -499,6 +504,38 @@ class EscalationEngine:
                 log.exception("escalation.round_failed")
                 delay = poll_s
             await self._nap(delay, poll_s)
+
+    async def _hold_at_start(self, hold: Callable[[], Awaitable[None]], grace_s: float) -> None:
+        """Judge nobody before reading what was kept for us: after a restart, the acks the broker queued while
+        the engine was down come in first, so a siren that sounded is not written off on a deadline that fell
+        due meanwhile. Audited when it held back deadlines already due, or when the grace ran out."""
+        loop = asyncio.get_running_loop()
+        began, at = loop.time(), self.clock.now()
+        caught_up = True
+        try:
+            async with asyncio.timeout(grace_s):
+                await hold()
+        except TimeoutError:
+            caught_up = False
+        except Exception:
+            log.exception("escalation.hold_failed")
+            caught_up = False
+        waited_s = round(loop.time() - began, 3)
+        async with self.db.session() as s:
+            overdue = await s.scalar(
+                select(func.count()).where(col(Deadline.state) == PENDING, col(Deadline.due_at) <= at)
+            )
+            if overdue or not caught_up:
+                await audit.record(
+                    s,
+                    "escalation.held_at_start",
+                    actor=self.owner,
+                    at=self.clock.now(),
+                    data={"waited_s": waited_s, "grace_s": grace_s, "caught_up": caught_up, "overdue": overdue},
+                )
+        (log.info if caught_up else log.warning)(
+            "escalation.held_at_start", waited_s=waited_s, caught_up=caught_up, overdue=overdue
+        )
 
     async def _nap(self, delay: float | None, poll_s: float) -> None:
         """Until woken, `delay` seconds of the engine's clock have passed, or `poll_s` wall seconds."""
