@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime
 
 from pydantic import BaseModel
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from alerting.model.clock import utc
 from alerting.model.domain import DeliveryState, Purpose, TargetKind, TargetState
 from alerting.store.tables import Delivery, Device, OrgUnit, Target
-from alerting.views.labels import DEVICE_CONDITION_LABEL, DEVICE_KIND_LABEL, label
+from alerting.views.device_state import CONDITION_ORDER, DeviceState, last_deliveries, state_of
+from alerting.views.labels import DEVICE_KIND_LABEL, label
 
 
 class DeviceLine(BaseModel):
@@ -21,10 +20,7 @@ class DeviceLine(BaseModel):
     name: str
     kind_label: str
     unit_name: str
-    online: bool | None
-    status_at: datetime | None
-    condition: str  # sounding | played | failed | sent | waiting | stopped
-    condition_label: str
+    state: DeviceState
     error: str | None
 
 
@@ -52,49 +48,22 @@ async def device_lines(s: AsyncSession, scope: list[ColumnElement[bool]], limit:
     ).all()
     if not rows:
         return []
-    last: dict[str, Delivery] = {}
-    for d in (
-        await s.execute(
-            select(Delivery)
-            .where(
-                col(Delivery.alert_id) == rows[0][0].alert_id,
-                col(Delivery.target_id).in_([t.id for t, *_ in rows]),
-                col(Delivery.device_id).is_not(None),
-                col(Delivery.purpose) == Purpose.WARN.value,
-            )
-            .order_by(col(Delivery.created_at))
-        )
-    ).scalars():
-        last[d.target_id] = d
+    warning, stood_in = await last_deliveries(s, rows[0][0].alert_id, [t.id for t, *_ in rows])
     out = []
     for t, device, unit in rows:
-        sent = last.get(t.id)
-        status = (t.feedback or {}).get("device_status")
-        if t.state in (TargetState.ANSWERED.value, TargetState.ANSWERED_FOR.value):
-            condition = "played" if status == "done" else "sounding"
-        elif t.state == TargetState.FAILED.value or (sent is not None and sent.state == DeliveryState.FAILED.value):
-            condition = "failed"
-        elif t.state == TargetState.CANCELLED.value:
-            condition = "stopped"
-        elif sent is not None and sent.state in (DeliveryState.SENT.value, DeliveryState.DELIVERED.value):
-            condition = "sent"
-        else:
-            condition = "waiting"
+        state = state_of(t, device.online, device.status_at, warning.get(t.id), stood_in.get(t.id))
+        sent = warning.get(t.id)
         out.append(
             DeviceLine(
                 device_id=device.id,
                 name=device.name,
                 kind_label=label(DEVICE_KIND_LABEL, device.kind),
                 unit_name=unit,
-                online=device.online,
-                status_at=utc(device.status_at) if device.status_at else None,
-                condition=condition,
-                condition_label=DEVICE_CONDITION_LABEL[condition],
-                error=sent.error if sent is not None and condition == "failed" else None,
+                state=state,
+                error=sent.error if sent is not None and state.condition == "failed" else None,
             )
         )
-    order = ["failed", "sent", "waiting", "sounding", "played", "stopped"]
-    out.sort(key=lambda line: order.index(line.condition))
+    out.sort(key=lambda line: CONDITION_ORDER.index(line.state.condition))
     return out
 
 

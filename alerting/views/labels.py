@@ -46,15 +46,17 @@ DELIVERY_STATE_LABEL: dict[str, str] = {
     DeliveryState.CANCELLED: "已取消",
 }
 DEVICE_KIND_LABEL: dict[str, str] = {k.value: k.label for k in DeviceKind}
-# what a device is doing for one alert, as the alert page shows it
+# what a device did for one alert (views.device_state), and whether it was heard from
 DEVICE_CONDITION_LABEL = {
     "sounding": "鸣响中",
     "played": "已播放",
+    "confirmed_for": "已代为确认",
     "failed": "失败",
     "sent": "已下发，待确认",
     "waiting": "待下发",
     "stopped": "已停止",
 }
+DEVICE_LINK_LABEL = {"never_seen": "从未上报", "online": "在线", "offline": "离线"}
 PURPOSE_LABEL: dict[str, str] = {Purpose.WARN: "预警", Purpose.LIFT: "解除", Purpose.TASK: "人工任务"}
 TARGET_KIND_LABEL: dict[str, str] = {TargetKind.PERSON: "人员", TargetKind.DEVICE: "设备"}
 UNIT_KIND_LABEL: dict[str, str] = {k.value: k.label for k in UnitKind}
@@ -72,6 +74,7 @@ __all__ = [
     "DELIVERY_STATE_LABEL",
     "DEVICE_CONDITION_LABEL",
     "DEVICE_KIND_LABEL",
+    "DEVICE_LINK_LABEL",
     "LEVEL_LABEL",
     "PURPOSE_LABEL",
     "ROLE_LABEL",

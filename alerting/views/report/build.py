@@ -42,6 +42,7 @@ from alerting.store.tables import (
     Person,
     Target,
 )
+from alerting.views.device_state import condition_label, condition_of
 from alerting.views.labels import (
     ALERT_STATUS_LABEL,
     COUNTY_LEVEL,
@@ -99,7 +100,7 @@ class Counts(BaseModel):
     answered: int = 0
     answered_for: int = 0
     silent: int = 0  # never answered: still open, or open when the alert was lifted or replaced
-    failed: int = 0  # devices that never confirmed
+    failed: int = 0  # devices that never confirmed: written off and stood in for by people, or refused
     cancelled: int = 0  # of the silent, those the alert ended on (lifted or replaced)
     median_answer_s: float | None = None  # seconds after the alert was created, over answered and answered-for
     p90_answer_s: float | None = None
@@ -145,6 +146,7 @@ class DeliveryRow(BaseModel):
     provider_id: str | None
     sandbox: bool
     error: str | None
+    task: str | None = None  # a manual task's name (鸣锣吹哨, 敲门入户)
 
 
 class EscalationStep(BaseModel):
@@ -186,6 +188,8 @@ class RecipientRow(BaseModel):
     answers: int  # every answer received, the counted one and any later ones
     feedback: dict[str, Any] | None
     feedback_text: str
+    device_condition: str | None = None  # for a device: what it did (views.device_state), "failed" once stood in for
+    device_condition_label: str = ""
 
 
 class PlanStepRow(BaseModel):
@@ -249,10 +253,12 @@ class _Tally:
     kinds: Counter[str] = field(default_factory=Counter)
     answer_s: list[float] = field(default_factory=list)
     reported: Counter[str] = field(default_factory=Counter)
+    devices_failed: int = 0
 
     def add(self, row: RecipientRow) -> None:
         self.states[row.state] += 1
         self.kinds[row.kind] += 1
+        self.devices_failed += row.device_condition == "failed"
         fb = row.feedback or {}
         for key in ("households", "moved"):
             if isinstance(fb.get(key), int):
@@ -269,7 +275,7 @@ class _Tally:
             "answered": self.states[TargetState.ANSWERED],
             "answered_for": self.states[TargetState.ANSWERED_FOR],
             "silent": self.states[TargetState.OPEN] + self.states[TargetState.CANCELLED],
-            "failed": self.states[TargetState.FAILED],
+            "failed": self.devices_failed,
             "cancelled": self.states[TargetState.CANCELLED],
             "median_answer_s": statistics.median(self.answer_s) if self.answer_s else None,
             "p90_answer_s": percentile(self.answer_s, 0.9),
@@ -311,6 +317,7 @@ class _DeliveryRec(NamedTuple):
     provider_id: str | None
     sandbox: bool
     error: str | None
+    detail: dict[str, Any] | None
 
 
 class _AckRec(NamedTuple):
@@ -531,6 +538,7 @@ def _delivery_rows(snap: _Snapshot) -> _DeliveryTally:
                 provider_id=d.provider_id,
                 sandbox=d.sandbox,
                 error=d.error,
+                task=str(d.detail["task"]) if d.detail and d.detail.get("task") else None,
             )
         )
     return tally
@@ -562,6 +570,7 @@ def _recipient_row(
     else:
         answered_by_name = ""
     reached_at = [d.delivered_at for d in deliveries if d.delivered_at and d.purpose != Purpose.LIFT]
+    device = _device_condition(t, deliveries) if t.kind == TargetKind.DEVICE else None
     return RecipientRow(
         target_id=t.id,
         kind=t.kind,
@@ -595,7 +604,18 @@ def _recipient_row(
         answers=snap.answers.get(t.id, 0),
         feedback=t.feedback,
         feedback_text=feedback_text(t.feedback),
+        device_condition=device[0] if device else None,
+        device_condition_label=device[1] if device else "",
     )
+
+
+def _device_condition(t: _TargetRec, deliveries: list[DeliveryRow]) -> tuple[str, str]:
+    """What the device did, and its label, by the rule the alert page uses (views.device_state)."""
+    warnings = [d for d in deliveries if d.to_target and d.purpose == Purpose.WARN]
+    stood_in = [d.task or d.channel_label for d in deliveries if not d.to_target and d.purpose != Purpose.LIFT]
+    answer = (t.feedback or {}).get("device_status")
+    condition = condition_of(t.state, answer, warnings[-1].state if warnings else None, bool(stood_in))
+    return condition, condition_label(condition, stood_in[0] if stood_in else None)
 
 
 def _reporting_villages(rows: Iterable[RecipientRow]) -> list[TownshipRow]:

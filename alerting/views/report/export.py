@@ -54,6 +54,7 @@ CSV_HEADERS = [
     "反馈",
     "应答次数",
     "含沙箱发送（未真实送达）",
+    "设备状况",  # for a device: sounded, or failed and stood in for by people
 ]
 
 log = structlog.get_logger()
@@ -156,6 +157,7 @@ def recipient_values(report: AlertReport) -> list[list[str | int]]:
                 r.feedback_text,
                 r.answers,
                 "是" if r.sandbox else "否",
+                r.device_condition_label,
             ]
         )
     return rows

@@ -15,6 +15,7 @@ from alerting.model.domain import AlertStatus, TargetState
 from alerting.model.privacy import mask_phone
 from alerting.store.db import Database
 from alerting.store.tables import Alert, Device, OrgUnit, Person, Target
+from alerting.views.device_state import device_states
 from alerting.views.labels import TARGET_STATE_LABEL, role_label
 from alerting.web.api.schemas import RecipientOut
 
@@ -72,6 +73,7 @@ async def recipients_page(
     async with db.session() as s:
         total = await s.scalar(select(func.count()).select_from(Target).where(*where))
         rows = (await s.execute(q)).all()
+        devices = await device_states(s, alert_id, [t for t, *_ in rows])
     out = [
         RecipientOut(
             target_id=t.id,
@@ -92,6 +94,7 @@ async def recipients_page(
             answered_by_name=answerer_name or ("设备" if t.answered_by == "device" else None),
             answer_channel=t.answer_channel,
             feedback=t.feedback,
+            device=devices.get(t.id),
         )
         for t, person_name, phone, device_name, unit_name, answerer_name in rows
     ]

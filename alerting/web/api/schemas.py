@@ -11,6 +11,7 @@ from alerting.issue.alerts import AlertProgress
 from alerting.model.clock import utc
 from alerting.model.domain import AlertStatus, Level
 from alerting.store.tables import Alert
+from alerting.views.device_state import DeviceState
 from alerting.views.labels import ALERT_STATUS_LABEL
 
 T = TypeVar("T")
@@ -154,6 +155,9 @@ class RecipientOut(BaseModel):
     answered_by_name: str | None
     answer_channel: str | None
     feedback: dict[str, Any] | None
+    device: DeviceState | None = Field(
+        default=None, description="for a device: its link and what it did (failed once people stand in for it)"
+    )
 
 
 class ChannelOut(BaseModel):
