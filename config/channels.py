@@ -185,7 +185,12 @@ def device_channel(s: Settings, clock: Clock) -> tuple[Channel, EmbeddedBroker |
     broker = None if s.mqtt_url else EmbeddedBroker(port=s.mqtt_embedded_port)
     url = s.mqtt_url or f"mqtt://127.0.0.1:{s.mqtt_embedded_port}"
     channel = MqttDeviceChannel(
-        url, topic_prefix=s.mqtt_topic_prefix, client_id=s.mqtt_client_id, clock=clock, limits=limits
+        url,
+        topic_prefix=s.mqtt_topic_prefix,
+        client_id=s.mqtt_client_id,
+        clock=clock,
+        limits=limits,
+        shared_group=s.mqtt_shared_group,
     )
     return channel, broker
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -79,12 +79,22 @@ class _Engine(BaseSettings):
     mqtt_embedded_port: int = 1883
     # unset: "jiaoying-<node>-<slot>", the same for a process and its restarts, different for live siblings
     mqtt_client_id: str | None = None
+    # with an MQTT 5 broker: the engines share the siren acks on $share/<group>/..., each ack handled by one
+    mqtt_shared_group: str | None = Field(default=None, pattern=r"^[^/+#\s]+$")
     # siren commands published per second; the broker takes thousands, a county's radio uplinks may not
     mqtt_commands_per_second: float = Field(default=500.0, gt=0)
     # after a start, deadlines wait at most this long for the device channel to take in what its broker kept
     startup_grace_s: float = Field(default=30.0, ge=0, le=600)
     # a device asked again after a lost link has this long to confirm before its next escalation step runs
     device_resend_window_s: float = Field(default=60.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _shared_group_needs_its_broker(self) -> Self:
+        if self.mqtt_shared_group is not None and not self.mqtt_url:
+            raise ValueError(
+                "mqtt_shared_group needs an MQTT 5 broker at JIAOYING_MQTT_URL; the embedded broker speaks 3.1.1 only"
+            )
+        return self
 
 
 # pydantic puts inherited fields first, the last base's first: listed this way, the fields keep the order in which

@@ -10,6 +10,9 @@ queued by the broker and handed over when it comes back. The session is the clie
 must be the same for a process and its restarts, and different for processes alive at the same time:
 a broker drops the older of two clients with one id. `engine_client_id` names it from the engine's
 node slot (alerting.liveness). Every engine subscribed gets every ack; the core records each once.
+With a shared subscription group (MQTT 5 brokers: mosquitto 2, EMQX) the connection speaks MQTT 5
+and takes acks on `$share/<group>/...`, so each ack goes to one engine of the group and the load is
+split; statuses are still heard by every engine, as a shared subscription gets no retained messages.
 
 Each connection first takes in, then asks. When the broker kept our session, what it queued is read
 before anything is subscribed, so its ~300 retained statuses do not land on top of a full queue; once
@@ -36,6 +39,7 @@ from urllib.parse import unquote, urlsplit
 import aiomqtt
 import paho.mqtt.client as mqtt
 import structlog
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -70,6 +74,9 @@ READ_AHEAD = 200
 # never leave the line quiet).
 QUIET_S = 0.5
 CATCH_UP_S = 20.0
+
+# MQTT 5 keeps a session only as long as the client asks: a day, as deploy/mosquitto.conf keeps 3.1.1 ones
+SESSION_EXPIRY_S = 86_400
 
 
 # ---- addressing ---------------------------------------------------------------------------
@@ -141,20 +148,29 @@ def make_client(
     tls_context: ssl.SSLContext | None = None,
     keepalive: int = 30,
     max_inflight: int = 20,
+    mqtt5: bool = False,
 ) -> aiomqtt.Client:
+    """A client speaking MQTT 3.1.1, or with `mqtt5` MQTT 5, where a kept session has to ask for an expiry
+    (SESSION_EXPIRY_S) instead of only not being clean."""
+    connect = None
+    if mqtt5:
+        connect = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho leaves it untyped
+        connect.SessionExpiryInterval = 0 if clean_session else SESSION_EXPIRY_S
     client = aiomqtt.Client(
         endpoint.host,
         endpoint.port,
         username=endpoint.username,
         password=endpoint.password,
         identifier=identifier,
-        protocol=aiomqtt.ProtocolVersion.V311,
-        clean_session=clean_session,
         will=will,
         tls_context=tls_context,
         keepalive=keepalive,
         timeout=10,
         max_inflight_messages=max_inflight,
+        protocol=aiomqtt.ProtocolVersion.V5 if mqtt5 else aiomqtt.ProtocolVersion.V311,
+        clean_session=None if mqtt5 else clean_session,
+        clean_start=clean_session if mqtt5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+        properties=connect,
     )
     # aiomqtt warns once more than 10 calls wait for the broker; a wave of siren commands is
     # expected to have many more in flight.
@@ -297,8 +313,13 @@ class MqttDeviceChannel:
         connect_timeout: float = 10.0,
         publish_timeout: float = 10.0,
         backoff: Backoff | None = None,
+        shared_group: str | None = None,
     ) -> None:
+        if shared_group is not None and not valid_device_id(shared_group):
+            raise ValueError(f"MQTT shared subscription group {shared_group!r} must be one topic level, no wildcards")
         self.url = url
+        # MQTT 5 only: the engines of one group share the acks, each handled by one of them
+        self.shared_group = shared_group
         self.endpoint = parse_mqtt_url(url)
         self.topics = DeviceTopics(topic_prefix)
         # None until named: the engine names it from its slot before starting it. A channel started unnamed
@@ -392,6 +413,7 @@ class MqttDeviceChannel:
                 clean_session=not persistent,
                 tls_context=tls_context,
                 max_inflight=self.limits.concurrency,  # paho would otherwise hold back sends beyond 20
+                mqtt5=self.shared_group is not None,
             )
             # PUBACK an ack only after the core has taken it: if the engine dies in between,
             # the broker hands the ack over again on reconnect instead of losing it.
@@ -428,7 +450,12 @@ class MqttDeviceChannel:
             await asyncio.sleep(self._backoff.next_delay())
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
-        await client.subscribe([(self.topics.all("ack"), 1), (self.topics.all("status"), 1)])
+        acks = self.topics.all("ack")
+        if self.shared_group is not None:
+            # one engine of the group gets each ack; statuses stay for every engine, since a shared
+            # subscription is never handed the retained ones
+            acks = f"$share/{self.shared_group}/{acks}"
+        await client.subscribe([(acks, 1), (self.topics.all("status"), 1)])
 
     async def _catch_up(
         self, client: aiomqtt.Client, reader: asyncio.Task[None], connected_at: datetime, *, kept: bool

@@ -51,7 +51,9 @@ class CountedInbound(Inbound):
             self.acks_heard[(event.command_id, event.status)] += 1
 
 
-def engine_on(db: Database, clock: ManualClock, broker: MosquittoBroker) -> tuple[Engine, Counter[tuple[str, str]]]:
+def engine_on(
+    db: Database, clock: ManualClock, broker: MosquittoBroker, shared_group: str | None = None
+) -> tuple[Engine, Counter[tuple[str, str]]]:
     """An engine on its own connections, as another process would have, and the acks it will hear."""
     settings = Settings(
         database_url=db.url,
@@ -59,6 +61,7 @@ def engine_on(db: Database, clock: ManualClock, broker: MosquittoBroker) -> tupl
         secret_key="test-secret",
         mqtt_url=broker.url,
         node="duty-host",
+        mqtt_shared_group=shared_group,
     )
     others: dict[ChannelKind, Channel] = {k: SandboxChannel(k) for k in ChannelKind if k is not ChannelKind.DEVICE}
     engine = build_engine(settings, clock=clock, channels=others)
@@ -178,3 +181,78 @@ async def test_two_engines_on_one_broker_keep_their_sessions_and_record_each_sir
         assert seen == 2
     log = broker.log_file.read_text()
     assert "already connected" not in log, log[-2000:]
+
+
+async def test_engines_in_a_shared_group_split_the_siren_acks_and_record_each_once(
+    db: Database, clock: ManualClock, county: SmallCounty, tmp_path: Path
+) -> None:
+    """With an MQTT 5 shared subscription each ack reaches one engine of the group, not every engine: the two
+    engines' counts add up to what the sirens sent, both take a share, and each answer is recorded once."""
+    broker = await start_mosquitto(tmp_path)
+    async with AsyncExitStack() as stack:
+        stack.push_async_callback(broker.stop)
+        engines = [engine_on(db, clock, broker, shared_group="duty-room") for _ in range(2)]
+        for engine, _ in engines:
+            await engine.start(loops=False)
+            stack.push_async_callback(engine.stop)
+        (first, first_heard), (second, second_heard) = engines
+        sirens = await stack.enter_async_context(aiomqtt.Client("127.0.0.1", broker.port, identifier="test-sirens"))
+        await sirens.subscribe("jiaoying/devices/+/command", qos=1)
+        commands: dict[str, str] = {}  # command_id -> device
+
+        async def listen() -> None:
+            async for msg in sirens.messages:
+                assert isinstance(msg.payload, bytes)
+                commands[json.loads(msg.payload)["command_id"]] = str(msg.topic).split("/")[2]
+
+        listener = asyncio.create_task(listen())
+        stack.callback(listener.cancel)
+        issued = await first.alerts.trigger(HARNESS_RED, actor="duty:test")
+        await first.dispatcher.drain()
+        async with db.session() as s:
+            sent = list(
+                (
+                    await s.execute(
+                        select(col(Delivery.id)).where(
+                            col(Delivery.alert_id) == issued.alert_id, col(Delivery.channel) == ChannelKind.DEVICE.value
+                        )
+                    )
+                ).scalars()
+            )
+        await until(lambda: set(commands) == set(sent), f"the {len(sent)} sirens hear their commands")
+
+        published = 0
+        for command_id, device in commands.items():
+            for status in ("received", "sounding", "done"):
+                for _ in range(3):  # a siren that says it again, as a flaky uplink makes them do
+                    payload = {"command_id": command_id, "status": status, "at": "2026-07-01T02:00:30+00:00"}
+                    await sirens.publish(f"jiaoying/devices/{device}/ack", json.dumps(payload).encode(), qos=1)
+                    published += 1
+        await until(
+            lambda: first_heard.total() + second_heard.total() >= published, f"the {published} acks are handled"
+        )
+        await asyncio.sleep(0.5)  # an ack handed to both engines would show up now
+        assert first_heard.total() + second_heard.total() == published  # each ack went to one engine
+        assert first_heard.total() > 0 and second_heard.total() > 0, (first_heard, second_heard)
+        for command_id in commands:
+            acks, events, _ = await siren_records(db, command_id)
+            assert [a.feedback for a in acks] == [{"device_status": "sounding"}, {"device_status": "done"}]
+            assert [e.kind for e in events] == ["target.answered", "ack.repeated"]
+        assert device_channel(first).connected and device_channel(second).connected
+
+        # one engine restarts while sirens speak: whether the broker holds its share for it or hands it to the
+        # other, every ack is handled once, by one of them
+        await first.stop()
+        for command_id, device in commands.items():
+            payload = {"command_id": command_id, "status": "done", "at": "2026-07-01T02:01:00+00:00"}
+            await sirens.publish(f"jiaoying/devices/{device}/ack", json.dumps(payload).encode(), qos=1)
+        restarted, restarted_heard = engine_on(db, clock, broker, shared_group="duty-room")
+        await restarted.start(loops=False)
+        stack.push_async_callback(restarted.stop)
+        late = len(commands)
+        await until(
+            lambda: first_heard.total() + second_heard.total() + restarted_heard.total() >= published + late,
+            "the acks sent during the restart are handled",
+        )
+        await asyncio.sleep(0.5)
+        assert first_heard.total() + second_heard.total() + restarted_heard.total() == published + late
