@@ -37,7 +37,9 @@ pytestmark = pytest.mark.timeout(240)
 
 DUTY_KEY = "restart-duty-key"
 ANSWER_WINDOW_S = 20  # the first wave's wait before the village head is sent out
-RESEND_WINDOW_S = 15  # JIAOYING_DEVICE_RESEND_WINDOW_S: time a siren asked again gets to confirm
+# JIAOYING_DEVICE_RESEND_WINDOW_S: time a siren asked again gets to confirm. The window runs from the reconnect,
+# so it has to cover sending the backlog again at 30/s (up to ~350 commands, ~12 s) and two acks (up to 6 s).
+RESEND_WINDOW_S = 30
 COMMANDS_PER_SECOND = 30  # JIAOYING_MQTT_COMMANDS_PER_SECOND: 300 commands take 10 s, so the kill lands mid-way
 KILL_AFTER = 100  # commands heard by the sirens when the engine is killed
 BROKEN = 10  # sirens that hear their command and never answer
