@@ -82,7 +82,10 @@ def apply_answers_job(db: Database) -> Callable[[AsyncSession, list[Incoming]], 
         matched = await _resolve(s, fresh, outcomes)
         results = await record_answers(s, [r for _, r in matched])
         for (i, _), result in zip(matched, results, strict=True):
-            outcomes[i] = result
+            # an SMS reply may answer several requests: its caller hears of the newest one it counted for
+            earlier = outcomes.get(i)
+            if not isinstance(earlier, AnswerResult) or (result.counted and not earlier.counted):
+                outcomes[i] = result
         refused = [i.once for i in incoming if i.once and isinstance(outcomes[i], AnswerRejected)]
         if refused:  # a refused answer leaves no trace of having been taken in: its retry is judged afresh
             await s.execute(delete(SEEN).where(SEEN.c.key.in_([seen_key(k) for k in refused])))
@@ -117,8 +120,10 @@ async def _first_time(
 async def _resolve(
     s: AsyncSession, incoming: list[Incoming], out: dict[Incoming, Outcome]
 ) -> list[tuple[Incoming, Resolved]]:
-    by_phone = await _latest_open_by_phone(s, {i.phone for i in incoming if i.delivery_id is None and i.phone})
-    ids = {i.delivery_id for i in incoming if i.delivery_id} | {d for d in by_phone.values() if isinstance(d, str)}
+    by_phone = await _open_by_phone(s, {i.phone for i in incoming if i.delivery_id is None and i.phone})
+    ids = {i.delivery_id for i in incoming if i.delivery_id} | {
+        d for found in by_phone.values() if isinstance(found, list) for d in found
+    }
     deliveries = {
         r.id: r
         for r in await s.execute(
@@ -130,40 +135,39 @@ async def _resolve(
     }  # fmt: skip
     matched: list[tuple[Incoming, Resolved]] = []
     for i in incoming:
-        if i.delivery_id is None:
-            found = by_phone.get(i.phone or "")
-            if found is None:
-                out[i] = AnswerRejected("an answer names neither a delivery nor a phone number")
-                continue
-            if isinstance(found, AnswerRejected):
-                out[i] = found
-                continue
-            delivery_id = found
+        if i.delivery_id is not None:
+            asked = [i.delivery_id]
+        elif isinstance(found := by_phone.get(i.phone or ""), list):
+            asked = found
         else:
-            delivery_id = i.delivery_id
-        d = deliveries.get(delivery_id)
-        if d is None:
-            out[i] = AnswerRejected(f"no delivery {delivery_id}")
-        elif i.device_id is not None and d.device_id != i.device_id:
-            out[i] = AnswerRejected(f"device {i.device_id} reported on a command that was not sent to it")
-        elif d.purpose == Purpose.LIFT.value:
-            out[i] = AnswerRejected("a lifted notice needs no answer")
-        else:
-            by = Actor.person(d.person_id) if d.person_id else Actor.device()
-            matched.append((i, Resolved(d.alert_id, d.target_id, by, i.channel, i.at, d.id, i.feedback)))
+            out[i] = found or AnswerRejected("an answer names neither a delivery nor a phone number")
+            continue
+        for delivery_id in asked:
+            d = deliveries.get(delivery_id)
+            if d is None:
+                out[i] = AnswerRejected(f"no delivery {delivery_id}")
+            elif i.device_id is not None and d.device_id != i.device_id:
+                out[i] = AnswerRejected(f"device {i.device_id} reported on a command that was not sent to it")
+            elif d.purpose == Purpose.LIFT.value:
+                out[i] = AnswerRejected("a lifted notice needs no answer")
+            else:
+                by = Actor.person(d.person_id) if d.person_id else Actor.device()
+                matched.append((i, Resolved(d.alert_id, d.target_id, by, i.channel, i.at, d.id, i.feedback)))
     return matched
 
 
-async def _latest_open_by_phone(s: AsyncSession, phones: set[str]) -> dict[str, str | AnswerRejected]:
-    """For each number: the most recent open request sent to it (an SMS reply answers that one)."""
+async def _open_by_phone(s: AsyncSession, phones: set[str]) -> dict[str, list[str] | AnswerRejected]:
+    """For each number: every open request sent to it, newest first, one delivery per target. A grid worker's
+    "收到" answers all of them: their own warning, and the request to stand in for a silent colleague (that one
+    is answered for the colleague), so nobody is called again about something they already said they have."""
     if not phones:
         return {}
     known = set((await s.execute(select(PERSON.c.phone).where(PERSON.c.phone.in_(phones)))).scalars())
-    found: dict[str, str | AnswerRejected] = {
+    found: dict[str, list[str] | AnswerRejected] = {
         p: AnswerRejected(f"number {mask_phone(p)} belongs to nobody in the directory") for p in phones - known
     }
     rows = await s.execute(
-        select(DELIVERY.c.id, PERSON.c.phone)
+        select(DELIVERY.c.id, DELIVERY.c.target_id, PERSON.c.phone)
         .join(PERSON, PERSON.c.id == DELIVERY.c.person_id)
         .join(TARGET, TARGET.c.id == DELIVERY.c.target_id)
         .join(ALERT, ALERT.c.id == DELIVERY.c.alert_id)
@@ -173,10 +177,15 @@ async def _latest_open_by_phone(s: AsyncSession, phones: set[str]) -> dict[str, 
             TARGET.c.state == OPEN,
             ALERT.c.status == ACTIVE,
         )
-        .order_by(DELIVERY.c.created_at.desc())
+        .order_by(DELIVERY.c.created_at.desc(), DELIVERY.c.id)
     )
+    targets: dict[str, set[str]] = {}
     for row in rows:
-        found.setdefault(row.phone, row.id)
+        asked = found.setdefault(row.phone, [])
+        assert isinstance(asked, list)
+        if row.target_id not in targets.setdefault(row.phone, set()):
+            targets[row.phone].add(row.target_id)
+            asked.append(row.id)
     for p in known - found.keys():
         found[p] = AnswerRejected(f"nothing is waiting for an answer from {mask_phone(p)}")
     return found

@@ -102,3 +102,47 @@ async def test_a_replayed_free_text_reply_is_kept_once(db: Database, clock: Manu
     await engine.inbound(text)
     assert await count(db, AuditEvent, col(AuditEvent.kind) == "inbound.text") == 1
     await engine.stop()
+
+
+async def test_one_sms_reply_answers_every_request_waiting_on_that_number(
+    db: Database, clock: ManualClock, county: SmallCounty
+) -> None:
+    """The village head has their own warning and, once a grid worker stays silent, a request to stand in for
+    them. One "收到" by SMS answers both: their own warning, and the grid worker's loop as answered for by them.
+    Answering only the newest would leave their own warning open, and they would be called again about it."""
+    engine = sandbox_engine(db, clock)
+    issued = await engine.alerts.trigger(HEAT, actor="t")
+    await engine.dispatcher.drain()
+    clock.advance(minutes=61)  # past both of the grid worker's own steps: the parent (the village head) is asked
+    await engine.escalation.run_due()
+    await engine.dispatcher.drain()
+    clock.advance(minutes=31)
+    await engine.escalation.run_due()
+    await engine.dispatcher.drain()
+    async with db.session() as s:
+        rows = (
+            await s.execute(
+                select(col(Delivery.person_id), col(Delivery.target_id))
+                .join(Target, col(Target.id) == col(Delivery.target_id))
+                .where(col(Delivery.alert_id) == issued.alert_id, col(Target.state) == TargetState.OPEN.value)
+            )
+        ).all()
+    asked: dict[str, set[str]] = {}
+    for person_id, target_id in rows:
+        asked.setdefault(person_id, set()).add(target_id)
+    standing_in = {p: ts for p, ts in asked.items() if len(ts) > 1}
+    assert standing_in, "nobody was asked to stand in for a silent colleague: the test would show nothing"
+    head, waiting = next(iter(standing_in.items()))
+    async with db.session() as s:
+        phone = await s.scalar(select(col(Person.phone)).where(col(Person.id) == head))
+    assert phone
+
+    await engine.inbound(Answer(ChannelKind.SMS, clock.now(), from_phone=phone, event_id="twilio-sms:SM0100"))
+
+    async with db.session() as s:
+        answered = list((await s.execute(select(Target).where(col(Target.id).in_(waiting)))).scalars())
+    states = {t.person_id: t.state for t in answered}
+    assert states[head] == TargetState.ANSWERED.value  # their own warning
+    assert all(state == TargetState.ANSWERED_FOR.value for p, state in states.items() if p != head)
+    assert {t.answered_by for t in answered} == {head} and len(answered) == len(waiting) > 1
+    await engine.stop()
