@@ -129,7 +129,7 @@ async def test_one_sms_reply_answers_every_request_waiting_on_that_number(
         ).all()
     asked: dict[str, set[str]] = {}
     for person_id, target_id in rows:
-        asked.setdefault(person_id, set()).add(target_id)
+        asked.setdefault(person_id or "", set()).add(target_id)
     standing_in = {p: ts for p, ts in asked.items() if len(ts) > 1}
     assert standing_in, "nobody was asked to stand in for a silent colleague: the test would show nothing"
     head, waiting = next(iter(standing_in.items()))
