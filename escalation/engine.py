@@ -49,6 +49,7 @@ from alerting.store.db import Database, rowcount
 from alerting.store.tables import Alert, Deadline, Delivery, OrgUnit, Target
 from escalation import steps
 from escalation.recipients import contacts_for
+from escalation.shared_tasks import shared_task_row, task_out_already
 
 log = structlog.get_logger()
 
@@ -73,6 +74,8 @@ class _Batch:
     deliveries: list[dict[str, Any]] = field(default_factory=list)
     deadlines: list[dict[str, Any]] = field(default_factory=list)
     entries: list[audit.Entry] = field(default_factory=list)
+    # (alert, task, people) -> the device target whose task this batch sends them (escalation.shared_tasks)
+    tasks: dict[tuple[int, str, frozenset[str]], str] = field(default_factory=dict)
 
 
 @dataclass
@@ -452,9 +455,23 @@ class EscalationEngine:
         if unknown:
             contacts.update(await load_contacts(s, unknown))
         level = self._plans[alert_id].default.level
+        if step.task is not None and target.kind == TargetKind.DEVICE.value and person_ids:
+            key = (alert_id, step.task.value, frozenset(person_ids))
+            shared = batch.tasks.get(key) or await task_out_already(s, alert_id, step.task.value, person_ids)
+            if shared is not None:
+                batch.deliveries.append(
+                    shared_task_row(
+                        alert_id, target.id, action.step_no, step.task.value, person_ids[0], shared, now, level
+                    )
+                )
+                data.update(contacts=person_ids, deliveries=0, task=step.task.value, shared_task_of=shared)
+                record("target.escalated", data)
+                return True
         rows = person_deliveries(
             alert_id, target.id, action.step_no, step, [contacts[p] for p in person_ids if p in contacts], now, level
         )
+        if rows and step.task is not None and target.kind == TargetKind.DEVICE.value:
+            batch.tasks[(alert_id, step.task.value, frozenset(person_ids))] = target.id
         batch.deliveries += rows
         data["contacts"] = person_ids
         data["deliveries"] = len(rows)

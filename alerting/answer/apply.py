@@ -10,7 +10,7 @@ last two answers of an alert, wherever they are applied, see each other and clos
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -22,7 +22,15 @@ from alerting.answer.seen import SEEN, new_keys, seen_key
 from alerting.audit import chain as audit
 from alerting.model.actor import Actor, ActorKind
 from alerting.model.deliveries import not_handed_over
-from alerting.model.domain import AlertStatus, ChannelKind, DeadlineState, DeliveryState, Purpose, TargetState
+from alerting.model.domain import (
+    TASK_SHARED_WITH,
+    AlertStatus,
+    ChannelKind,
+    DeadlineState,
+    DeliveryState,
+    Purpose,
+    TargetState,
+)
 from alerting.model.ids import new_id
 from alerting.model.privacy import mask_phone
 from alerting.store.db import Database
@@ -134,6 +142,7 @@ async def _resolve(
         )
     }  # fmt: skip
     matched: list[tuple[Incoming, Resolved]] = []
+    tasks: list[tuple[Incoming, Resolved]] = []
     for i in incoming:
         if i.delivery_id is not None:
             asked = [i.delivery_id]
@@ -153,7 +162,28 @@ async def _resolve(
             else:
                 by = Actor.person(d.person_id) if d.person_id else Actor.device()
                 matched.append((i, Resolved(d.alert_id, d.target_id, by, i.channel, i.at, d.id, i.feedback)))
-    return matched
+                if d.purpose == Purpose.TASK.value:
+                    tasks.append(matched[-1])
+    return matched + await _sharing(s, tasks)
+
+
+async def _sharing(s: AsyncSession, tasks: list[tuple[Incoming, Resolved]]) -> list[tuple[Incoming, Resolved]]:
+    """The devices whose task is one of these (escalation.shared_tasks): answering the task answers them too,
+    by the same person; what was reported (households, people moved) stays with the task's own target only."""
+    if not tasks:
+        return []
+    rows = await s.execute(
+        select(DELIVERY.c.target_id, DELIVERY.c.detail).where(
+            DELIVERY.c.alert_id.in_({r.alert_id for _, r in tasks}),
+            DELIVERY.c.purpose == Purpose.TASK.value,
+            DELIVERY.c.state == DeliveryState.CANCELLED.value,
+        )
+    )
+    shared: dict[str, list[str]] = {}
+    for target_id, detail in rows:
+        if (with_target := (detail or {}).get(TASK_SHARED_WITH)) is not None:
+            shared.setdefault(str(with_target), []).append(target_id)
+    return [(i, replace(r, target_id=other, feedback=None)) for i, r in tasks for other in shared.get(r.target_id, [])]
 
 
 async def _open_by_phone(s: AsyncSession, phones: set[str]) -> dict[str, list[str] | AnswerRejected]:

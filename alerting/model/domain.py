@@ -171,3 +171,9 @@ class DeadlineState(StrEnum):
 class TaskKind(StrEnum):
     GONG = "鸣锣吹哨"
     DOOR_TO_DOOR = "敲门入户"
+
+
+# A village head gets one task of a kind per alert, however many of the village's devices stay silent: the task
+# stands in for all of them. A device whose task is already out gets a cancelled task row naming, under this key
+# of its detail, the target whose task it shares; answering that task answers it too.
+TASK_SHARED_WITH = "shared_with"

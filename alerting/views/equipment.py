@@ -9,7 +9,7 @@ from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from alerting.model.domain import DeliveryState, Purpose, TargetKind, TargetState
+from alerting.model.domain import TASK_SHARED_WITH, DeliveryState, Purpose, TargetKind, TargetState
 from alerting.store.tables import Delivery, Device, OrgUnit, Target
 from alerting.views.device_state import CONDITION_ORDER, DeviceState, last_deliveries, state_of
 from alerting.views.labels import DEVICE_KIND_LABEL, label
@@ -77,6 +77,8 @@ async def task_lines(s: AsyncSession, scope: list[ColumnElement[bool]]) -> list[
     seen: dict[str, dict[str, Target]] = defaultdict(dict)
     reached: dict[str, set[str]] = defaultdict(set)
     for target_id, state, detail, target in rows:
+        if (detail or {}).get(TASK_SHARED_WITH):
+            continue  # a device whose village's task was already out: that task is counted once, with its own
         task = str((detail or {}).get("task") or "人工任务")
         seen[task][target_id] = target
         if state in (DeliveryState.SENT.value, DeliveryState.DELIVERED.value):
