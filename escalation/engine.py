@@ -457,7 +457,9 @@ class EscalationEngine:
         level = self._plans[alert_id].default.level
         if step.task is not None and target.kind == TargetKind.DEVICE.value and person_ids:
             key = (alert_id, step.task.value, frozenset(person_ids))
-            shared = batch.tasks.get(key) or await task_out_already(s, alert_id, step.task.value, person_ids)
+            shared = batch.tasks.get(key) or await task_out_already(
+                s, alert_id, target.unit_code, step.task.value, person_ids
+            )
             if shared is not None:
                 batch.deliveries.append(
                     shared_task_row(

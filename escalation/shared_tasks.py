@@ -26,11 +26,16 @@ from alerting.model.domain import (
     TargetKind,
     TargetState,
 )
-from alerting.store.tables import Delivery, Target
+from alerting.store.tables import Delivery, OrgUnit, Target
 
 
-async def task_out_already(s: AsyncSession, alert_id: int, task: str, person_ids: Sequence[str]) -> str | None:
-    """The device target whose `task` of this alert already went to these people and is still open, if any."""
+async def task_out_already(
+    s: AsyncSession, alert_id: int, unit_code: str, task: str, person_ids: Sequence[str]
+) -> str | None:
+    """The device target whose `task` of this alert already went to these people and is still open, if any.
+    The device's unit is locked first (PostgreSQL; SQLite writes one at a time anyway): two engines firing a
+    village's siren and its broadcast zone at once would otherwise each find no task and send one."""
+    await s.execute(select(col(OrgUnit.code)).where(col(OrgUnit.code) == unit_code).with_for_update())
     rows = await s.execute(
         select(col(Delivery.target_id), col(Delivery.detail))
         .join(Target, col(Target.id) == col(Delivery.target_id))

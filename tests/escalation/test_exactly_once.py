@@ -26,7 +26,7 @@ from sqlmodel import col
 from alerting.audit import chain as audit
 from alerting.issue.alerts import AlertService
 from alerting.model.clock import ManualClock, SystemClock
-from alerting.model.domain import TASK_SHARED_WITH, DeadlineState, DeliveryState, Level, TargetKind
+from alerting.model.domain import TASK_SHARED_WITH, DeadlineState, DeliveryState, Level, Purpose, TargetKind
 from alerting.people.liveness import ProcessIdentity, ProcessRegistry
 from alerting.store.db import Database
 from alerting.store.tables import AuditEvent, Deadline, Delivery, Target
@@ -351,6 +351,9 @@ async def test_two_engine_processes_on_one_file_fire_every_step_once_and_send_ev
     shared = [d for d in all_deliveries if d.detail and d.detail.get(TASK_SHARED_WITH)]
     assert {d.state for d in shared} <= {DeliveryState.CANCELLED.value}
     assert all(sent[d.id] == [] for d in shared)
+    given = [d for d in all_deliveries if d.purpose == Purpose.TASK.value and d not in shared]
+    tasks = Counter((d.person_id, d.channel) for d in given)
+    assert tasks and set(tasks.values()) == {1}, f"a village head was sent one village's task twice: {tasks}"
     assert {d.state for d in all_deliveries if d not in shared} <= {
         DeliveryState.SENT.value,
         DeliveryState.DELIVERED.value,
