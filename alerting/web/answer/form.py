@@ -1,6 +1,8 @@
 """The feedback a grid worker may send with 收到: people moved, households reached, help needed, a note.
 
 Keys match what the report reads (alerting.report.feedback_text): moved, households, help_needed, note.
+A manual task (鸣锣吹哨, 敲门入户) is answered with what was done: households reached and people moved are
+required then (0 is an answer), since the report sums them per village and a blank would read as nobody.
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ class FeedbackForm:
         return not self.errors
 
 
-def _count(raw: str, what: str, upper: int, errors: list[str]) -> int | None:
+def _count(raw: str, what: str, upper: int, errors: list[str], *, required: bool = False) -> int | None:
     raw = raw.strip()
     if not raw:
+        if required:
+            errors.append(f"请填写{what}（没有请填 0）")
         return None
     try:
         n = int(raw)  # int() also reads full-width digits, which Chinese phone keyboards often type
@@ -43,16 +47,18 @@ def _count(raw: str, what: str, upper: int, errors: list[str]) -> int | None:
     return n
 
 
-def parse_feedback(form: Mapping[str, Any], *, task: bool) -> FeedbackForm:
-    """Read and check the form; the errors are sentences the person can act on."""
+def parse_feedback(form: Mapping[str, Any], *, task: bool, answering: bool = False) -> FeedbackForm:
+    """Read and check the form; the errors are sentences the person can act on. `answering` a task (not adding
+    to an answer given before) requires its counts."""
     f = FeedbackForm(
         moved=str(form.get("moved", ""))[:40],
         households=str(form.get("households", ""))[:40] if task else "",
         help_needed=str(form.get("help_needed", "")) in ("1", "on", "yes", "true"),
         note=str(form.get("note", "")).strip(),
     )
-    moved = _count(f.moved, "人员转移人数", MAX_MOVED, f.errors)
-    households = _count(f.households, "入户户数", MAX_HOUSEHOLDS, f.errors) if task else None
+    required = task and answering
+    households = _count(f.households, "入户户数", MAX_HOUSEHOLDS, f.errors, required=required) if task else None
+    moved = _count(f.moved, "人员转移人数", MAX_MOVED, f.errors, required=required)
     if len(f.note) > MAX_NOTE:
         f.errors.append(f"情况说明最多 {MAX_NOTE} 字，现在是 {len(f.note)} 字")
     if f.errors:

@@ -157,7 +157,7 @@ async def ack_answer(token: str, request: Request, core: CoreDep) -> HTMLRespons
         return notice_page(403)
     if view.purpose is Purpose.LIFT:
         return _show(view)  # a lifted notice needs no answer; the page says so
-    form = parse_feedback(await request.form(), task=view.purpose is Purpose.TASK)
+    form = parse_feedback(await request.form(), task=view.purpose is Purpose.TASK, answering=view.can_answer)
     if not form.valid:
         return _show(view, 400, outcome=Outcome("invalid", errors=form.errors), form=form)
     try:

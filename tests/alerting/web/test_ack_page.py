@@ -216,7 +216,11 @@ async def test_a_village_task_asks_for_households(web: httpx.AsyncClient, core: 
     task = tasks[0]
     page = (await web.get(link(core, task))).text
     assert "人工任务：鸣锣吹哨（东坪村）" in page
-    assert "入户户数" in page
+    assert "入户户数" in page and "必填" in page
+    r = await web.post(link(core, task), data={})  # the big 收到 alone: a task is answered with what was done
+    assert r.status_code == 400
+    assert "请填写入户户数（没有请填 0）" in r.text and "请填写人员转移人数（没有请填 0）" in r.text
+    assert (await target_of(core.db, task)).state == "open"
     r = await web.post(link(core, task), data={"households": "23", "moved": "41"})
     assert r.status_code == 200
     assert (await target_of(core.db, task)).feedback == {"moved": 41, "households": 23}
