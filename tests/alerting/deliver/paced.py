@@ -65,6 +65,23 @@ WARN, LIFT = Purpose.WARN.value, Purpose.LIFT.value
 LIFT_MARK = "已解除"  # the lift notice's wording (alerting/deliver/messages.py: "{level}{hazard}预警已解除")
 
 
+async def until_serving(
+    process: asyncio.subprocess.Process, api: httpx.AsyncClient, log_tail: Callable[[], str]
+) -> None:
+    """Until the started `jiaoying serve` answers /healthz; its log's tail in the error if it exits or hangs."""
+    deadline = time.monotonic() + READY_S
+    while time.monotonic() < deadline:
+        if process.returncode is not None:
+            raise RuntimeError(f"jiaoying serve exited with {process.returncode}:\n{log_tail()}")
+        try:
+            if (await api.get("/healthz", timeout=2)).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"jiaoying serve did not come up within {READY_S} s:\n{log_tail()}")
+
+
 def engine_env(workdir: Path, db: Path) -> dict[str, str]:
     """The environment of every `jiaoying` command a test runs: nothing of the developer's JIAOYING_ settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("JIAOYING_")}
@@ -223,17 +240,7 @@ class PacedCounty:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + READY_S
-        while time.monotonic() < deadline:
-            if self.process.returncode is not None:
-                raise RuntimeError(f"jiaoying serve exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                if (await self.api.get("/healthz", timeout=2)).status_code < 500:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.2)
-        raise RuntimeError(f"jiaoying serve did not come up within {READY_S} s:\n{self.log_tail()}")
+        await until_serving(self.process, self.api, self.log_tail)
 
     async def kill(self, sig: int = signal.SIGKILL, grace_s: float = 15.0) -> None:
         """SIGKILL: the machine loses power. SIGTERM: a clean stop (the engine finishes its shutdown)."""

@@ -30,7 +30,7 @@ import httpx
 import pytest
 
 from channels.sim.devices import SimulatedSirenFleet
-from tests.alerting.deliver.paced import JIAOYING, READY_S, copy_database, engine_env, make_sample
+from tests.alerting.deliver.paced import JIAOYING, copy_database, engine_env, make_sample, until_serving
 from tests.brokers import MosquittoBroker, free_port, start_mosquitto
 
 pytestmark = pytest.mark.timeout(240)
@@ -111,17 +111,7 @@ class County:
                 *JIAOYING, "serve", "--host", "127.0.0.1", "--port", str(self.port),
                 env=env, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
-        deadline = time.monotonic() + READY_S
-        while time.monotonic() < deadline:
-            if self.process.returncode is not None:
-                raise RuntimeError(f"jiaoying serve exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                if (await self.api.get("/healthz", timeout=2)).status_code < 500:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.2)
-        raise RuntimeError(f"jiaoying serve did not come up within {READY_S} s:\n{self.log_tail()}")
+        await until_serving(self.process, self.api, self.log_tail)
 
     async def kill(self) -> None:
         if self.process is not None and self.process.returncode is None:
