@@ -13,13 +13,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, Field
-from sqlalchemy import ColumnElement, and_, exists, func, or_, select
+from sqlalchemy import ColumnElement, and_, case, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from alerting.model.access import Principal, alert_in_scope, in_scope, township_code
 from alerting.model.clock import utc
-from alerting.model.domain import AlertStatus, DeliveryState, Level, Purpose, TargetState
+from alerting.model.domain import AlertStatus, DeliveryState, Level, Purpose, TargetKind, TargetState
 from alerting.model.privacy import mask_phone
 from alerting.store.db import Database
 from alerting.store.tables import Alert, AuditHead, Delivery, Device, OrgUnit, Person, Target
@@ -215,7 +215,8 @@ def totals(rows: Iterable[Progress]) -> Progress:
 async def silent_recipients(
     s: AsyncSession, principal: Principal, alert_id: int, *, limit: int
 ) -> tuple[list[SilentRecipient], int]:
-    """Who has not answered, the furthest escalated first, then down the hierarchy; and how many in all."""
+    """Who has not answered: people first, each kind the furthest escalated first, then down the hierarchy; and
+    how many in all."""
     where = [
         col(Target.alert_id) == alert_id,
         col(Target.state) == TargetState.OPEN.value,
@@ -229,7 +230,15 @@ async def silent_recipients(
             .outerjoin(Device, col(Device.id) == col(Target.device_id))
             .join(OrgUnit, col(OrgUnit.code) == col(Target.unit_code))
             .where(*where)
-            .order_by(col(Target.step).desc(), col(Target.priority), col(OrgUnit.path), col(Target.id))
+            # people before devices: a silent person is who the officer can still phone, and a county's sirens
+            # would otherwise fill the list once they have all run out of steps
+            .order_by(
+                case((col(Target.kind) == TargetKind.PERSON.value, 0), else_=1),
+                col(Target.step).desc(),
+                col(Target.priority),
+                col(OrgUnit.path),
+                col(Target.id),
+            )
             .limit(limit)
         )
     ).all()

@@ -64,7 +64,15 @@ CHANNEL_LABEL: dict[str, str] = {k.value: k.label for k in ChannelKind}
 # a target's role: a person's duty, or for a device target the kind of device
 ROLE_LABEL: dict[str, str] = {**{r.value: r.label for r in Role}, **DEVICE_KIND_LABEL}
 LEVEL_LABEL: dict[str, str] = {lv.value: lv.label for lv in Level}
-COUNTY_LEVEL = "县级"  # the township column for targets that sit above every township
+COUNTY_LEVEL = "县级"
+
+
+def step_label(step: int) -> str:
+    """An escalation step as the issue preview names it: the first wave is 首轮, then 第 1 步, 第 2 步…"""
+    return "首轮" if step == 0 else f"第 {step} 步"
+
+
+# the township column for targets that sit above every township
 
 __all__ = [
     "ACCOUNT_ROLE_LABEL",
@@ -84,6 +92,7 @@ __all__ = [
     "channel_label",
     "label",
     "role_label",
+    "step_label",
 ]
 
 

@@ -17,7 +17,14 @@ from jinja2 import Environment
 
 from alerting.model.access import ACCOUNT_ROLE_LABEL, Principal
 from alerting.views import templating
-from alerting.views.labels import ALERT_STATUS_LABEL, CHANNEL_LABEL, LEVEL_LABEL, ROLE_LABEL, TARGET_STATE_LABEL
+from alerting.views.labels import (
+    ALERT_STATUS_LABEL,
+    CHANNEL_LABEL,
+    LEVEL_LABEL,
+    ROLE_LABEL,
+    TARGET_STATE_LABEL,
+    step_label,
+)
 from alerting.web.api.auth import CoreDep
 from alerting.web.api.problems import problem_response
 from alerting.web.core import Core
@@ -68,6 +75,7 @@ def environment() -> Environment:
         CHANNEL_LABEL=CHANNEL_LABEL,
         ROLE_LABEL=ROLE_LABEL,  # a responsible person's role (网格员…)
         ACCOUNT_ROLE_LABEL=ACCOUNT_ROLE_LABEL,  # a console account's role (县值班员…)
+        step_label=step_label,
     )
     return env
 

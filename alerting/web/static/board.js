@@ -82,7 +82,7 @@
       const listed = new Set(rows.map((row) => row.dataset.target));
       for (const r of a.silent) {
         if (!listed.has(r.target_id)) patchable = false;
-        else put(`${a.id}.${r.target_id}.step`, `第 ${r.step} 步`);
+        else put(`${a.id}.${r.target_id}.step`, r.step === 0 ? "首轮" : `第 ${r.step} 步`);
       }
     }
     if (!patchable) outdated(false);

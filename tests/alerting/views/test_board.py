@@ -250,3 +250,32 @@ async def test_unknown_alert_is_a_404_page(engine: Engine, api: httpx.AsyncClien
 async def test_the_board_is_empty_without_alerts(engine: Engine) -> None:
     board = await read_board(engine.core.db, Principal(AccountRole.DUTY, "t", "t"), now=engine.core.clock.now())
     assert board.alerts == [] and board.ended == []
+
+
+async def test_the_silent_list_puts_people_before_devices_and_names_the_first_wave(
+    engine: Engine, api: httpx.AsyncClient, clock: ManualClock
+) -> None:
+    """The sirens and broadcast zones run out of steps within minutes, the people are still in their first wave:
+    the officer still sees the people at the top of 未应答 (they are who can be phoned), and a step reads 首轮,
+    as in the issue preview, not 第 0 步."""
+    alert_id = await issue(api, [FENGHUANG], title="凤凰镇山洪")
+    await engine.dispatcher.drain()
+    for _ in range(2):  # the devices' first window, then the resend's: their village heads get the task
+        clock.advance(seconds=61)
+        await engine.escalation.run_due()
+        await engine.dispatcher.drain()
+
+    board = (await api.get("/api/v1/board", headers=DUTY)).json()
+    silent = next(a for a in board["alerts"] if a["id"] == alert_id)["silent"]
+    kinds = [r["kind"] for r in silent]
+    assert "device" in kinds and "person" in kinds
+    assert kinds == sorted(kinds, key=lambda k: k != "person"), kinds  # every person before any device
+    assert max(r["step"] for r in silent if r["kind"] == "device") > max(
+        r["step"] for r in silent if r["kind"] == "person"
+    )
+
+    await signed_in(engine.core, api, "duty", AccountRole.DUTY)
+    html = (await api.get("/console/")).text
+    assert "首轮" in html and "第 0 步" not in html
+    detail = (await api.get(f"/console/alerts/{alert_id}")).text
+    assert "第 0 步" not in detail
