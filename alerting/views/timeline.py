@@ -26,6 +26,7 @@ from alerting.model.plan import PlanSet
 from alerting.model.privacy import mask_phone
 from alerting.store.db import Database
 from alerting.store.tables import Acknowledgement, Alert, Delivery, Device, OrgUnit, Person, Target
+from alerting.views.actors import actor_names
 from alerting.views.board import TownshipProgress, township_progress
 from alerting.views.equipment import DeviceLine, TaskLine, device_lines, task_lines
 from alerting.views.labels import (
@@ -131,6 +132,7 @@ class AlertView:
     devices: list[DeviceLine] = field(default_factory=list)
     tasks: list[TaskLine] = field(default_factory=list)
     unit_names: list[str] = field(default_factory=list)  # the alert's target units, by name
+    issuer_name: str = ""  # who issued it, by name (views.actors)
 
 
 async def read_alert(
@@ -184,6 +186,7 @@ async def read_alert(
             )
         ).all()
         recipients = await _timelines(s, alert, rows)
+        issuer = (await actor_names(s, [alert.created_by]))[alert.created_by]
         devices = await device_lines(s, scope)
         tasks = await task_lines(s, scope)
         names = dict(
@@ -194,7 +197,7 @@ async def read_alert(
             ).all()
         )
     units = [f"{names.get(c, c)}（{c}）" for c in alert.target_units]
-    return AlertView(alert, older, newer, townships, recipients, int(total or 0), counts, devices, tasks, units)
+    return AlertView(alert, older, newer, townships, recipients, int(total or 0), counts, devices, tasks, units, issuer)
 
 
 async def _chain(s: AsyncSession, alert: Alert) -> tuple[list[Alert], Alert | None]:

@@ -26,6 +26,7 @@ from tests.alerting.board_setup import (
     issue,
     signed_in,
 )
+from tests.harness import RED as HARNESS_RED
 
 pytestmark = pytest.mark.both_databases
 
@@ -279,3 +280,17 @@ async def test_the_silent_list_puts_people_before_devices_and_names_the_first_wa
     assert "首轮" in html and "第 0 步" not in html
     detail = (await api.get(f"/console/alerts/{alert_id}")).text
     assert "第 0 步" not in detail
+
+
+async def test_the_alert_page_names_who_issued_it(engine: Engine, api: httpx.AsyncClient) -> None:
+    """By the account's name, not the audit's "user:wang"; an alert issued through the API says so."""
+    await engine.core.accounts.create(
+        "wang", "pass-word-0001", role=AccountRole.DUTY, display_name="王值班", unit_code=None, actor="test"
+    )
+    by_hand = await engine.alerts.trigger(HARNESS_RED, actor="user:wang")
+    by_api = await issue(api, [FENGHUANG], title="凤凰镇山洪")
+    await signed_in(engine.core, api, "duty", AccountRole.DUTY)
+    page = (await api.get(f"/console/alerts/{by_hand.alert_id}")).text
+    assert "王值班" in page and "user:wang" not in page
+    page = (await api.get(f"/console/alerts/{by_api}")).text
+    assert "接口调用（县值班员）" in page and "api:duty" not in page
