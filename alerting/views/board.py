@@ -24,6 +24,7 @@ from alerting.model.privacy import mask_phone
 from alerting.store.db import Database
 from alerting.store.tables import Alert, AuditHead, Delivery, Device, OrgUnit, Person, Target
 from alerting.views.labels import ALERT_STATUS_LABEL, COUNTY_LEVEL, LEVEL_LABEL, label, role_label
+from alerting.views.units import places
 
 RECENT = timedelta(hours=24)
 REACHED = [DeliveryState.SENT.value, DeliveryState.DELIVERED.value]
@@ -77,6 +78,7 @@ class SilentRecipient(BaseModel):
     name: str
     role_label: str
     unit_name: str
+    place: str = Field(description="township › village › grid of the unit")
     phone: str = Field(description="masked")
     step: int = Field(description="escalation step reached; 0 = first wave only")
     first_sent_at: datetime | None = Field(description="when the first warning to them went out")
@@ -225,7 +227,7 @@ async def silent_recipients(
     total = await s.scalar(select(func.count()).select_from(Target).where(*where))
     rows = (
         await s.execute(
-            select(Target, col(Person.name), col(Person.phone), col(Device.name), col(OrgUnit.name))
+            select(Target, col(Person.name), col(Person.phone), col(Device.name), col(OrgUnit.name), col(OrgUnit.path))
             .outerjoin(Person, col(Person.id) == col(Target.person_id))
             .outerjoin(Device, col(Device.id) == col(Target.device_id))
             .join(OrgUnit, col(OrgUnit.code) == col(Target.unit_code))
@@ -243,6 +245,7 @@ async def silent_recipients(
         )
     ).all()
     first_sent = await first_sent_at(s, alert_id, [t.id for t, *_ in rows])
+    where_is = await places(s, (path for *_, path in rows))
     out = [
         SilentRecipient(
             target_id=t.id,
@@ -250,11 +253,12 @@ async def silent_recipients(
             name=person or device or t.person_id or t.device_id or "",
             role_label=role_label(t.role),
             unit_name=unit,
+            place=where_is[path],
             phone=mask_phone(phone),
             step=t.step,
             first_sent_at=first_sent.get(t.id),
         )
-        for t, person, phone, device, unit in rows
+        for t, person, phone, device, unit, path in rows
     ]
     return out, int(total or 0)
 

@@ -38,6 +38,7 @@ from alerting.views.labels import (
     role_label,
 )
 from alerting.views.report.build import feedback_text
+from alerting.views.units import places
 
 
 class Show(StrEnum):
@@ -110,6 +111,7 @@ class RecipientTimeline(BaseModel):
     name: str
     role_label: str
     unit_name: str
+    place: str  # township › village › grid
     phone: str
     state: str
     state_label: str
@@ -340,6 +342,7 @@ async def _timelines(s: AsyncSession, alert: Alert, rows: Any) -> list[Recipient
                 feedback_text=feedback_text(a.feedback),
             )
         )
+    where_is = await places(s, paths.values())
     return [
         RecipientTimeline(
             target_id=t.id,
@@ -347,6 +350,7 @@ async def _timelines(s: AsyncSession, alert: Alert, rows: Any) -> list[Recipient
             name=person or device or t.person_id or t.device_id or "",
             role_label=role_label(t.role),
             unit_name=unit,
+            place=where_is.get(paths.get(t.unit_code, ""), unit),
             phone=mask_phone(phone),
             state=t.state,
             state_label=label(TARGET_STATE_LABEL, t.state),

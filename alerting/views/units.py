@@ -52,15 +52,30 @@ def _hit(u: OrgUnit, trail: str = "") -> UnitHit:
     return UnitHit(u.code, u.name, u.kind, u.parent_code, u.path, trail)
 
 
+async def _names(session: AsyncSession, codes: set[str]) -> dict[str, str]:
+    if not codes:
+        return {}
+    rows = await session.execute(select(col(OrgUnit.code), col(OrgUnit.name)).where(col(OrgUnit.code).in_(codes)))
+    return {code: name for code, name in rows}
+
+
 async def _trails(session: AsyncSession, units: Iterable[OrgUnit]) -> dict[str, str]:
     """code -> the names of its ancestors, read in one query."""
     units = list(units)
-    above = {c for u in units for c in u.path.strip("/").split("/")[:-1]}
-    names: dict[str, str] = {}
-    if above:
-        rows = await session.execute(select(col(OrgUnit.code), col(OrgUnit.name)).where(col(OrgUnit.code).in_(above)))
-        names = {code: name for code, name in rows}
+    names = await _names(session, {c for u in units for c in u.path.strip("/").split("/")[:-1]})
     return {u.code: " › ".join(names.get(c, c) for c in u.path.strip("/").split("/")[:-1]) for u in units}
+
+
+async def places(session: AsyncSession, paths: Iterable[str]) -> dict[str, str]:
+    """path -> where it is below the county, "凤凰镇 › 东坪村 › 第1网格" (the county itself: its own name)."""
+    paths = set(paths)
+    names = await _names(session, {c for p in paths for c in p.strip("/").split("/")})
+    out = {}
+    for path in paths:
+        codes = path.strip("/").split("/")
+        below = codes[1:] or codes
+        out[path] = " › ".join(names.get(c, c) for c in below)
+    return out
 
 
 async def search(

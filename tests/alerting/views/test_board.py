@@ -257,8 +257,8 @@ async def test_the_silent_list_puts_people_before_devices_and_names_the_first_wa
     engine: Engine, api: httpx.AsyncClient, clock: ManualClock
 ) -> None:
     """The sirens and broadcast zones run out of steps within minutes, the people are still in their first wave:
-    the officer still sees the people at the top of 未应答 (they are who can be phoned), and a step reads 首轮,
-    as in the issue preview, not 第 0 步."""
+    the officer still sees the people at the top of 未应答 (they are who can be phoned), each with township,
+    village and grid, and a step reads 首轮, as in the issue preview, not 第 0 步."""
     alert_id = await issue(api, [FENGHUANG], title="凤凰镇山洪")
     await engine.dispatcher.drain()
     for _ in range(2):  # the devices' first window, then the resend's: their village heads get the task
@@ -275,11 +275,15 @@ async def test_the_silent_list_puts_people_before_devices_and_names_the_first_wa
         r["step"] for r in silent if r["kind"] == "person"
     )
 
+    worker = next(r for r in silent if r["name"] == "网格员甲")
+    assert worker["place"] == "凤凰镇 › 东坪村 › 第1网格"  # township, village and grid, not the grid alone
+
     await signed_in(engine.core, api, "duty", AccountRole.DUTY)
     html = (await api.get("/console/")).text
     assert "首轮" in html and "第 0 步" not in html
-    detail = (await api.get(f"/console/alerts/{alert_id}")).text
-    assert "第 0 步" not in detail
+    assert "凤凰镇 › 东坪村 › 第1网格" in html
+    detail = (await api.get(f"/console/alerts/{alert_id}?show=silent")).text
+    assert "第 0 步" not in detail and "凤凰镇 › 东坪村 › 第1网格" in detail
 
 
 async def test_the_alert_page_names_who_issued_it(engine: Engine, api: httpx.AsyncClient) -> None:
