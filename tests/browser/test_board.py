@@ -81,11 +81,16 @@ def test_the_board_follows_answers_live_and_the_duty_officer_acts(
     expect(card.get_by_test_id("silent-total")).to_have_text(str(silent_before - 2))
     assert page.evaluate("window.__stillTheSamePage === true"), "the board reloaded instead of updating in place"
     expect(card.locator("table.townships")).to_contain_text("凤凰镇")
+    silent_rows = card.locator("tr[data-target]")  # people the officer can phone first, each with where they are
+    expect(silent_rows.first).to_contain_text("首轮")
+    expect(silent_rows.filter(has_text="凤凰镇 › ").first).to_be_visible()  # township › village › grid
+    expect(card).not_to_contain_text("第 0 步")
     screenshot(page, "board")
 
     # the detail page, silent first: answer for the first one, with a reason
     page.goto(f"/console/alerts/{alert_id}?show=silent")
     expect(page.get_by_role("heading", level=1)).to_contain_text(title)
+    expect(page.locator("main")).to_contain_text("接口调用（县值班员）")  # issued with the duty room's API key
     reason = page.get_by_placeholder("代为确认原因（必填）")
     first = page.get_by_test_id("recipient").filter(has=reason).first  # a person: a siren answers for itself
     name = first.locator(".who-line strong").inner_text()
