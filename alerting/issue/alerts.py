@@ -441,14 +441,21 @@ class AlertService:
         return Lifted(alert_id, stopped, len(lifts))
 
     async def call_again(
-        self, alert_id: int, target_ids: list[str] | None, *, actor: str, within: str | None = None
+        self,
+        alert_id: int,
+        target_ids: list[str] | None,
+        *,
+        actor: str,
+        within: str | None = None,
+        preview: bool = False,
     ) -> CalledAgain:
         """立即重呼: call silent recipients again now, without waiting for their next escalation step.
 
         Each gets fresh warnings over the channels of the step they have reached (a step that only assigns
         a manual task or reaches someone else falls back to the first wave's channels); a device gets a new
         command. `target_ids=None` means every silent recipient (inside `within`, a unit path, if given). The
-        escalation schedule stays as it was: this is an extra call, not a step.
+        escalation schedule stays as it was: this is an extra call, not a step. With `preview`, nothing is written:
+        the counts say what calling again would send, for the officer to confirm first.
         """
         now = self.clock.now()
         async with self.db.session() as s:
@@ -476,9 +483,11 @@ class AlertService:
                     raise Forbidden("只能重呼本辖区内的责任人")
             silent = [(t, path) for t, path in found if t.state == TargetState.OPEN.value]
             rows = await _fresh_calls(s, alert, silent, now)
-            await _insert_batched(s, Delivery, rows)
             called = sorted({r["target_id"] for r in rows})
             by_channel = dict(Counter(r["channel"] for r in rows))
+            if preview:
+                return CalledAgain(alert_id, len(called), len(rows), by_channel, len(found) - len(called))
+            await _insert_batched(s, Delivery, rows)
             await audit.record(
                 s,
                 "alert.called_again",

@@ -51,11 +51,13 @@ async def require_whole_alert(core: Core, who: Principal, alert: Alert) -> None:
         raise Forbidden(f"这条预警还发往辖区以外的单位（{'、'.join(outside)}），只能由县值班室解除或调整")
 
 
-async def call_again(core: Core, who: Principal, alert_id: int, target_ids: list[str] | None) -> CalledAgain:
+async def call_again(
+    core: Core, who: Principal, alert_id: int, target_ids: list[str] | None, *, preview: bool = False
+) -> CalledAgain:
     who.require_issuer()
     await _visible(core, who, alert_id)
     # the service checks every id in one query: unknown ones are a LookupError, outside ones Forbidden
-    return await core.alerts.call_again(alert_id, target_ids, actor=who.actor, within=who.unit_path)
+    return await core.alerts.call_again(alert_id, target_ids, actor=who.actor, within=who.unit_path, preview=preview)
 
 
 async def answer_for(core: Core, who: Principal, alert_id: int, target_id: str, reason: str) -> AnswerResult:

@@ -30,6 +30,7 @@ AlertId = Annotated[int, Path(ge=1, description="the alert's number")]
 class CallAgainIn(BaseModel):
     target_ids: list[str] = Field(default_factory=list, max_length=10_000, description="recipients to call again")
     all_silent: bool = Field(default=False, description="every silent recipient the key may see, instead")
+    dry_run: bool = Field(default=False, description="only count what would go out; nothing is sent or recorded")
 
     @model_validator(mode="after")
     def _one_or_the_other(self) -> CallAgainIn:
@@ -41,7 +42,7 @@ class CallAgainIn(BaseModel):
 class CalledAgainOut(BaseModel):
     alert_id: int
     targets: int = Field(description="silent recipients a fresh call went to")
-    deliveries: int = Field(description="deliveries queued now")
+    deliveries: int = Field(description="deliveries queued now (with dry_run: that would be queued)")
     by_channel: dict[str, int]
     skipped: int = Field(description="answered already, or their last call is still queued")
 
@@ -74,7 +75,9 @@ async def call_again(alert_id: AlertId, body: CallAgainIn, core: CoreDep, who: I
     """立即重呼: call silent recipients again now over the channels of the step they reached, without waiting for
     the next escalation step. Recipients who answered meanwhile are skipped."""
     try:
-        done = await acting.call_again(core, who, alert_id, None if body.all_silent else body.target_ids)
+        done = await acting.call_again(
+            core, who, alert_id, None if body.all_silent else body.target_ids, preview=body.dry_run
+        )
     except Forbidden:
         raise
     except (acting.NotVisible, LookupError) as exc:

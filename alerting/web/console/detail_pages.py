@@ -17,7 +17,7 @@ from alerting.issue.alerts import AlertChange, AlertNotActive, AlertNotFound, Al
 from alerting.model.access import Forbidden
 from alerting.model.domain import Level
 from alerting.views.board import MEANING, since_text, totals
-from alerting.views.labels import ALERT_STATUS_LABEL
+from alerting.views.labels import ALERT_STATUS_LABEL, channel_label
 from alerting.views.timeline import Show, read_alert
 from alerting.web import acting
 from alerting.web.api.auth import CoreDep
@@ -80,6 +80,26 @@ def _refused(alert_id: int, exc: Exception) -> PageError:
     if isinstance(exc, acting.NotVisible | AlertNotFound | AnswerRejected | LookupError):
         return PageError(404, f"没有编号为 {alert_id} 的预警或该责任人，或不在您的辖区内。")
     return PageError(409, f"这条预警已结束，不能再这样处置（{exc}）。")
+
+
+@router.get(ALERT + "/call-again")
+async def call_again_confirm(
+    request: Request,
+    alert_id: int,
+    who: Seeing,  # a GET carries no CSRF token; acting.call_again still requires an issuer
+    core: CoreDep,
+    back: Annotated[str, Query(max_length=500)] = "",
+) -> Response:
+    """重呼全部未应答 asks first: how many recipients, and how many messages and calls on which channels."""
+    try:
+        alert = await core.alerts.get(alert_id)
+        would = await acting.call_again(core, who.principal, alert_id, None, preview=True)
+    except Forbidden:
+        raise
+    except (acting.NotVisible, AlertNotFound, LookupError, AlertNotActive) as exc:
+        raise _refused(alert_id, exc) from exc
+    sends = [(channel_label(ch), n) for ch, n in sorted(would.by_channel.items(), key=lambda kv: -kv[1])]
+    return render(request, who, "call_again", a=alert, would=would, sends=sends, back=_back(back, alert_id))
 
 
 @router.post(ALERT + "/call-again")

@@ -298,3 +298,30 @@ async def test_the_alert_page_names_who_issued_it(engine: Engine, api: httpx.Asy
     assert "王值班" in page and "user:wang" not in page
     page = (await api.get(f"/console/alerts/{by_api}")).text
     assert "接口调用（县值班员）" in page and "api:duty" not in page
+
+
+async def test_calling_all_silent_again_says_first_how_much_goes_out(engine: Engine, api: httpx.AsyncClient) -> None:
+    """重呼全部未应答 opens a page that counts the messages and calls by channel, sending nothing yet; confirming
+    sends exactly that many."""
+    alert_id = await issue(api, [FENGHUANG], title="凤凰镇山洪")
+    await engine.dispatcher.drain()
+
+    async def deliveries() -> int:
+        async with engine.core.db.session() as s:
+            return len(list((await s.execute(select(Delivery).where(col(Delivery.alert_id) == alert_id))).scalars()))
+
+    csrf = await signed_in(engine.core, api, "duty", AccountRole.DUTY)
+    board = (await api.get("/console/")).text
+    assert f'action="/console/alerts/{alert_id}/call-again"' in board and 'method="get"' in board
+    before = await deliveries()
+    page = await api.get(f"/console/alerts/{alert_id}/call-again", params={"back": "/console/"})
+    assert page.status_code == 200
+    would = int(page.text.split('data-testid="would-deliveries">')[1].split("<")[0])
+    assert would > 0 and "短信" in page.text and f"确认重呼（{would} 条）" in page.text
+    assert await deliveries() == before  # asking sent nothing
+
+    done = await api.post(
+        f"/console/alerts/{alert_id}/call-again", data={"csrf": csrf, "back": "/console/"}, follow_redirects=False
+    )
+    assert done.status_code == 303
+    assert await deliveries() == before + would

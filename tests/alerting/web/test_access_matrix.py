@@ -165,6 +165,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/console/alerts/units"): SEE,
     ("GET", "/console/alerts/text"): SEE,
     ("GET", ALERT): SEE,
+    ("GET", ALERT + "/call-again"): SEE,
     ("POST", ALERT + "/call-again"): Rule(lambda p: {"data": {"target_id": p.target_id}}),
     ("POST", ALERT + "/recipients/{target_id}/answer"): Rule(_form({"reason": "已电话确认"})),
     ("POST", ALERT + "/cancel"): Rule(_form({"reason": "雨停"})),

@@ -109,6 +109,21 @@ async def test_call_again_for_all_silent_stays_inside_the_township(engine: Engin
     assert entry.actor == f"api:township:{key_label('k-town-0004')}"
 
 
+async def test_call_again_dry_run_counts_and_sends_nothing(engine: Engine, api: httpx.AsyncClient) -> None:
+    alert_id = await issue(api, [FENGHUANG])
+    await engine.dispatcher.drain()
+    body = {"all_silent": True, "dry_run": True}
+    would = (await api.post(f"/api/v1/alerts/{alert_id}/call-again", json=body, headers=DUTY)).json()
+    assert would["deliveries"] > 0 and sum(would["by_channel"].values()) == would["deliveries"]
+    assert await audit_of(engine.core.db, "alert.called_again") == []
+    done = (await api.post(f"/api/v1/alerts/{alert_id}/call-again", json={"all_silent": True}, headers=DUTY)).json()
+    assert (done["targets"], done["deliveries"], done["by_channel"]) == (
+        would["targets"],
+        would["deliveries"],
+        would["by_channel"],
+    )
+
+
 async def test_call_again_needs_targets_or_all_silent(api: httpx.AsyncClient) -> None:
     alert_id = await issue(api, [FENGHUANG])
     r = await api.post(f"/api/v1/alerts/{alert_id}/call-again", json={}, headers=DUTY)
