@@ -6,7 +6,6 @@ and every read is limited to what the viewer may see: a township officer counts 
 
 from __future__ import annotations
 
-import asyncio
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
@@ -277,32 +276,6 @@ async def first_sent_at(s: AsyncSession, alert_id: int, target_ids: Sequence[str
         .group_by(col(Delivery.target_id))
     )
     return {tid: utc(at) for tid, at in rows if at is not None}
-
-
-class SharedReads:
-    """One board read per scope and audit position, however many screens follow it.
-
-    Every open board polls; during a county-wide alert the audit moves every second, and five duty screens
-    plus the townships' would otherwise each read the whole board each time. Streams with the same scope
-    (the county, or one township's path) wait for one read and share its snapshot.
-    """
-
-    def __init__(self, max_age_s: float = 60.0) -> None:
-        self.max_age_s = max_age_s  # read again anyway after this: alerts age off the ended list by time
-        self._last: dict[str | None, tuple[int, float, Board]] = {}
-        self._locks: dict[str | None, asyncio.Lock] = defaultdict(asyncio.Lock)
-
-    async def read(self, db: Database, principal: Principal, stamp: int, now: datetime) -> Board:
-        key = principal.unit_path
-        async with self._locks[key]:
-            clock = asyncio.get_running_loop().time()
-            last = self._last.get(key)
-            if last is not None and last[0] == stamp and clock - last[1] < self.max_age_s:
-                # the same counts, stamped now: the page works out "how long ago" from this time
-                return last[2].model_copy(update={"generated_at": utc(now)})
-            board = await read_board(db, principal, now=now)
-            self._last[key] = (stamp, clock, board)
-            return board
 
 
 async def change_stamp(db: Database) -> int:

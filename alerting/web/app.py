@@ -61,7 +61,7 @@ def create_app(core: Core, *, lifespan: Lifespan | None = None) -> FastAPI:
     )
     app.state.core = core
     app.state.sign_in_attempts = signin_pages.attempts_limit()
-    app.state.board_reads = board_pages.shared_reads()
+    app.state.board_hub = board_pages.board_hub(core)
     # pages travel over weak mobile links; Starlette leaves server-sent event streams uncompressed
     app.add_middleware(GZipMiddleware, minimum_size=1000)
     problems.install(app, html_error=_html_error)

@@ -9,13 +9,14 @@ from __future__ import annotations
 from typing import Annotated
 
 import structlog
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, Field, model_validator
 
 from alerting.answer.outcomes import AnswerRejected
 from alerting.issue.alerts import AlertNotActive
 from alerting.model.access import Forbidden
-from alerting.views.board import Board, read_board
+from alerting.views.board import Board
+from alerting.views.board_hub import BoardHub
 from alerting.web import acting
 from alerting.web.api.auth import CoreDep, Issuer, Reader
 from alerting.web.api.problems import Problem, documented
@@ -64,10 +65,11 @@ def _missing(exc: Exception) -> Problem:
 
 
 @router.get("/board", response_model=Board)
-async def board(core: CoreDep, who: Reader) -> Board:
+async def board(request: Request, who: Reader) -> Board:
     """Active alerts with progress per township and the silent furthest up their escalation; alerts ended in
     the last day. The same snapshot the console's live board streams."""
-    return await read_board(core.db, who, now=core.clock.now())
+    hub: BoardHub = request.app.state.board_hub  # one read per change, whoever polls
+    return await hub.latest(who)
 
 
 @router.post("/alerts/{alert_id}/call-again", response_model=CalledAgainOut, responses=documented(403, 404, 409, 422))

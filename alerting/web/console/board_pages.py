@@ -6,7 +6,6 @@ and board.js puts it in place. Without JavaScript a <noscript> refresh keeps the
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
 import structlog
@@ -15,7 +14,8 @@ from fastapi.responses import Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from alerting.model.access import Principal
-from alerting.views.board import MEANING, Board, SharedReads, change_stamp, read_board, since_text
+from alerting.views.board import MEANING, Board, since_text
+from alerting.views.board_hub import BoardHub
 from alerting.web.api.auth import CoreDep
 from alerting.web.console.web import PREFIX, SESSION_COOKIE, Seeing, render
 from alerting.web.core import Core
@@ -24,19 +24,18 @@ log = structlog.get_logger()
 
 router = APIRouter(include_in_schema=False)
 
-POLL_S = 1.0
-REREAD_S = 60.0  # read the board in full at least this often anyway: alerts age off the ended list by time
 RECHECK_SESSION_S = 60.0  # a session that ended (sign-out elsewhere, expiry) stops its stream within this
 
 
-def shared_reads() -> SharedReads:
-    """Per app: the board reads every open stream shares."""
-    return SharedReads(max_age_s=REREAD_S)
+def board_hub(core: Core) -> BoardHub:
+    """Per app: one board read per change and scope, for every stream, page and poller."""
+    return BoardHub(core.db, core.clock)
 
 
 @router.get(PREFIX + "/")
 async def board(request: Request, who: Seeing, core: CoreDep) -> Response:
-    snapshot = await read_board(core.db, who.principal, now=core.clock.now())
+    hub: BoardHub = request.app.state.board_hub
+    snapshot = await hub.latest(who.principal)
     now = snapshot.generated_at
     return render(request, who, "board", board=snapshot, meaning=MEANING, since=lambda t: since_text(t, now))
 
@@ -46,30 +45,28 @@ async def board_stream(
     principal: Principal,
     still_signed_in: Callable[[], Awaitable[bool]],
     *,
-    poll_s: float = POLL_S,
-    reads: SharedReads | None = None,
+    hub: BoardHub | None = None,
+    poll_s: float = 1.0,
 ) -> AsyncGenerator[Board, None]:
-    """A snapshot now, then another each time what the board shows changes. Each poll first reads the audit
-    chain's end and the board only when that moved (shared with every other stream of the same scope); each
-    read is its own short transaction, so nothing is held open however long the duty officer keeps the page."""
-    reads = reads or SharedReads(max_age_s=REREAD_S)
-    last = ""
-    loop = asyncio.get_running_loop()
-    checked = loop.time()
-    while True:
-        snapshot = await reads.read(core.db, principal, await change_stamp(core.db), core.clock.now())
-        fingerprint = snapshot.fingerprint()
-        if fingerprint != last:
-            # a session ended meanwhile (signed out, account disabled) gets no further news
-            if last and not await still_signed_in():
-                return
-            last = fingerprint
-            yield snapshot
-        await asyncio.sleep(poll_s)
-        if loop.time() - checked >= RECHECK_SESSION_S:
-            checked = loop.time()
+    """A snapshot now, then another each time what the board shows changes (the hub's, shared with every
+    stream of the same scope). A session that ended meanwhile (signed out, account disabled) gets no further
+    news: checked at each change and every RECHECK_SESSION_S while nothing changes."""
+    own = hub is None
+    hub = hub or BoardHub(core.db, core.clock, poll_s=poll_s, min_gap_s=poll_s)
+    snapshots = hub.follow(principal, quiet_s=RECHECK_SESSION_S)
+    try:
+        first = await anext(snapshots)  # the caller has just been let in
+        assert first is not None
+        yield first
+        async for snapshot in snapshots:
             if not await still_signed_in():
                 return
+            if snapshot is not None:
+                yield snapshot
+    finally:
+        await snapshots.aclose()
+        if own:
+            await hub.close()
 
 
 @router.get(PREFIX + "/events", response_class=EventSourceResponse)
@@ -85,7 +82,7 @@ async def events(request: Request, who: Seeing, core: CoreDep) -> AsyncIterator[
 
     log.info("board.stream_opened", actor=who.principal.actor)
     try:
-        async for snapshot in board_stream(core, who.principal, still_signed_in, reads=request.app.state.board_reads):
+        async for snapshot in board_stream(core, who.principal, still_signed_in, hub=request.app.state.board_hub):
             yield ServerSentEvent(raw_data=snapshot.model_dump_json(), event="board", retry=3000)
     finally:
         log.info("board.stream_closed", actor=who.principal.actor)

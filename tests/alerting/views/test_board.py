@@ -15,7 +15,9 @@ from alerting.model.domain import ChannelKind
 from alerting.store.db import Database
 from alerting.store.tables import Delivery, OrgUnit, Target
 from alerting.views import board as board_module
-from alerting.views.board import Board, SharedReads, read_board
+from alerting.views import board_hub as board_hub_module
+from alerting.views.board import Board, read_board
+from alerting.views.board_hub import BoardHub
 from alerting.web.console.board_pages import board_stream
 from config.wiring import Engine
 from tests.alerting.board_setup import (
@@ -152,21 +154,22 @@ async def test_streams_of_one_scope_share_each_read_and_a_township_gets_its_own(
         reads.append(principal.unit_path)
         return await real_read(db, principal, now=now)
 
-    monkeypatch.setattr(board_module, "read_board", counted)
-    shared = SharedReads()
+    monkeypatch.setattr(board_hub_module, "read_board", counted)
+    hub = BoardHub(engine.core.db, engine.core.clock, poll_s=0.02, min_gap_s=0.02)
 
     async def alive() -> bool:
         return True
 
     county = [Principal(AccountRole.DUTY, f"user:d{i}", "值班员") for i in range(3)]
     town = Principal(AccountRole.TOWNSHIP, "user:t", "镇", FENGHUANG, f"/500238/{FENGHUANG}/")
-    streams = [board_stream(engine.core, p, alive, poll_s=0.02, reads=shared) for p in [*county, town]]
+    streams = [board_stream(engine.core, p, alive, hub=hub) for p in [*county, town]]
     firsts = await asyncio.gather(*(asyncio.wait_for(anext(st), 5) for st in streams))
     assert sorted(reads, key=str) == sorted([None, town.unit_path], key=str)  # one read per scope, not per screen
     assert firsts[0].fingerprint() == firsts[2].fingerprint()
     assert [t.code for t in firsts[3].alerts[0].townships] == [FENGHUANG]  # the township's own, never the county's
     for st in streams:
         await st.aclose()
+    await hub.close()
 
 
 async def test_the_board_page_shows_numbers_and_actions(engine: Engine, api: httpx.AsyncClient) -> None:
