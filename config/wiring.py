@@ -26,6 +26,7 @@ from alerting.store.db import Database
 from alerting.web.core import ChannelInfo, Core
 from channels.mqtt.broker import EmbeddedBroker
 from channels.mqtt.devices import MqttDeviceChannel, engine_client_id
+from channels.sandbox import SandboxChannel
 from channels.sim.simulation import AnswerSimulator
 from config.channels import complete, device_channel, provider_channels
 from config.directory.importer import FileImporter
@@ -217,5 +218,6 @@ def build_engine(
         webhooks={w.name: w for c in chosen.values() for w in c.webhooks},
         breakers={k.value: b for k, b in dispatcher.breakers.items()},
         directory=FileImporter(db, clock),
+        outboxes=[c for c in chosen.values() if isinstance(c, SandboxChannel)],  # what the sandboxes recorded
     )
     return Engine(settings, core, dispatcher, escalation, inbound, chosen, registry, broker)

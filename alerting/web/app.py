@@ -21,6 +21,7 @@ from alerting.web.api import (
     health,
     problems,
     review_routes,
+    sandbox_routes,
     unit_routes,
     webhook_routes,
 )
@@ -31,6 +32,7 @@ from alerting.web.console import (
     directory_pages,
     issue_pages,
     review_pages,
+    sandbox_pages,
     signin_pages,
     web,
 )
@@ -71,6 +73,7 @@ def create_app(core: Core, *, lifespan: Lifespan | None = None) -> FastAPI:
     ack_routes.templates()  # read the page templates now rather than during the first answer
     for api in (alert_routes, action_routes, unit_routes, directory_routes, review_routes, account_routes):
         app.include_router(api.router)
+    app.include_router(sandbox_routes.router)
     app.include_router(ack_routes.router)
     app.include_router(health.router)
     app.include_router(webhook_routes.router)
@@ -82,6 +85,7 @@ def create_app(core: Core, *, lifespan: Lifespan | None = None) -> FastAPI:
         directory_pages,
         review_pages,
         accounts_pages,
+        sandbox_pages,
     ):
         app.include_router(console.router)
     app.mount("/static", StaticFiles(directory=str(files("alerting.web") / "static")), name="static")

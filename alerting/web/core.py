@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from alerting.answer.acks import AckService
 from alerting.answer.events import EventSink
 from alerting.deliver.breaker import CircuitBreaker
+from alerting.deliver.outbox import SandboxOutbox
 from alerting.deliver.port import Webhook
 from alerting.deliver.tokens import TokenSigner
 from alerting.issue.alerts import AlertService
@@ -38,3 +39,4 @@ class Core:
     webhooks: dict[str, Webhook] = field(default_factory=dict)  # served at /webhooks/{name}/...
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)  # by channel kind, for /healthz
     directory: DirectoryImporter | None = None  # the console's file import; None hides it
+    outboxes: list[SandboxOutbox] = field(default_factory=list)  # sandbox channels' records (模拟发件箱)

@@ -152,6 +152,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/api/v1/accounts/{username}/disable"): Rule(NO_CONTENT, admin=True),
     ("POST", "/api/v1/accounts/{username}/enable"): Rule(NO_CONTENT, admin=True),
     ("POST", "/api/v1/accounts/{username}/password"): Rule(_json({"password": NEW_PASSWORD}), admin=True),
+    ("GET", "/api/v1/sandbox/outbox"): SEE,  # duty and admin only: test_sandbox_outbox
     # ---- the console (session cookie + CSRF) ----
     ("GET", "/"): Rule(public="only redirects to /console/"),
     ("GET", "/console/sign-in"): Rule(public="the sign-in form"),
@@ -186,6 +187,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/console/review/{alert_id}"): SEE,
     ("GET", "/console/review/{alert_id}/print"): SEE,
     ("GET", "/console/review/{alert_id}/report.{fmt}"): SEE,
+    ("GET", "/console/sandbox/outbox"): SEE,  # duty and admin only: test_sandbox_outbox
     ("GET", "/console/accounts"): ADMIN,
     ("POST", "/console/accounts"): Rule(
         _form(
