@@ -30,6 +30,21 @@ def make_app(engine: Engine) -> FastAPI:
     return create_app(engine.core, lifespan=lifespan)
 
 
+def uvicorn_config(app: FastAPI, settings: Settings, host: str, port: int) -> uvicorn.Config:
+    # only the proxies named here may say who the client is (X-Forwarded-For) and that it came over https
+    # (X-Forwarded-Proto, which decides the Secure cookie); from anyone else those headers are ignored
+    trusted = settings.forwarded_allow_ips
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=trusted or None,
+        timeout_graceful_shutdown=5,  # open live-board streams never end by themselves; give them a few seconds
+    )
+
+
 async def serve(settings: Settings, host: str, port: int) -> None:
     engine = build_engine(settings)
     await engine.db.upgrade()
@@ -37,8 +52,6 @@ async def serve(settings: Settings, host: str, port: int) -> None:
     await warn_coverage_gaps(engine.db, now=engine.clock.now())
     if not await engine.core.accounts.list():
         log.warning("console.no_accounts", hint="nobody can sign in yet: jiaoying account add <name> --role admin")
-    # open live-board streams never end by themselves; give them a few seconds, then stop anyway
-    config = uvicorn.Config(make_app(engine), host=host, port=port, log_config=None, timeout_graceful_shutdown=5)
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(make_app(engine), settings, host, port))
     log.info("console.ready", url=f"http://{host}:{port}/console/", public_url=engine.settings.public_url)
     await server.serve()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -87,6 +88,21 @@ class _Engine(BaseSettings):
     startup_grace_s: float = Field(default=30.0, ge=0, le=600)
     # a device asked again after a lost link has this long to confirm before its next escalation step runs
     device_resend_window_s: float = Field(default=60.0, gt=0, le=3600)
+    # the reverse proxies whose X-Forwarded-For/-Proto `serve` believes: comma-separated addresses or networks,
+    # "*" for any, "" for none. The default is uvicorn's own: a proxy on this machine
+    forwarded_allow_ips: str = "127.0.0.1,::1"
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _proxies_are_addresses(cls, value: str) -> str:
+        # uvicorn would quietly take a typo for a host name no proxy ever has, and trust nobody
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            if item != "*":
+                try:
+                    ipaddress.ip_network(item)  # strict, as uvicorn reads it: 10.0.0.1/8 is refused
+                except ValueError:
+                    raise ValueError(f"forwarded_allow_ips: {item!r} is not an IP address or network") from None
+        return value
 
     @model_validator(mode="after")
     def _shared_group_needs_its_broker(self) -> Self:

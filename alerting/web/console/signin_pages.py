@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
@@ -16,9 +18,44 @@ from alerting.web.console.web import PREFIX, SESSION_COOKIE, Acting, PageError, 
 router = APIRouter(include_in_schema=False)
 
 
-def attempts_limit() -> PerClient:
-    """Per app: twenty attempts at once, then one every three seconds, per address. A person never notices."""
-    return PerClient(per_minute=20, burst=20)
+# A duty room's screens share one address (one NAT, or one proxy), so the address alone cannot be the key: 40 of
+# them signing in at shift change would wait a minute. Two counts instead:
+# - every attempt, per account and address: twenty at once, then one every three seconds. Someone signing in on a
+#   few screens never notices; a script guessing one account is held to a person's pace (and LOCK_AFTER wrong
+#   passwords lock the account anyway, from every address).
+# - wrong passwords and unknown names, per address: thirty at once, then one every ten seconds. A right password
+#   costs nothing here, so 40 or 400 screens sign in at once; thirty typos is more than a room makes at one shift
+#   change, and one typist past them waits about as long as retyping takes. A script cycling through names gets
+#   8,640 guesses a day from an address instead of 28,800, and each name it tries still locks after LOCK_AFTER.
+#   A success does not wipe the count, or one known password would reset it between guesses.
+ACCOUNT_BURST, ACCOUNT_PER_MINUTE = 20, 20
+FAILURES_BURST, FAILURES_PER_MINUTE = 30, 6
+
+
+class SignInAttempts:
+    """Whether a sign-in may go ahead now, and the failures counted against its address afterwards."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_account = PerClient(per_minute=ACCOUNT_PER_MINUTE, burst=ACCOUNT_BURST, clock=clock)
+        self.failures = PerClient(per_minute=FAILURES_PER_MINUTE, burst=FAILURES_BURST, clock=clock)
+
+    def wait(self, username: str, address: str) -> float:
+        """0 if this attempt may go ahead (it is counted against the account), else the seconds to wait."""
+        if wait := self.failures.wait(address):
+            return wait  # checked first, so a refused attempt takes nothing from the account's count
+        # the same name the account service looks up, so "duty " is not a fresh count for duty; an address
+        # holds no space, so the key cannot be forged from another pair
+        return self.per_account.try_acquire(f"{address} {username.strip()[:64]}")
+
+    def failed(self, address: str) -> None:
+        # charged after the password check, so attempts already in flight when the count runs out still count:
+        # the address waits off the debt, and its pace over time stays one every ten seconds
+        self.failures.charge(address)
+
+
+def attempts_limit(clock: Callable[[], float] = time.monotonic) -> SignInAttempts:
+    """Per app. `clock` is for tests, which move time instead of sleeping."""
+    return SignInAttempts(clock)
 
 
 def _safe_next(target: str | None) -> str:
@@ -46,9 +83,10 @@ async def sign_in(
 ) -> Response:
     if cross_site(request):
         raise PageError(403, "请求来自其他网站，已拒绝。")
+    # behind a proxy named in JIAOYING_FORWARDED_ALLOW_IPS, uvicorn has already put the forwarded address here
     client = request.client.host if request.client else None
-    limit: PerClient = request.app.state.sign_in_attempts
-    if wait := limit.try_acquire(client or "?"):
+    limit: SignInAttempts = request.app.state.sign_in_attempts
+    if wait := limit.wait(username, client or "?"):
         error = f"尝试过于频繁，请 {math.ceil(wait)} 秒后再试。"
         page = render(request, None, "sign_in", status=429, next=_safe_next(next), error=error, username=username)
         page.headers["Retry-After"] = str(math.ceil(wait))
@@ -56,6 +94,7 @@ async def sign_in(
     try:
         signed = await core.accounts.sign_in(username, password, client=client)
     except SignInFailed as exc:
+        limit.failed(client or "?")
         return render(request, None, "sign_in", status=401, next=_safe_next(next), error=str(exc), username=username)
     response = redirect(_safe_next(next))
     response.set_cookie(
