@@ -196,10 +196,13 @@ class AuditEvent(SQLModel, table=True):
     """Append-only and hash-chained: hash = sha256(prev_hash + canonical body)."""
 
     __tablename__ = "audit_event"
+    # an alert's events in order, and its latest one (the position its cached report is keyed by) in one probe;
+    # with alert_id alone PostgreSQL found an old alert's latest by walking the primary key back from the end
+    __table_args__ = (Index("ix_audit_event_alert_seq", "alert_id", "seq"),)
 
     seq: int = Field(primary_key=True)
     at: datetime = _utc()
-    alert_id: int | None = Field(default=None, index=True)
+    alert_id: int | None = None
     kind: str = Field(max_length=48)
     actor: str = Field(max_length=100)
     subject: str | None = Field(default=None, max_length=100, index=True)

@@ -7,7 +7,6 @@ the same snapshot of the store and 100,000 targets cost the same few queries as 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import math
 import statistics
 from collections import Counter, defaultdict
@@ -207,6 +206,8 @@ class AuditStatus(BaseModel):
     first_bad_seq: int | None
     reason: str
     alert_events: int
+    # the alert's latest audit event (its seq): the report holds everything recorded up to it
+    position: int = 0
 
 
 class AlertReport(BaseModel):
@@ -334,9 +335,6 @@ def _columns(table: type[SQLModel], record: type[tuple[Any, ...]], skip: int = 0
     return [col(getattr(table, f)) for f in fields[: len(fields) - skip]]
 
 
-_UNCHECKED = audit.Verification(ok=False, rows=0, reason="not checked")
-
-
 @dataclass(frozen=True)
 class _Snapshot:
     """Everything the report needs, read in one transaction."""
@@ -350,10 +348,17 @@ class _Snapshot:
     devices: dict[str, str]  # id -> name
     units: dict[str, str]  # code -> name, every unit above grid level
     alert_events: int
-    verification: audit.Verification = _UNCHECKED  # the chain, checked after the read
+    position: int  # read first, so every other read sees at least what was recorded up to it
+
+
+async def audit_position(session: AsyncSession, alert_id: int) -> int:
+    """The highest audit seq carrying this alert's id (0 if none): one probe of ix_audit_event_alert_seq."""
+    found = await session.scalar(select(func.max(col(AuditEvent.seq))).where(col(AuditEvent.alert_id) == alert_id))
+    return int(found or 0)
 
 
 async def _read(session: AsyncSession, alert_id: int, within: str | None = None) -> _Snapshot:
+    position = await audit_position(session, alert_id)
     alert = await session.get(Alert, alert_id)
     if alert is None:
         raise LookupError(f"alert {alert_id} does not exist")
@@ -446,6 +451,7 @@ async def _read(session: AsyncSession, alert_id: int, within: str | None = None)
         devices=devices,
         units=units,
         alert_events=for_alert.scalar_one(),
+        position=position,
     )
 
 
@@ -666,7 +672,6 @@ def _assemble(snap: _Snapshot, now: datetime) -> AlertReport:
         sandbox_deliveries=sent.sandbox_count,
         sandbox_channels=sorted(sent.sandbox_channels),
     )
-    v = snap.verification
     return AlertReport(
         alert_id=alert.id or 0,
         level=alert.level,
@@ -689,11 +694,39 @@ def _assemble(snap: _Snapshot, now: datetime) -> AlertReport:
         summary=summary,
         townships=townships,
         villages=villages,
+        # not checked yet: `checked` puts in the chain's state as of the view
         audit=AuditStatus(
-            ok=v.ok, rows=v.rows, first_bad_seq=v.first_bad_seq, reason=v.reason, alert_events=snap.alert_events
+            ok=False,
+            rows=0,
+            first_bad_seq=None,
+            reason="not checked",
+            alert_events=snap.alert_events,
+            position=snap.position,
         ),
         recipients=rows,
     )
+
+
+async def build_unchecked(db: Database, alert_id: int, *, now: datetime, within: str | None = None) -> AlertReport:
+    """The report without the audit chain check (`audit.ok` false, "not checked"): what views.report.cache keeps,
+    since everything in it holds until the alert's audit position moves, while the chain is checked per view."""
+    async with db.session() as session:
+        snap = await _read(session, alert_id, within)
+    # Shaping 100,000 rows is seconds of CPU: keep the loop free for acks arriving meanwhile.
+    report = await asyncio.to_thread(_assemble, snap, now)
+    report.scope = within
+    return report
+
+
+def checked(report: AlertReport, chain: audit.Verification, *, now: datetime) -> AlertReport:
+    """The report as one view shows it: the chain's state and the time of that view, the rest as built.
+
+    A shallow copy: the recipients are shared with the cached report, which nobody changes.
+    """
+    status = report.audit.model_copy(
+        update={"ok": chain.ok, "rows": chain.rows, "first_bad_seq": chain.first_bad_seq, "reason": chain.reason}
+    )
+    return report.model_copy(update={"audit": status, "generated_at": utc(now)})
 
 
 async def build_report(db: Database, alert_id: int, *, now: datetime, within: str | None = None) -> AlertReport:
@@ -701,11 +734,6 @@ async def build_report(db: Database, alert_id: int, *, now: datetime, within: st
 
     `within` is a unit path ("/500238/500238101/"): the report then covers only the targets in that subtree.
     """
-    async with db.session() as session:
-        snap = await _read(session, alert_id, within)
+    report = await build_unchecked(db, alert_id, now=now, within=within)
     # the whole chain, walked in its own short transactions: the report says whether its records can be trusted
-    snap = dataclasses.replace(snap, verification=await audit.verify(db))
-    # Shaping 100,000 rows is seconds of CPU: keep the loop free for acks arriving meanwhile.
-    report = await asyncio.to_thread(_assemble, snap, now)
-    report.scope = within
-    return report
+    return checked(report, await audit.verify(db), now=now)

@@ -7,34 +7,39 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query
-from fastapi.responses import Response
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 
 from alerting.model.access import check_alert
 from alerting.model.clock import SHANGHAI
 from alerting.model.domain import Level
 from alerting.views.audit_log import AuditItem, ChainStatus, audit_csv, audit_page, chain_status
-from alerting.views.report.build import AlertReport, build_report
-from alerting.views.report.export import chain_text
-from alerting.views.report.files import content_disposition, report_download, yearly_filename
-from alerting.views.review.insights import Insights, insights
+from alerting.views.report.build import AlertReport
+from alerting.views.report.files import MEDIA_TYPES, content_disposition, yearly_filename
+from alerting.views.report.serve import csv_filename, csv_stream, file_download, recipients_page
+from alerting.views.review.insights import Insights
 from alerting.views.review.listing import FilterError, ReviewFilter, ReviewPage, list_alerts
 from alerting.views.review.yearly import YearlySummary, render_yearly_csv, yearly_summary
 from alerting.web.api.auth import CoreDep, Reader
 from alerting.web.api.problems import Problem, documented
 from alerting.web.api.schemas import Page
+from alerting.web.reports import reports
 
 router = APIRouter(tags=["reviews"], responses=documented(401, 403, 422))
 
 Limit = Annotated[int, Query(ge=1, le=500)]
 Offset = Annotated[int, Query(ge=0)]
+RECIPIENT_PAGE = 200  # a county-wide report with every recipient is over 5 MB of JSON
 
 
 class ReviewedReport(BaseModel):
-    report: AlertReport
-    insights: Insights
+    report: AlertReport  # its `recipients` are one page of them: recipient_limit from recipient_offset
+    insights: Insights  # over every recipient, not only the page
     chain: str  # the audit chain's state in words
+    recipients_total: int
+    recipient_offset: int
+    recipient_limit: int
 
 
 def _filter_problem(exc: FilterError) -> Problem:
@@ -71,6 +76,11 @@ async def review_alerts(
         raise _filter_problem(exc) from exc
 
 
+def _no_alert(alert_id: int) -> Problem:
+    """Missing, or outside the key's subtree: the same answer, so there is nothing to learn from it."""
+    return Problem(404, "alert-not-found", "No such alert", f"there is no alert {alert_id}")
+
+
 @router.get(
     "/api/v1/alerts/{alert_id}/report",
     response_model=ReviewedReport,
@@ -87,27 +97,49 @@ async def review_alerts(
     },
 )
 async def alert_report(
+    request: Request,
     alert_id: Annotated[int, Path(ge=1)],
     core: CoreDep,
     who: Reader,
     format: Literal["json", "csv", "xlsx", "html"] = "json",
+    recipient_limit: Annotated[int, Query(ge=1, le=500, description="recipients in this page (JSON only)")] = (
+        RECIPIENT_PAGE
+    ),
+    recipient_offset: Annotated[int, Query(ge=0, description="recipients to skip (JSON only)")] = 0,
 ) -> ReviewedReport | Response:
     """The audit report of one alert: every recipient with what was tried and when they answered, the answer
     time distribution, answers by channel, failures by provider error, escalation reached per step, who was
-    never reached or never answered, answers on behalf, and the audit chain status."""
-    async with core.db.session() as s:
-        if not await check_alert(s, who, alert_id):  # the same answer as a missing alert: nothing to learn
-            raise Problem(404, "alert-not-found", "No such alert", f"there is no alert {alert_id}")
-    try:
-        report = await build_report(core.db, alert_id, now=core.clock.now(), within=who.unit_path)
-    except LookupError as exc:
-        raise Problem(404, "alert-not-found", "No such alert", f"there is no alert {alert_id}") from exc
-    if format == "json":
-        a = report.audit
-        return ReviewedReport(
-            report=report, insights=insights(report), chain=chain_text(a.ok, a.rows, a.first_bad_seq, a.reason)
+    never reached or never answered, answers on behalf, and the audit chain status.
+
+    The JSON carries the summary with one page of recipients (silent first, then by place) and
+    `recipients_total`; page on with `recipient_offset`. The pages of one report have the same
+    `report.audit.position`: if it differs, the alert changed in between. CSV, XLSX and HTML hold every
+    recipient. The report is built once per change of the alert and shared by every view of it; the
+    audit chain is checked on every view."""
+    if format == "csv":  # the rows alone: no chain walk, nothing of the view's own
+        built = await reports(request).built(who, alert_id, now=core.clock.now())
+        if built is None:
+            raise _no_alert(alert_id)
+        name, fallback = csv_filename(built.report)
+        return StreamingResponse(
+            csv_stream(built.report),
+            media_type=MEDIA_TYPES["csv"],
+            headers={"Content-Disposition": content_disposition(name, fallback)},
         )
-    file = await report_download(report, format)
+    viewed = await reports(request).view(who, alert_id, now=core.clock.now())
+    if viewed is None:
+        raise _no_alert(alert_id)
+    if format == "json":
+        report = viewed.report
+        return ReviewedReport(
+            report=recipients_page(report, offset=recipient_offset, limit=recipient_limit),
+            insights=viewed.insights,
+            chain=viewed.chain,
+            recipients_total=len(report.recipients),
+            recipient_offset=recipient_offset,
+            recipient_limit=recipient_limit,
+        )
+    file = await file_download(viewed, format)
     return Response(file.body, media_type=file.media_type, headers={"Content-Disposition": file.disposition})
 
 

@@ -7,17 +7,17 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Path, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 
-from alerting.model.access import check_alert
 from alerting.model.clock import SHANGHAI
-from alerting.views.report.build import AlertReport, build_report
-from alerting.views.report.export import chain_text, channels_text, duration, escalation_text
-from alerting.views.report.files import DOWNLOADS, content_disposition, report_download, yearly_filename
-from alerting.views.review.insights import charts_for, insights
+from alerting.views.report.cache import Viewed
+from alerting.views.report.export import channels_text, duration, escalation_text
+from alerting.views.report.files import DOWNLOADS, MEDIA_TYPES, content_disposition, yearly_filename
+from alerting.views.report.serve import csv_filename, csv_stream, file_download
 from alerting.views.review.listing import EXERCISE_CHOICES, FilterError, hazards, list_alerts, parse_filter
 from alerting.views.review.yearly import percent, render_yearly_csv, yearly_summary
 from alerting.web.console.web import HEADERS, PREFIX, PageError, Seeing, render
+from alerting.web.reports import reports
 
 router = APIRouter(include_in_schema=False)
 
@@ -90,19 +90,13 @@ async def review_yearly_csv(
     )
 
 
-async def _report(request: Request, who: Seeing, alert_id: int) -> AlertReport:
-    core = request.app.state.core
-    async with core.db.session() as s:
-        if not await check_alert(s, who.principal, alert_id):
-            # the same answer whether it does not exist or lies outside the officer's subtree
-            raise PageError(404, f"找不到预警 {alert_id}，或它不涉及本辖区。")
-    try:
-        report: AlertReport = await build_report(
-            core.db, alert_id, now=core.clock.now(), within=who.principal.unit_path
-        )
-    except LookupError:
-        raise PageError(404, f"找不到预警 {alert_id}。") from None
-    return report
+async def _report(request: Request, who: Seeing, alert_id: int) -> Viewed:
+    """From the app's report cache (views.report.cache): built once per change of the alert, checked per view."""
+    viewed = await reports(request).view(who.principal, alert_id, now=request.app.state.core.clock.now())
+    if viewed is None:
+        # the same answer whether it does not exist or lies outside the officer's subtree
+        raise PageError(404, f"找不到预警 {alert_id}，或它不涉及本辖区。")
+    return viewed
 
 
 AlertNumber = Annotated[int, Path(ge=1)]
@@ -110,18 +104,16 @@ AlertNumber = Annotated[int, Path(ge=1)]
 
 @router.get(PREFIX + "/review/{alert_id}")
 async def review_report(request: Request, who: Seeing, alert_id: AlertNumber) -> Response:
-    report = await _report(request, who, alert_id)
-    found = insights(report)
-    a = report.audit
+    viewed = await _report(request, who, alert_id)
     return render(
         request,
         who,
         "review_report",
-        r=report,
-        s=report.summary,
-        found=found,
-        charts=charts_for(report, found),
-        chain=chain_text(a.ok, a.rows, a.first_bad_seq, a.reason),
+        r=viewed.report,
+        s=viewed.report.summary,
+        found=viewed.insights,
+        charts=viewed.charts,
+        chain=viewed.chain,
         downloads=DOWNLOADS,
         **HELPERS,
     )
@@ -130,7 +122,7 @@ async def review_report(request: Request, who: Seeing, alert_id: AlertNumber) ->
 @router.get(PREFIX + "/review/{alert_id}/print")
 async def review_print(request: Request, who: Seeing, alert_id: AlertNumber) -> Response:
     """The standalone report, opened in the browser to print or save as PDF."""
-    file = await report_download(await _report(request, who, alert_id), "html")
+    file = await file_download(await _report(request, who, alert_id), "html")
     disposition = content_disposition(file.filename, file.fallback, inline=True)
     return Response(
         file.body, media_type=file.media_type, headers={**PRINT_HEADERS, "Content-Disposition": disposition}
@@ -141,6 +133,16 @@ async def review_print(request: Request, who: Seeing, alert_id: AlertNumber) -> 
 async def review_download(
     request: Request, who: Seeing, alert_id: AlertNumber, fmt: Literal["csv", "xlsx", "html"]
 ) -> Response:
-    file = await report_download(await _report(request, who, alert_id), fmt)
+    if fmt == "csv":  # the rows alone: no chain walk, nothing of the view's own
+        built = await reports(request).built(who.principal, alert_id, now=request.app.state.core.clock.now())
+        if built is None:
+            raise PageError(404, f"找不到预警 {alert_id}，或它不涉及本辖区。")
+        name, fallback = csv_filename(built.report)
+        return StreamingResponse(
+            csv_stream(built.report),
+            media_type=MEDIA_TYPES["csv"],
+            headers={**HEADERS, "Content-Disposition": content_disposition(name, fallback)},
+        )
+    file = await file_download(await _report(request, who, alert_id), fmt)
     headers = PRINT_HEADERS if fmt == "html" else HEADERS
     return Response(file.body, media_type=file.media_type, headers={**headers, "Content-Disposition": file.disposition})
