@@ -50,7 +50,7 @@ class Database:
         # between this process's loops into long stalls; queueing them here keeps every transaction short.
         self._sqlite_turn = asyncio.Lock() if self.is_sqlite else None
         # outcomes, hand-overs and provider reports: small writes that share commits
-        self.writer = GroupWriter(self.session)
+        self.writer = GroupWriter(self.writing)
 
     @property
     def is_sqlite(self) -> bool:
@@ -70,6 +70,18 @@ class Database:
                     yield session
             finally:
                 _holding_turn.reset(token)
+
+    @asynccontextmanager
+    async def writing(self) -> AsyncIterator[AsyncSession]:
+        """A session for work that reads and then writes what it read (a hand-over checks the alert is still
+        active, then marks the delivery handed). PostgreSQL's jobs lock the rows they read; on SQLite the driver
+        would open the transaction only at the first write, so another writer (another process, or this
+        process's other event loop) could commit in between. BEGIN IMMEDIATE takes SQLite's one write lock
+        first, so the reads see every commit before and none after."""
+        async with self.session() as s:
+            if self.is_sqlite:
+                await (await s.connection()).exec_driver_sql("BEGIN IMMEDIATE")
+            yield s
 
     async def upgrade(self) -> None:
         await asyncio.to_thread(upgrade, self.url)
