@@ -1,4 +1,4 @@
-"""`jiaoying serve`: the HTTP API and the engine's loops in one process."""
+"""`jiaoying serve`: the HTTP API and, on a thread and event loop of their own, the engine's loops."""
 
 from __future__ import annotations
 
@@ -10,24 +10,31 @@ import uvicorn
 from fastapi import FastAPI
 
 from alerting.web.app import create_app
+from alerting.web.core import Core
+from config.engine_thread import EngineThread
 from config.settings import Settings
-from config.wiring import Engine, build_engine
+from config.wiring import Engine, build_engine, web_core
 from escalation.rosters import warn_coverage_gaps
 
 log = structlog.get_logger()
 
 
 def make_app(engine: Engine) -> FastAPI:
+    """The web app over its own copy of the core; the engine's loops run on their own thread (EngineThread)."""
+    runner = EngineThread(engine)
+    core = web_core(engine, wake=runner.wake)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await engine.start()
-        log.info("engine.started", public_url=engine.settings.public_url)
+        await runner.start()
+        log.info("engine.started", public_url=engine.settings.public_url, loop="own thread")
         try:
             yield
         finally:
-            await engine.stop()
+            await runner.stop()
+            await core.db.close()
 
-    return create_app(engine.core, lifespan=lifespan)
+    return create_app(core, lifespan=lifespan)
 
 
 def uvicorn_config(app: FastAPI, settings: Settings, host: str, port: int) -> uvicorn.Config:
@@ -47,11 +54,13 @@ def uvicorn_config(app: FastAPI, settings: Settings, host: str, port: int) -> uv
 
 async def serve(settings: Settings, host: str, port: int) -> None:
     engine = build_engine(settings)
-    await engine.db.upgrade()
+    app = make_app(engine)
+    core: Core = app.state.core  # the web's: the engine's own store connection belongs to the engine's loop
+    await core.db.upgrade()
     # a duty room with nobody on duty tonight should hear it now, not at the first escalation
-    await warn_coverage_gaps(engine.db, now=engine.clock.now())
-    if not await engine.core.accounts.list():
+    await warn_coverage_gaps(core.db, now=core.clock.now())
+    if not await core.accounts.list():
         log.warning("console.no_accounts", hint="nobody can sign in yet: jiaoying account add <name> --role admin")
-    server = uvicorn.Server(uvicorn_config(make_app(engine), settings, host, port))
-    log.info("console.ready", url=f"http://{host}:{port}/console/", public_url=engine.settings.public_url)
+    server = uvicorn.Server(uvicorn_config(app, settings, host, port))
+    log.info("console.ready", url=f"http://{host}:{port}/console/", public_url=settings.public_url)
     await server.serve()

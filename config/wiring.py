@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -13,6 +13,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler  # APScheduler 3 shi
 
 from alerting.answer.acks import AckService
 from alerting.answer.inbound import Inbound
+from alerting.deliver.breaker import CircuitBreaker
 from alerting.deliver.compose import Composer
 from alerting.deliver.dispatcher import Dispatcher
 from alerting.deliver.port import Channel
@@ -20,6 +21,7 @@ from alerting.deliver.tokens import TokenSigner
 from alerting.issue.alerts import AlertService
 from alerting.model.clock import Clock, SystemClock
 from alerting.model.domain import ChannelKind
+from alerting.model.plan import Planner
 from alerting.people.accounts import AccountService
 from alerting.people.liveness import ProcessRegistry
 from alerting.store.db import Database
@@ -199,15 +201,39 @@ def build_engine(
         db, clock, owner=f"escalation/{registry.owner}", registry=registry, on_sent=dispatcher.wake
     )
     dispatcher.on_exhausted = escalation.wake
-    acks = AckService(db, on_help=HelpEscalation(db, clock, wake=dispatcher.wake))
+    chosen_policy = policy or load_policy(settings.policy_file)
+    core, inbound = _core(settings, db, clock, chosen_policy, chosen, signer, dispatcher.wake, dispatcher.breakers)
+    return Engine(settings, core, dispatcher, escalation, inbound, chosen, registry, broker)
+
+
+def web_core(engine: Engine, wake: Callable[[], None]) -> Core:
+    """The services of `engine` again, on a store connection of their own, for a web server whose event loop
+    is not the engine's: the same channels, keys, signer and policy; `wake` reaches the engine's loop."""
+    db = Database(engine.settings.database_url)
+    policy = engine.alerts.planner
+    breakers = engine.dispatcher.breakers  # read for /healthz only
+    core, _ = _core(engine.settings, db, engine.clock, policy, engine.channels, engine.core.signer, wake, breakers)
+    return core
+
+
+def _core(
+    settings: Settings,
+    db: Database,
+    clock: Clock,
+    policy: Planner,
+    chosen: Mapping[ChannelKind, Channel],
+    signer: TokenSigner,
+    wake: Callable[[], None],
+    breakers: Mapping[ChannelKind, CircuitBreaker],
+) -> tuple[Core, Inbound]:
+    acks = AckService(db, on_help=HelpEscalation(db, clock, wake=wake))
     inbound = Inbound(
-        db, acks, clock=clock, wake=dispatcher.wake, resend_window=timedelta(seconds=settings.device_resend_window_s)
+        db, acks, clock=clock, wake=wake, resend_window=timedelta(seconds=settings.device_resend_window_s)
     )
-    alerts = AlertService(db, clock, policy or load_policy(settings.policy_file), wake=dispatcher.wake)
     core = Core(
         db=db,
         clock=clock,
-        alerts=alerts,
+        alerts=AlertService(db, clock, policy, wake=wake),
         acks=acks,
         signer=signer,
         accounts=AccountService(db, clock),
@@ -216,8 +242,8 @@ def build_engine(
         public_url=settings.public_url,
         inbound=inbound,
         webhooks={w.name: w for c in chosen.values() for w in c.webhooks},
-        breakers={k.value: b for k, b in dispatcher.breakers.items()},
+        breakers={k.value: b for k, b in breakers.items()},
         directory=FileImporter(db, clock),
         outboxes=[c for c in chosen.values() if isinstance(c, SandboxChannel)],  # what the sandboxes recorded
     )
-    return Engine(settings, core, dispatcher, escalation, inbound, chosen, registry, broker)
+    return core, inbound
