@@ -51,7 +51,7 @@ class BoardHub:
         db: Database,
         clock: Clock,
         *,
-        poll_s: float = 1.0,
+        poll_s: float = 0.5,
         min_gap_s: float = 0.25,
         max_age_s: float = 60.0,
         linger_s: float = 30.0,

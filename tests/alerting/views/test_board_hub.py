@@ -14,6 +14,7 @@ from alerting.model.access import AccountRole, Principal
 from alerting.model.domain import ChannelKind
 from alerting.store.db import Database
 from alerting.store.tables import Delivery
+from alerting.views import board as board_module
 from alerting.views import board_hub as board_hub_module
 from alerting.views.board import Board
 from alerting.views.board_hub import BoardHub
@@ -29,7 +30,7 @@ OFFICERS = [Principal(AccountRole.DUTY, f"user:d{i}", "值班员") for i in rang
 def reads(monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
     """The scope of every full board read the hub makes."""
     done: list[str | None] = []
-    real_read = board_hub_module.read_board
+    real_read = board_module.read_board
 
     async def counted(db: Database, principal: Principal, *, now: datetime) -> Board:
         done.append(principal.unit_path)
@@ -151,7 +152,7 @@ async def test_a_failed_read_is_reported_to_the_poller_and_the_next_one_works(
     engine: Engine, api: httpx.AsyncClient, hub: BoardHub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await issue(api, [FENGHUANG])
-    real_read = board_hub_module.read_board
+    real_read = board_module.read_board
     failures = [RuntimeError("database is locked")]
 
     async def flaky(db: Database, principal: Principal, *, now: datetime) -> Board:
