@@ -7,6 +7,9 @@ answers. The signed token in the URL is the capability; POSTs from another site 
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -17,7 +20,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from jinja2 import Template
 
-from alerting.answer.outcomes import AnswerRejected
+from alerting.answer.outcomes import AlreadyTaken, AnswerRejected
 from alerting.deliver.tokens import TokenError
 from alerting.model.clock import local_text
 from alerting.model.domain import AlertStatus, Purpose
@@ -137,6 +140,12 @@ def _show(
     )
 
 
+def repeat_key(delivery_id: str, feedback: Mapping[str, Any]) -> str:
+    """The same answer to the same message is one answer, however often the phone sends it."""
+    said = json.dumps(feedback, sort_keys=True, ensure_ascii=False, default=str)
+    return f"ack-page:{delivery_id}:{hashlib.sha256(said.encode()).hexdigest()[:32]}"
+
+
 @router.get("/{token}", response_class=HTMLResponse, summary="the answer page (HTML)")
 async def ack_page(token: str, core: CoreDep) -> HTMLResponse:
     opened = await _open(core, token)
@@ -147,6 +156,7 @@ async def ack_page(token: str, core: CoreDep) -> HTMLResponse:
 
 @router.post("/{token}", response_class=HTMLResponse, summary="answer 收到, with optional feedback (HTML form)")
 async def ack_answer(token: str, request: Request, core: CoreDep) -> HTMLResponse:
+    arrived = core.clock.now()  # the answer's time is when it came, not when a busy server got round to it
     opened = await _open(core, token)
     if isinstance(opened, HTMLResponse):
         return opened
@@ -162,8 +172,15 @@ async def ack_answer(token: str, request: Request, core: CoreDep) -> HTMLRespons
         return _show(view, 400, outcome=Outcome("invalid", errors=form.errors), form=form)
     try:
         result = await core.acks.answer_delivery(
-            view.delivery_id, channel=view.channel, at=core.clock.now(), feedback=form.feedback or None
+            view.delivery_id,
+            channel=view.channel,
+            at=arrived,
+            feedback=form.feedback or None,
+            once=repeat_key(view.delivery_id, form.feedback),
         )
+    except AlreadyTaken:  # the phone sent it again (a retry after a timeout, a double tap): nothing new to write
+        log_.info("ack.page_repeat_ignored")
+        return _show(await load_ack_view(core.db, view.delivery_id) or view, outcome=Outcome("repeat"))
     except AnswerRejected as exc:
         log_.info("ack.rejected", reason=str(exc))
         return _show(view)

@@ -320,3 +320,22 @@ async def test_answering_twice_says_when_and_asking_for_help_says_where_it_went(
     t = await target_of(core.db, await delivery(core.db, alert_id, "g1"))
     assert (t.state, t.answered_at is not None) == ("answered", True)
     assert sum(a.counted for a in await answers(core.db)) == 1
+
+
+async def test_a_phone_retrying_the_same_answer_writes_nothing_new(
+    web: httpx.AsyncClient, core: Core, clock: ManualClock
+) -> None:
+    """One bar of signal: the answer went through but the page did not come back, so the phone sends it again."""
+    alert_id = await issue(web)
+    url = link(core, await delivery(core.db, alert_id, "g1"))
+    form = {"moved": "3", "note": "已通知沿河住户"}
+    first = await web.post(url, data=form)
+    assert "✓ 已确认收到" in first.text
+    clock.advance(seconds=20)
+    retries = [await web.post(url, data=form) for _ in range(3)]
+    assert all(r.status_code == 200 and "已收到，无需重复" in r.text for r in retries)
+    assert [(a.channel, a.counted) for a in await answers(core.db)] == [("sms", True)]  # one answer, not four
+    # something new said over the same link is kept
+    more = await web.post(url, data={"help_needed": "1", "note": "桥被冲毁"})
+    assert "补充情况已记录" in more.text
+    assert len(await answers(core.db)) == 2
