@@ -37,6 +37,7 @@ from alerting.web.console import (
     web,
 )
 from alerting.web.core import Core
+from alerting.web.shedding import ReadShedder
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]] | Callable[[FastAPI], AsyncIterator[None]]
 
@@ -64,6 +65,7 @@ def create_app(core: Core, *, lifespan: Lifespan | None = None) -> FastAPI:
     app.state.core = core
     app.state.sign_in_attempts = signin_pages.attempts_limit()
     app.state.board_hub = board_pages.board_hub(core)
+    app.state.read_shedder = ReadShedder()
     # pages travel over weak mobile links; Starlette leaves server-sent event streams uncompressed
     app.add_middleware(GZipMiddleware, minimum_size=1000)
     problems.install(app, html_error=_html_error)

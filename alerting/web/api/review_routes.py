@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 
@@ -25,8 +25,9 @@ from alerting.web.api.auth import CoreDep, Reader
 from alerting.web.api.problems import Problem, documented
 from alerting.web.api.schemas import Page
 from alerting.web.reports import reports
+from alerting.web.shedding import heavy_read
 
-router = APIRouter(tags=["reviews"], responses=documented(401, 403, 422))
+router = APIRouter(tags=["reviews"], responses=documented(401, 403, 422, 503), dependencies=[Depends(heavy_read)])
 
 Limit = Annotated[int, Query(ge=1, le=500)]
 Offset = Annotated[int, Query(ge=0)]

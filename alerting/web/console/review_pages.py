@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from alerting.model.clock import SHANGHAI
@@ -18,8 +18,9 @@ from alerting.views.review.listing import EXERCISE_CHOICES, FilterError, hazards
 from alerting.views.review.yearly import percent, render_yearly_csv, yearly_summary
 from alerting.web.console.web import HEADERS, PREFIX, PageError, Seeing, render
 from alerting.web.reports import reports
+from alerting.web.shedding import heavy_read
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, dependencies=[Depends(heavy_read)])
 
 PER_PAGE = 50
 FILTER_FIELDS = ("from", "to", "level", "hazard", "unit", "exercise")
