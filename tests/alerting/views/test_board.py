@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 
 import httpx
 import pytest
@@ -14,9 +13,7 @@ from alerting.model.clock import ManualClock
 from alerting.model.domain import ChannelKind
 from alerting.store.db import Database
 from alerting.store.tables import Delivery, OrgUnit, Target
-from alerting.views import board as board_module
-from alerting.views import board_hub as board_hub_module
-from alerting.views.board import Board, read_board
+from alerting.views.board import read_board
 from alerting.views.board_hub import BoardHub
 from alerting.web.console.board_pages import board_stream
 from config.wiring import Engine
@@ -144,17 +141,9 @@ async def test_the_stream_sends_a_snapshot_when_a_number_changes(engine: Engine,
 
 
 async def test_streams_of_one_scope_share_each_read_and_a_township_gets_its_own(
-    engine: Engine, api: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+    engine: Engine, api: httpx.AsyncClient, reads: list[str | None]
 ) -> None:
     await issue(api, [FENGHUANG, NINGCHANG])
-    reads: list[str | None] = []
-    real_read = board_module.read_board
-
-    async def counted(db: Database, principal: Principal, *, now: datetime) -> Board:
-        reads.append(principal.unit_path)
-        return await real_read(db, principal, now=now)
-
-    monkeypatch.setattr(board_hub_module, "read_board", counted)
     hub = BoardHub(engine.core.db, engine.core.clock, poll_s=0.02, min_gap_s=0.02)
 
     async def alive() -> bool:

@@ -27,20 +27,6 @@ OFFICERS = [Principal(AccountRole.DUTY, f"user:d{i}", "值班员") for i in rang
 
 
 @pytest.fixture
-def reads(monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
-    """The scope of every full board read the hub makes."""
-    done: list[str | None] = []
-    real_read = board_module.read_board
-
-    async def counted(db: Database, principal: Principal, *, now: datetime) -> Board:
-        done.append(principal.unit_path)
-        return await real_read(db, principal, now=now)
-
-    monkeypatch.setattr(board_hub_module, "read_board", counted)
-    return done
-
-
-@pytest.fixture
 async def hub(engine: Engine) -> AsyncGenerator[BoardHub, None]:
     hub = BoardHub(engine.core.db, engine.core.clock, poll_s=0.02, min_gap_s=0.02, linger_s=0.2)
     yield hub
