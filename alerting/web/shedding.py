@@ -19,8 +19,9 @@ log = structlog.get_logger()
 
 
 class ReadShedder:
-    def __init__(self, places: int = 4, retry_after_s: int = 5) -> None:
-        self.places = places  # about two per core: a full report build each, the rest of the loop left for answers
+    def __init__(self, places: int = 8, retry_after_s: int = 5) -> None:
+        # a few per core: views of one report share its one rebuild (views.report.cache), so places mostly wait
+        self.places = places
         self.retry_after_s = retry_after_s
         self.in_flight = 0
         self.shed = 0
