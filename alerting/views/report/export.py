@@ -128,6 +128,11 @@ def _cell(value: str) -> str:
     return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
+def csv_row(values: list[str | int]) -> list[str | int]:
+    """A recipient row as the CSV writes it: text that a spreadsheet would take for a formula is quoted."""
+    return [_cell(v) if isinstance(v, str) else v for v in values]
+
+
 def recipient_values(report: AlertReport) -> list[list[str | int]]:
     """One row per recipient under CSV_HEADERS, as plain values (each format guards its own formulas)."""
     rows: list[list[str | int]] = []
@@ -169,7 +174,7 @@ def render_csv(report: AlertReport) -> str:
     writer = csv.writer(out)
     writer.writerow(CSV_HEADERS)
     for row in recipient_values(report):
-        writer.writerow([_cell(v) if isinstance(v, str) else v for v in row])
+        writer.writerow(csv_row(row))
     return out.getvalue()
 
 

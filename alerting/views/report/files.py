@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from urllib.parse import quote
 
 from alerting.model.clock import SHANGHAI, utc
 from alerting.views.report.build import AlertReport
-from alerting.views.report.export import Format, render
-from alerting.views.review.insights import charts_for, insights
+from alerting.views.report.export import Format
 
 MEDIA_TYPES: dict[str, str] = {
     "csv": "text/csv; charset=utf-8",
@@ -43,22 +41,6 @@ def report_filename(report: AlertReport, ext: str) -> str:
     drill = "演练_" if report.exercise else ""
     safe_hazard = "".join(ch for ch in report.hazard if ch not in '/\\:*?"<>|')
     return f"预警{report.alert_id}_{drill}{report.level_label}{safe_hazard}_叫应报告_{day}.{ext}"
-
-
-def _render(report: AlertReport, fmt: Format) -> bytes:
-    charts = charts_for(report, insights(report)) if fmt == "html" else None
-    return render(report, fmt, charts)
-
-
-async def report_download(report: AlertReport, fmt: Format) -> Download:
-    """Rendering a county-wide report is seconds of CPU: it runs in a thread."""
-    body = await asyncio.to_thread(_render, report, fmt)
-    return Download(
-        body=body,
-        media_type=MEDIA_TYPES[fmt],
-        filename=report_filename(report, fmt),
-        fallback=f"alert-{report.alert_id}-report.{fmt}",
-    )
 
 
 def yearly_filename(year: int) -> tuple[str, str]:

@@ -12,8 +12,8 @@ from typing import Literal
 from alerting.views.report.build import AlertReport
 from alerting.views.report.cache import Viewed
 
-# the formula guard render_csv uses, so the streamed CSV and the exported file cannot drift apart
-from alerting.views.report.export import BOM, CSV_HEADERS, _cell, recipient_values, render
+# render_csv's header and row guard, so the streamed CSV and the exported file cannot drift apart
+from alerting.views.report.export import BOM, CSV_HEADERS, csv_row, recipient_values, render
 from alerting.views.report.files import MEDIA_TYPES, Download, report_filename
 
 CSV_CHUNK = 200  # recipients a piece: a county's CSV leaves in about ten pieces instead of one 2 MB string
@@ -34,7 +34,7 @@ def csv_stream(report: AlertReport, chunk: int = CSV_CHUNK) -> Iterator[bytes]:
         part = recipients_page(report, offset=start, limit=chunk)
         for row in recipient_values(part):
             row[0] = start + int(row[0])  # 序号 runs on across the pieces
-            writer.writerow([_cell(v) if isinstance(v, str) else v for v in row])
+            writer.writerow(csv_row(row))
         yield out.getvalue().encode("utf-8")
         out.seek(0)
         out.truncate()
