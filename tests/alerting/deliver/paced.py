@@ -181,6 +181,7 @@ class PacedCounty:
     twilio_url: str
     sms_per_second: float
     calls_per_second: float
+    policy: str = POLICY
     port: int = field(default_factory=free_port)
     process: asyncio.subprocess.Process | None = None
     runs: int = 0
@@ -188,7 +189,7 @@ class PacedCounty:
 
     def __post_init__(self) -> None:
         self.api = httpx.AsyncClient(base_url=self.url, headers={"X-API-Key": DUTY_KEY}, timeout=60.0, trust_env=False)
-        (self.workdir / "policy.yaml").write_text(POLICY, encoding="utf-8")
+        (self.workdir / "policy.yaml").write_text(self.policy, encoding="utf-8")
 
     @property
     def url(self) -> str:
@@ -383,13 +384,19 @@ class PacedCounty:
 
 @asynccontextmanager
 async def paced_county(
-    workdir: Path, sample: Path, world: Paced, *, sms_per_second: float = 20.0, calls_per_second: float = 2.0
+    workdir: Path,
+    sample: Path,
+    world: Paced,
+    *,
+    sms_per_second: float = 20.0,
+    calls_per_second: float = 2.0,
+    policy: str = POLICY,
 ) -> AsyncIterator[PacedCounty]:
     """The fake on loopback, a copy of the sample database and `jiaoying serve` started; all stopped afterwards."""
     copy_database(sample, workdir / "jiaoying.db")
     twilio = FakeTwilio(paced=world)
     async with serve_app(twilio.app) as twilio_url:
-        county = PacedCounty(workdir, twilio, twilio_url, sms_per_second, calls_per_second)
+        county = PacedCounty(workdir, twilio, twilio_url, sms_per_second, calls_per_second, policy)
         try:
             await county.start()
             yield county

@@ -13,8 +13,6 @@ import json
 import sqlite3
 import subprocess
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -25,13 +23,12 @@ from tests.alerting.deliver.paced import (
     BURST_UNITS,
     JIAOYING,
     PacedCounty,
-    copy_database,
     engine_env,
     make_sample,
+    paced_county,
 )
 from tests.browser.served import LINK
-from tests.fakes.server import serve_app
-from tests.fakes.twilio import FakeTwilio, Paced
+from tests.fakes.twilio import Paced
 
 STREAMS = 10
 ANSWERS_PER_S = 20
@@ -54,17 +51,13 @@ PROVIDER = Paced(messages_per_second=100, calls_per_second=100, latency_s=0.05, 
 
 @pytest.fixture(scope="module")
 def sample_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_sample(tmp_path_factory.mktemp("storm-sample"))
-
-
-@asynccontextmanager
-async def stormy_county(workdir: Path, sample: Path) -> AsyncIterator[PacedCounty]:
-    copy_database(sample, workdir / "jiaoying.db")
-    added = await asyncio.to_thread(
-        subprocess.run,
+    """The 巫溪 sample with a duty officer's account; each test works on a copy."""
+    directory = tmp_path_factory.mktemp("storm-sample")
+    db = make_sample(directory)
+    added = subprocess.run(
         [*JIAOYING, "account", "add", "duty", "--role", "duty", "--name", "王值班", "--password-stdin"],
-        env=engine_env(workdir, workdir / "jiaoying.db"),
-        cwd=workdir,
+        env=engine_env(directory, db),
+        cwd=directory,
         input=PASSWORD + "\n",
         capture_output=True,
         text=True,
@@ -72,15 +65,7 @@ async def stormy_county(workdir: Path, sample: Path) -> AsyncIterator[PacedCount
         check=False,
     )
     assert added.returncode == 0, added.stderr[-2000:]
-    twilio = FakeTwilio(paced=PROVIDER)
-    async with serve_app(twilio.app) as twilio_url:
-        county = PacedCounty(workdir, twilio, twilio_url, sms_per_second=100, calls_per_second=100)
-        (workdir / "policy.yaml").write_text(POLICY, encoding="utf-8")
-        try:
-            await county.start()
-            yield county
-        finally:
-            await county.close()
+    return db
 
 
 async def session_cookie(county: PacedCounty) -> str:
@@ -112,7 +97,9 @@ async def answer_by_link(client: httpx.AsyncClient, link: str) -> float:
 
 
 async def test_ten_boards_see_every_answer_and_deadlines_fire_on_time(tmp_path: Path, sample_db: Path) -> None:
-    async with stormy_county(tmp_path, sample_db) as county:
+    async with paced_county(
+        tmp_path, sample_db, PROVIDER, sms_per_second=100, calls_per_second=100, policy=POLICY
+    ) as county:
         cookie = await session_cookie(county)
         boards: list[list[tuple[float, int]]] = [[] for _ in range(STREAMS)]
         watchers = [asyncio.create_task(watch_board(county.url, cookie, seen)) for seen in boards]
