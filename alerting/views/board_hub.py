@@ -100,6 +100,11 @@ class BoardHub:
         async with scope.changed:
             await scope.changed.wait_for(lambda: scope.version != seen)
 
+    def changed(self) -> None:
+        """This process just recorded something the boards count (an answer): look now, not at the next poll."""
+        for scope in self._scopes.values():
+            scope.poke.set()
+
     async def close(self) -> None:
         readers = [s.reader for s in self._scopes.values() if s.reader is not None]
         for task in readers:

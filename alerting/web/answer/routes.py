@@ -184,6 +184,7 @@ async def ack_answer(token: str, request: Request, core: CoreDep) -> HTMLRespons
     except AnswerRejected as exc:
         log_.info("ack.rejected", reason=str(exc))
         return _show(view)
+    request.app.state.board_hub.changed()
     after = await load_ack_view(core.db, view.delivery_id) or view
     if result.counted:
         kind = "counted"
