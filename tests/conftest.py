@@ -17,6 +17,8 @@ from alerting.store.db import Database
 from alerting.store.tables import Device, OrgUnit, Person, Responsibility
 from tests.postgres import PostgresServer, find_bin_dir
 
+pytest_plugins = ["tests.alone"]
+
 BACKENDS = ("sqlite", "postgresql")
 
 

@@ -30,6 +30,8 @@ from tests.alerting.deliver.paced import (
 from tests.browser.served import LINK
 from tests.fakes.twilio import Paced
 
+pytestmark = pytest.mark.alone  # it measures the server's lateness, not a second worker's load
+
 STREAMS = 10
 ANSWERS_PER_S = 20
 RUN_S = 15
