@@ -61,7 +61,7 @@ from channels.sandbox import SandboxChannel
 from config.demo.sample import COUNTY_CODE, generate_sample
 from config.directory.store import import_directory
 from config.settings import Settings
-from config.wiring import Engine, build_engine
+from config.wiring import AssembledEngine, build_engine
 from escalation.policy.rules import load_policy
 
 HOST = "jy.test"
@@ -81,7 +81,7 @@ ASGIApp = Callable[
 
 @dataclass
 class World:
-    engine: Engine
+    engine: AssembledEngine
     clock: ManualClock
     alert_id: int
     token: str  # the session cookie of the duty officer
@@ -95,7 +95,7 @@ class World:
     setup_s: float = 0.0
 
 
-async def sandbox_engine(url: str, clock: ManualClock) -> Engine:
+async def sandbox_engine(url: str, clock: ManualClock) -> AssembledEngine:
     secret = "benchmark-only"  # noqa: S105  (signs answer links nobody receives)
     settings = Settings(
         database_url=url, public_url="https://jy.example.test", secret_key=secret, api_keys=[f"{API_KEY}:duty"]
@@ -112,7 +112,7 @@ class Sent:
     device_id: str | None
 
 
-async def first_wave(engine: Engine, alert_id: int) -> list[Sent]:
+async def first_wave(engine: AssembledEngine, alert_id: int) -> list[Sent]:
     async with engine.db.session() as s:
         rows = await s.execute(
             select(col(Delivery.id), col(Delivery.target_id), col(Delivery.channel), col(Delivery.device_id))
@@ -126,7 +126,7 @@ async def first_wave(engine: Engine, alert_id: int) -> list[Sent]:
         return [Sent(*row) for row in rows.all()]
 
 
-async def target_states(engine: Engine, alert_id: int) -> dict[str, int]:
+async def target_states(engine: AssembledEngine, alert_id: int) -> dict[str, int]:
     async with engine.db.session() as s:
         rows = await s.execute(
             select(col(Target.state), func.count()).where(col(Target.alert_id) == alert_id).group_by(col(Target.state))
@@ -136,13 +136,13 @@ async def target_states(engine: Engine, alert_id: int) -> dict[str, int]:
         return states | {"escalated (any state)": int(escalated or 0)}
 
 
-async def delivery_states(engine: Engine) -> dict[str, int]:
+async def delivery_states(engine: AssembledEngine) -> dict[str, int]:
     async with engine.db.session() as s:
         rows = await s.execute(select(col(Delivery.state), func.count()).group_by(col(Delivery.state)))
         return {str(state): int(n) for state, n in rows.all()}
 
 
-async def receipts(engine: Engine, clock: ManualClock, wave: Sequence[Sent], rng: random.Random) -> None:
+async def receipts(engine: AssembledEngine, clock: ManualClock, wave: Sequence[Sent], rng: random.Random) -> None:
     """What providers report back: most SMS delivered, a few failed; most sirens sound, a few report a fault;
     the broadcast gateway confirms its zones."""
     for sent in wave:
@@ -168,7 +168,7 @@ async def receipts(engine: Engine, clock: ManualClock, wave: Sequence[Sent], rng
 
 
 async def answer_some(
-    engine: Engine, clock: ManualClock, deliveries: Sequence[str], over_s: float, rng: random.Random
+    engine: AssembledEngine, clock: ManualClock, deliveries: Sequence[str], over_s: float, rng: random.Random
 ) -> None:
     """Answers through the link, spread over `over_s` seconds of the alert's clock; one in five says how many
     people were moved and households reached, as the report's feedback columns expect."""
@@ -254,7 +254,7 @@ async def build_world(url: str, answered: float, late: float, on_behalf: float, 
     )
 
 
-async def count_rows(engine: Engine, model: Any) -> int:
+async def count_rows(engine: AssembledEngine, model: Any) -> int:
     async with engine.db.session() as s:
         return int(await s.scalar(select(func.count()).select_from(model)) or 0)
 

@@ -67,7 +67,7 @@ from alerting.store.types import UTCDateTime
 from benchmarks.fanout import COUNTY, Layout, build_county, console, count, mask, peak_rss_mib, read_townships
 from channels.sandbox import SandboxChannel
 from config.settings import Settings
-from config.wiring import Engine, build_engine
+from config.wiring import AssembledEngine, build_engine
 from escalation.engine import EscalationEngine
 from escalation.policy.rules import PolicySet, load_policy
 
@@ -145,7 +145,7 @@ def quiet_logs() -> None:
     )
 
 
-async def sandbox_engine(url: str, policy: PolicySet) -> Engine:
+async def sandbox_engine(url: str, policy: PolicySet) -> AssembledEngine:
     secret = "benchmark-only"  # noqa: S105  (signs ack links of sandbox messages nobody receives)
     settings = Settings(database_url=url, public_url="https://jy.example.test", secret_key=secret)
     return build_engine(settings, policy=policy, channels={k: SandboxChannel(k) for k in ChannelKind})

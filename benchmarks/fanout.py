@@ -69,7 +69,7 @@ from alerting.store.tables import AuditEvent, Deadline, Delivery, Device, OrgUni
 from alerting.store.types import UTCDateTime
 from channels.sandbox import SandboxChannel
 from config.settings import Settings
-from config.wiring import Engine, build_engine
+from config.wiring import AssembledEngine, build_engine
 from escalation.policy.rules import load_policy
 
 COUNTY = "500238"
@@ -375,7 +375,7 @@ def quiet_logs() -> None:
     )
 
 
-async def sandbox_engine(url: str) -> Engine:
+async def sandbox_engine(url: str) -> AssembledEngine:
     secret = "benchmark-only"  # noqa: S105  (signs ack links of sandbox messages nobody receives)
     settings = Settings(database_url=url, public_url="https://jy.example.test", secret_key=secret)
     policy = await asyncio.to_thread(load_policy, None)

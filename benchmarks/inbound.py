@@ -87,7 +87,7 @@ from channels.mqtt.broker import EmbeddedBroker
 from channels.mqtt.devices import parse_mqtt_url
 from channels.sandbox import SandboxChannel
 from config.settings import Settings
-from config.wiring import Engine, build_engine
+from config.wiring import AssembledEngine, build_engine
 from escalation.policy.rules import parse_policy
 from tests.brokers import MosquittoBroker, mosquitto_binary
 from tests.fakes.server import free_port, serve_app
@@ -273,7 +273,7 @@ def thirds(townships: list[tuple[str, str]]) -> list[list[str]]:
     return [codes[i::3] for i in range(3)]
 
 
-async def issue(engine: Engine, units: list[str], n: int) -> int:
+async def issue(engine: AssembledEngine, units: list[str], n: int) -> int:
     request = AlertRequest(
         level=Level.RED,
         hazard="暴雨",
@@ -320,7 +320,7 @@ class Figures:
 
 
 async def siren_phase(
-    name: str, engine: Engine, sink: TimedInbound, world: WorldProcess, alert_id: int, rate: float | None
+    name: str, engine: AssembledEngine, sink: TimedInbound, world: WorldProcess, alert_id: int, rate: float | None
 ) -> tuple[Figures, list[str]]:
     published: dict[str, float] = await world.call("ack", alert_id, rate)
     await wait_for(lambda: all(c in sink.durable for c in published))
@@ -335,7 +335,7 @@ async def siren_phase(
 
 
 async def answer_phase(
-    name: str, engine: Engine, world: WorldProcess, alert_id: int, concurrency: int, rate: float | None
+    name: str, engine: AssembledEngine, world: WorldProcess, alert_id: int, concurrency: int, rate: float | None
 ) -> tuple[Figures, list[str]]:
     links = links_of(engine, alert_id)
     pages: list[tuple[int, float, float]] = await world.call("answer", links, concurrency, rate)
@@ -351,13 +351,13 @@ async def answer_phase(
     return Figures(name, len(pages), seconds, latencies), problems
 
 
-def links_of(engine: Engine, alert_id: int) -> list[str]:
+def links_of(engine: AssembledEngine, alert_id: int) -> list[str]:
     sms = engine.channels[ChannelKind.SMS]
     assert isinstance(sms, SandboxChannel)
     return [r.message.ack_url for r in sms.outbox if r.message.alert_id == alert_id and r.message.ack_url]
 
 
-async def settle(engine: Engine, alert_ids: list[int], expected: int) -> None:
+async def settle(engine: AssembledEngine, alert_ids: list[int], expected: int) -> None:
     """Until every first-wave delivery is handed over (the sandbox SMS and the commands on the broker)."""
     sms = engine.channels[ChannelKind.SMS]
     assert isinstance(sms, SandboxChannel)
@@ -460,7 +460,7 @@ async def run(args: argparse.Namespace, world: WorldProcess, tmp: Path) -> Run:
     return Run(figures, problems, (load0, os.getloadavg()[0]))
 
 
-async def reconnect_with(engine: Engine, read_ahead: int) -> None:
+async def reconnect_with(engine: AssembledEngine, read_ahead: int) -> None:
     """The listener reads READ_AHEAD when it connects: a new connection takes the new value."""
     if read_ahead == mqtt_devices.READ_AHEAD:
         return

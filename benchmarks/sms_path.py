@@ -93,7 +93,7 @@ from channels.sandbox import SandboxChannel
 from channels.twilio.sms import TwilioSms
 from config.channels import provider_channels
 from config.settings import Settings
-from config.wiring import Engine, build_engine
+from config.wiring import AssembledEngine, build_engine
 from escalation.policy.rules import PolicySet, parse_policy
 from tests.fakes.server import free_port, serve_app
 from tests.fakes.twilio import FakeTwilio, Paced
@@ -372,7 +372,9 @@ async def county(url: str, recipients: int) -> str:
 
 
 @contextlib.asynccontextmanager
-async def running_engine(url: str, fake: FakeProcess, concurrency: int, policy: PolicySet) -> AsyncIterator[Engine]:
+async def running_engine(
+    url: str, fake: FakeProcess, concurrency: int, policy: PolicySet
+) -> AsyncIterator[AssembledEngine]:
     """The engine as `jiaoying serve` runs it: its loops, and its app serving /webhooks on JIAOYING_PUBLIC_URL."""
     port = free_port()
     settings = Settings(
@@ -413,7 +415,7 @@ def alert_request() -> AlertRequest:
     )
 
 
-async def sms_states(engine: Engine, alert_id: int) -> dict[str, int]:
+async def sms_states(engine: AssembledEngine, alert_id: int) -> dict[str, int]:
     async with engine.db.session() as s:
         rows = await s.execute(
             select(DELIVERY.c.state, func.count())
@@ -423,7 +425,7 @@ async def sms_states(engine: Engine, alert_id: int) -> dict[str, int]:
         return {str(state): int(n) for state, n in rows.all()}
 
 
-async def in_queue(engine: Engine) -> bool:
+async def in_queue(engine: AssembledEngine) -> bool:
     """Any SMS row still pending or being sent: one probe of the queue index, whatever the queue's length."""
     queued = (DeliveryState.PENDING.value, DeliveryState.SENDING.value)
     probe = (
@@ -436,7 +438,7 @@ async def in_queue(engine: Engine) -> bool:
 class Statements:
     """Counts the SQL statements the engine sends to its database (executemany counts once)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: AssembledEngine) -> None:
         self.n = 0
         self._target = engine.db.engine.sync_engine
         event.listen(self._target, "before_cursor_execute", self._count)

@@ -28,7 +28,7 @@ from alerting.model.domain import ChannelKind
 from channels.sandbox import SandboxChannel
 from config.logging import configure_logging
 from config.settings import Settings
-from config.wiring import Engine, build_engine
+from config.wiring import AssembledEngine, build_engine
 from escalation.policy.rules import load_policy
 
 log = structlog.get_logger()
@@ -46,7 +46,7 @@ async def run_engine(
     sandbox_devices: bool = False,
     poll_s: float = 1.0,
     claim_batch: int | None = None,
-    on_ready: Callable[[Engine], None] = lambda _: None,
+    on_ready: Callable[[AssembledEngine], None] = lambda _: None,
 ) -> None:
     """Resume what was in flight, then dispatch and escalate until `stop_event` is set; stop cleanly."""
     channels: dict[ChannelKind, Channel] = {}
@@ -116,7 +116,7 @@ def run_command(
         raise typer.Exit(2) from None
     configure_logging(settings.log_level)
 
-    def ready(engine: Engine) -> None:
+    def ready(engine: AssembledEngine) -> None:
         err.print(f"[bold green]engine running[/] as {engine.escalation.owner}; SIGTERM or Ctrl-C stops it")
 
     async def main(stop: asyncio.Event) -> None:

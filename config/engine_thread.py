@@ -14,7 +14,7 @@ from concurrent.futures import Future
 
 import structlog
 
-from config.wiring import Engine
+from config.wiring import AssembledEngine
 
 log = structlog.get_logger()
 
@@ -22,7 +22,7 @@ STOP_TIMEOUT_S = 30.0
 
 
 class EngineThread:
-    def __init__(self, engine: Engine, *, poll_s: float = 1.0) -> None:
+    def __init__(self, engine: AssembledEngine, *, poll_s: float = 1.0) -> None:
         self.engine = engine
         self.poll_s = poll_s
         self._loop: asyncio.AbstractEventLoop | None = None

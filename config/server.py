@@ -13,13 +13,13 @@ from alerting.web.app import create_app
 from alerting.web.core import Core
 from config.engine_thread import EngineThread
 from config.settings import Settings
-from config.wiring import Engine, build_engine, web_core
+from config.wiring import AssembledEngine, build_engine, web_core
 from escalation.rosters import warn_coverage_gaps
 
 log = structlog.get_logger()
 
 
-def make_app(engine: Engine) -> FastAPI:
+def make_app(engine: AssembledEngine) -> FastAPI:
     """The web app over its own copy of the core; the engine's loops run on their own thread (EngineThread)."""
     runner = EngineThread(engine)
     core = web_core(engine, wake=runner.wake)

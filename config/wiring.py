@@ -55,7 +55,12 @@ def api_keys(settings: Settings) -> dict[str, str]:
 
 
 @dataclass
-class Engine:
+class AssembledEngine:
+    """The whole engine as settings wire it: the core, its loops (dispatcher, escalation), its channels and broker.
+
+    Not the escalation loop (escalation.engine.EscalationEngine) and not a SQLAlchemy engine (alerting.store.db).
+    """
+
     settings: Settings
     core: Core
     dispatcher: Dispatcher
@@ -182,7 +187,7 @@ def build_engine(
     channels: Mapping[ChannelKind, Channel] | None = None,
     simulator: AnswerSimulator | None = None,
     embedded_broker: EmbeddedBroker | None = None,
-) -> Engine:
+) -> AssembledEngine:
     """Everything from settings. Channels not given and not configured are sandboxes (said loudly at start)."""
     clock = clock or SystemClock()
     db = Database(settings.database_url)
@@ -203,10 +208,10 @@ def build_engine(
     dispatcher.on_exhausted = escalation.wake
     chosen_policy = policy or load_policy(settings.policy_file)
     core, inbound = _core(settings, db, clock, chosen_policy, chosen, signer, dispatcher.wake, dispatcher.breakers)
-    return Engine(settings, core, dispatcher, escalation, inbound, chosen, registry, broker)
+    return AssembledEngine(settings, core, dispatcher, escalation, inbound, chosen, registry, broker)
 
 
-def web_core(engine: Engine, wake: Callable[[], None]) -> Core:
+def web_core(engine: AssembledEngine, wake: Callable[[], None]) -> Core:
     """The services of `engine` again, on a store connection of their own, for a web server whose event loop
     is not the engine's: the same channels, keys, signer and policy; `wake` reaches the engine's loop."""
     db = Database(engine.settings.database_url)

@@ -8,7 +8,7 @@ from alerting.model.domain import ChannelKind, Level
 from alerting.store.db import Database
 from channels.sandbox import SandboxChannel
 from config.settings import Settings
-from config.wiring import Engine, build_engine
+from config.wiring import AssembledEngine, build_engine
 
 # a red flash-flood warning on 凤凰镇: what the durability and multi-process tests send
 RED = AlertRequest(
@@ -21,13 +21,13 @@ RED = AlertRequest(
 )
 
 
-def sandbox_engine(db: Database, clock: ManualClock) -> Engine:
+def sandbox_engine(db: Database, clock: ManualClock) -> AssembledEngine:
     settings = Settings(database_url=db.url, public_url="https://jy.example.test", secret_key="test-secret")
     engine = build_engine(settings, clock=clock, channels={k: SandboxChannel(k) for k in ChannelKind})
     return engine
 
 
-def outbox(engine: Engine, kind: ChannelKind) -> list[str]:
+def outbox(engine: AssembledEngine, kind: ChannelKind) -> list[str]:
     """Person or device ids a sandbox channel would have reached, in order."""
     channel = engine.channels[kind]
     assert isinstance(channel, SandboxChannel)

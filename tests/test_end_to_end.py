@@ -30,7 +30,7 @@ from alerting.views.report.build import build_report
 from alerting.web.app import create_app
 from channels.sim.devices import SimulatedSirenFleet
 from config.settings import Settings
-from config.wiring import Engine, build_engine
+from config.wiring import AssembledEngine, build_engine
 from escalation.policy.rules import default_policy
 from tests.brokers import mosquitto_binary, start_broker
 from tests.conftest import SmallCounty
@@ -47,7 +47,7 @@ GW_SECRET = "gateway-shared-secret"
 class World:
     def __init__(
         self,
-        engine: Engine,
+        engine: AssembledEngine,
         public: str,
         twilio: FakeTwilio,
         wecom: FakeWeCom,
@@ -127,7 +127,7 @@ async def world(db: Database, clock: ManualClock, county: SmallCounty, tmp_path:
         yield w
 
 
-async def targets(engine: Engine) -> dict[str, Target]:
+async def targets(engine: AssembledEngine) -> dict[str, Target]:
     async with engine.db.session() as s:
         rows = (await s.execute(select(Target))).scalars()
         return {t.person_id or t.device_id or "": t for t in rows}

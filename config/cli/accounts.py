@@ -10,7 +10,7 @@ from rich.table import Table
 
 from alerting.model.access import ACCOUNT_ROLE_LABEL, AccountRole
 from config.cli.common import console, run, with_engine
-from config.wiring import Engine
+from config.wiring import AssembledEngine
 
 account_app = typer.Typer(help="Console accounts: add them, list them, set passwords.", no_args_is_help=True)
 
@@ -39,7 +39,7 @@ def add(
 
     password = _password(password_stdin)
 
-    async def job(engine: Engine) -> None:
+    async def job(engine: AssembledEngine) -> None:
         await engine.core.accounts.create(username, password, role=role, display_name=name, unit_code=unit, actor=ACTOR)
 
     run(lambda: with_engine(job))
@@ -50,7 +50,7 @@ def add(
 def list_accounts() -> None:
     """Every account, its role and whether it can sign in."""
 
-    async def job(engine: Engine) -> None:
+    async def job(engine: AssembledEngine) -> None:
         table = Table("username", "name", "role", "unit", "active")
         for a in await engine.core.accounts.list():
             table.add_row(a.username, a.display_name, a.role, a.unit_code or "", "yes" if a.active else "no")
@@ -68,7 +68,7 @@ def set_password(
 
     password = _password(password_stdin)
 
-    async def job(engine: Engine) -> None:
+    async def job(engine: AssembledEngine) -> None:
         await engine.core.accounts.set_password(username, password, actor=ACTOR)
 
     run(lambda: with_engine(job))
@@ -79,7 +79,7 @@ def set_password(
 def disable(username: Annotated[str, typer.Argument(help="the account")]) -> None:
     """Stop an account from signing in; its open sessions end at once."""
 
-    async def job(engine: Engine) -> None:
+    async def job(engine: AssembledEngine) -> None:
         await engine.core.accounts.set_active(username, False, actor=ACTOR)
 
     run(lambda: with_engine(job))

@@ -17,7 +17,7 @@ from alerting.issue.alerts import AlertNotActive, AlertNotFound
 from alerting.issue.planning import UnknownUnits
 from config.logging import configure_logging
 from config.settings import Settings
-from config.wiring import Engine, build_engine
+from config.wiring import AssembledEngine, build_engine
 
 console = Console()
 err = Console(stderr=True)
@@ -65,7 +65,7 @@ def settings() -> Settings:
     return s
 
 
-async def with_engine(job: Callable[[Engine], Awaitable[T]]) -> T:
+async def with_engine(job: Callable[[AssembledEngine], Awaitable[T]]) -> T:
     """The engine's services on an up-to-date database, without starting channels or loops."""
     engine = build_engine(settings())
     try:

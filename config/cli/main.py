@@ -21,7 +21,7 @@ from config.cli.policy import policy_app
 from config.cli.roster import roster_app
 from config.engine_process import engine_app
 from config.logging import configure_logging
-from config.wiring import Engine, build_engine
+from config.wiring import AssembledEngine, build_engine
 
 app = typer.Typer(
     help="叫应 jiaoying: push a warning down the grid hierarchy and keep calling until everyone answered.",
@@ -47,7 +47,7 @@ def init() -> None:
     """
     url = settings().database_url
 
-    async def job(_: Engine) -> None:
+    async def job(_: AssembledEngine) -> None:
         console.print(f"Database ready: {url}")
 
     run(lambda: with_engine(job))
@@ -66,7 +66,7 @@ def sample_data(
     from config.demo.sample import generate_sample
     from config.directory import import_directory
 
-    async def job(engine: Engine) -> None:
+    async def job(engine: AssembledEngine) -> None:
         directory = generate_sample(seed=seed, villages=villages, grids=grids)
         result = await import_directory(engine.db, directory, actor="cli:sample-data", at=SystemClock().now())
         console.print(f"Loaded the 巫溪 sample (seed {seed}): {result}")
@@ -84,7 +84,7 @@ def import_files(
     """
     from config.directory import DirectoryError, import_directory, load_directory
 
-    async def job(engine: Engine) -> None:
+    async def job(engine: AssembledEngine) -> None:
         try:
             directory = await load_directory(files)
             result = await import_directory(engine.db, directory, actor="cli:import", at=SystemClock().now())
@@ -171,7 +171,7 @@ def alert_status(alert_id: Annotated[int, typer.Argument(help="alert id")]) -> N
     Example: [bold]jiaoying alert status 12[/]
     """
 
-    async def job(engine: Engine) -> None:
+    async def job(engine: AssembledEngine) -> None:
         p = await engine.alerts.progress(alert_id)
         a = p.alert
         console.print(
@@ -209,7 +209,7 @@ def alert_list(active: Annotated[bool, typer.Option("--active", help="only activ
     Example: [bold]jiaoying alert list --active[/]
     """
 
-    async def job(engine: Engine) -> None:
+    async def job(engine: AssembledEngine) -> None:
         alerts = await engine.alerts.list(active_only=active)
         table = Table("id", "issued", "level", "hazard", "title", "status", "drill")
         for a in alerts:
@@ -238,7 +238,7 @@ def queue() -> None:
     from alerting.views.labels import channel_label
     from alerting.views.queue import queue_lines
 
-    async def job(engine: Engine) -> None:
+    async def job(engine: AssembledEngine) -> None:
         lines = await queue_lines(engine.db, SystemClock().now())
         if not lines:
             console.print("Nothing is queued.")
@@ -275,7 +275,7 @@ def alert_update(
     """
     from alerting.issue.alerts import AlertChange
 
-    async def job(engine: Engine) -> None:
+    async def job(engine: AssembledEngine) -> None:
         change = AlertChange(level=level, title=title, text=text, instructions=instructions)
         issued = await engine.alerts.update(alert_id, change, actor="cli:duty")
         console.print(
@@ -296,7 +296,7 @@ def alert_cancel(
     Example: [bold]jiaoying alert cancel 12 --reason "降雨减弱，风险解除"[/]
     """
 
-    async def job(engine: Engine) -> None:
+    async def job(engine: AssembledEngine) -> None:
         lifted = await engine.alerts.cancel(alert_id, actor="cli:duty", reason=reason)
         console.print(
             f"Alert {alert_id} lifted: {lifted.cancelled_deliveries} unsent deliveries stopped, "
@@ -322,7 +322,7 @@ def ack(
 
     from alerting.store.tables import Target
 
-    async def job(engine: Engine) -> None:
+    async def job(engine: AssembledEngine) -> None:
         async with engine.db.session() as s:
             target_id = await s.scalar(
                 select(col(Target.id)).where(col(Target.alert_id) == alert_id, col(Target.person_id) == person)
@@ -429,7 +429,7 @@ def audit_verify() -> None:
     Example: [bold]jiaoying audit verify[/]
     """
 
-    async def job(engine: Engine) -> audit.Verification:
+    async def job(engine: AssembledEngine) -> audit.Verification:
         return await audit.verify(engine.db)
 
     v = run(lambda: with_engine(job))
@@ -457,7 +457,7 @@ def audit_export(
         raise typer.Exit(2)
     path = out or Path(f"alert-{alert_id}-report.{fmt}")
 
-    async def job(engine: Engine) -> Path:
+    async def job(engine: AssembledEngine) -> Path:
         return await export(engine.db, alert_id, cast(Format, fmt), path, now=SystemClock().now())
 
     written = run(lambda: with_engine(job))

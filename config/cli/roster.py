@@ -14,7 +14,7 @@ from rich.table import Table
 
 from alerting.model.clock import SystemClock, local_text
 from config.cli.common import console, refuse_import, run, with_engine
-from config.wiring import Engine
+from config.wiring import AssembledEngine
 from escalation.rosters import Gap
 
 roster_app = typer.Typer(
@@ -36,7 +36,7 @@ def import_files(
     # config.cli adds this app, so it can only be imported once a command runs
     from config.directory.rosters import RosterError, import_roster, load_roster
 
-    async def job(engine: Engine) -> None:
+    async def job(engine: AssembledEngine) -> None:
         try:
             roster = await load_roster(files)
             result = await import_roster(engine.db, roster, actor="cli:roster", at=SystemClock().now())
@@ -109,7 +109,7 @@ def check(
 
     now = _parse_from(start)
 
-    async def job(engine: Engine) -> list[Gap]:
+    async def job(engine: AssembledEngine) -> list[Gap]:
         return await coverage_gaps(engine.db, now=now, hours=hours)
 
     gaps = run(lambda: with_engine(job))

@@ -36,7 +36,7 @@ from config.demo.real_local import LocalProviders, WireRecipients, local_provide
 from config.demo.sample import generate_sample
 from config.directory import import_directory
 from config.settings import Settings
-from config.wiring import Engine, build_engine
+from config.wiring import AssembledEngine, build_engine
 
 TOWNSHIPS = ["500238101", "500238102", "500238103"]  # 凤凰镇, 宁厂镇, 上磺镇
 
@@ -162,7 +162,9 @@ def _wire_summary(p: LocalProviders) -> str:
     )
 
 
-async def _watch(engine: Engine, alert_id: int, console: Console, clock: ScaledClock, *, limit_s: float) -> None:
+async def _watch(
+    engine: AssembledEngine, alert_id: int, console: Console, clock: ScaledClock, *, limit_s: float
+) -> None:
     started = clock.now()
     with Live(console=console, refresh_per_second=4, transient=False) as live:
         while True:
@@ -173,7 +175,9 @@ async def _watch(engine: Engine, alert_id: int, console: Console, clock: ScaledC
             await asyncio.sleep(0.25)
 
 
-async def _progress_table(engine: Engine, alert_id: int, clock: ScaledClock, started: datetime) -> tuple[Group, str]:
+async def _progress_table(
+    engine: AssembledEngine, alert_id: int, clock: ScaledClock, started: datetime
+) -> tuple[Group, str]:
     async with engine.db.session() as s:
         query = select(col(OrgUnit.code), col(OrgUnit.name)).where(col(OrgUnit.code).in_(TOWNSHIPS))
         names: dict[str, str] = dict((await s.execute(query)).all())
@@ -224,7 +228,9 @@ async def _progress_table(engine: Engine, alert_id: int, clock: ScaledClock, sta
     ), alert_status
 
 
-async def _check(engine: Engine, alert_id: int, sim: AnswerSimulator, silent_sirens: frozenset[str]) -> list[str]:
+async def _check(
+    engine: AssembledEngine, alert_id: int, sim: AnswerSimulator, silent_sirens: frozenset[str]
+) -> list[str]:
     """Compare every target's outcome with what the simulation's seeded plan says must happen."""
     async with engine.db.session() as s:
         targets = list((await s.execute(select(Target).where(col(Target.alert_id) == alert_id))).scalars())
@@ -242,7 +248,13 @@ async def _check(engine: Engine, alert_id: int, sim: AnswerSimulator, silent_sir
 
 
 def _summary(
-    console: Console, engine: Engine, alert_id: int, report: Path, mismatches: list[str], rows: int, chain_ok: bool
+    console: Console,
+    engine: AssembledEngine,
+    alert_id: int,
+    report: Path,
+    mismatches: list[str],
+    rows: int,
+    chain_ok: bool,
 ) -> None:
     sandboxed = ", ".join(k.value for k, c in engine.channels.items() if c.sandbox)
     console.print()

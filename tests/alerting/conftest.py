@@ -10,14 +10,14 @@ import pytest
 
 from alerting.model.clock import ManualClock
 from alerting.store.db import Database
-from config.wiring import Engine
+from config.wiring import AssembledEngine
 from tests.alerting.board_setup import KEYS, add_ningchang, api_client
 from tests.conftest import SmallCounty
 from tests.harness import sandbox_engine
 
 
 @pytest.fixture
-async def engine(db: Database, clock: ManualClock, county: SmallCounty) -> AsyncIterator[Engine]:
+async def engine(db: Database, clock: ManualClock, county: SmallCounty) -> AsyncIterator[AssembledEngine]:
     await add_ningchang(db)
     e = sandbox_engine(db, clock)
     e.core.api_keys.update(KEYS)
@@ -27,6 +27,6 @@ async def engine(db: Database, clock: ManualClock, county: SmallCounty) -> Async
 
 
 @pytest.fixture
-async def api(engine: Engine) -> AsyncIterator[httpx.AsyncClient]:
+async def api(engine: AssembledEngine) -> AsyncIterator[httpx.AsyncClient]:
     async with api_client(engine.core) as client:
         yield client

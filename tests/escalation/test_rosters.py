@@ -21,7 +21,7 @@ from alerting.store.db import Database
 from alerting.store.tables import AuditEvent, Responsibility
 from config.cli.roster import roster_app
 from config.directory.rosters import import_roster, load_roster
-from config.wiring import Engine
+from config.wiring import AssembledEngine
 from escalation.rosters import coverage_gaps, on_duty
 from tests.conftest import SmallCounty, build_small_county
 from tests.harness import outbox, sandbox_engine
@@ -48,7 +48,9 @@ def shanghai(text: str) -> datetime:
 
 
 @pytest.fixture
-async def night_engine(db: Database, request: pytest.FixtureRequest) -> AsyncIterator[tuple[Engine, ManualClock]]:
+async def night_engine(
+    db: Database, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[AssembledEngine, ManualClock]]:
     clock = ManualClock(start=shanghai(request.param))
     await build_small_county(db)
     e = sandbox_engine(db, clock)
@@ -63,7 +65,7 @@ async def night_engine(db: Database, request: pytest.FixtureRequest) -> AsyncIte
     indirect=["night_engine"],
 )
 async def test_the_township_duty_step_reaches_whoever_is_on_duty_when_it_fires(
-    night_engine: tuple[Engine, ManualClock], reached: str, tmp_path: Path
+    night_engine: tuple[AssembledEngine, ManualClock], reached: str, tmp_path: Path
 ) -> None:
     engine, clock = night_engine
     await import_text(engine.db, tmp_path / "凤凰镇值班表.csv", HANDOVER)

@@ -22,14 +22,14 @@ from alerting.store.db import Database
 from alerting.store.tables import AuditEvent, Delivery, Target
 from alerting.views.report.build import build_report
 from alerting.views.timeline import read_alert
-from config.wiring import Engine
+from config.wiring import AssembledEngine
 from tests.conftest import SmallCounty
 from tests.harness import RED, sandbox_engine
 
 pytestmark = pytest.mark.both_databases
 
 
-async def to_the_task_step(engine: Engine, clock: ManualClock, *, one_batch: bool) -> None:
+async def to_the_task_step(engine: AssembledEngine, clock: ManualClock, *, one_batch: bool) -> None:
     for _ in range(2):  # the devices' first window, then the resend's
         clock.advance(timedelta(seconds=61))
         if one_batch:

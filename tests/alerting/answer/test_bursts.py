@@ -23,7 +23,7 @@ from alerting.model.clock import ManualClock
 from alerting.model.domain import AlertStatus, ChannelKind, DeliveryState, Level, TargetState
 from alerting.store.db import Database
 from alerting.store.tables import Acknowledgement, Alert, AuditEvent, Delivery, Device, InboundSeen, Target
-from config.wiring import Engine
+from config.wiring import AssembledEngine
 from tests.conftest import SmallCounty
 from tests.harness import sandbox_engine
 
@@ -34,7 +34,7 @@ FLOOD = AlertRequest(
 )
 
 
-async def red_alert(db: Database, clock: ManualClock) -> tuple[Engine, int, list[Delivery]]:
+async def red_alert(db: Database, clock: ManualClock) -> tuple[AssembledEngine, int, list[Delivery]]:
     engine = sandbox_engine(db, clock)
     issued = await engine.alerts.trigger(FLOOD, actor="t")
     await engine.dispatcher.drain()

@@ -19,7 +19,7 @@ from alerting.store.db import Database
 from alerting.store.tables import Delivery
 from channels.sandbox import SandboxChannel
 from config.settings import Settings
-from config.wiring import Engine, build_engine
+from config.wiring import AssembledEngine, build_engine
 from tests.conftest import SmallCounty
 
 # the channels record their rounds in concurrent transactions: PostgreSQL shows what SQLite's single writer hides
@@ -53,7 +53,7 @@ class ScriptedProvider:
         return None
 
 
-def engine_with(db: Database, clock: ManualClock, **channels: ScriptedProvider) -> Engine:
+def engine_with(db: Database, clock: ManualClock, **channels: ScriptedProvider) -> AssembledEngine:
     chosen = {k: SandboxChannel(k) for k in ChannelKind} | {ChannelKind(k): c for k, c in channels.items()}
     settings = Settings(database_url=db.url, secret_key="t")
     return build_engine(settings, clock=clock, channels=chosen)

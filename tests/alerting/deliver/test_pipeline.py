@@ -28,7 +28,7 @@ from alerting.store.tables import AuditEvent, Delivery
 from alerting.views.queue import queue_lines
 from channels.sandbox import SandboxChannel
 from config.settings import Settings
-from config.wiring import Engine, build_engine
+from config.wiring import AssembledEngine, build_engine
 from tests.conftest import SmallCounty
 
 pytestmark = pytest.mark.both_databases
@@ -70,13 +70,13 @@ class HeldProvider:
         return None
 
 
-def engine_with(db: Database, clock: ManualClock, sms: HeldProvider) -> Engine:
+def engine_with(db: Database, clock: ManualClock, sms: HeldProvider) -> AssembledEngine:
     chosen = {k: SandboxChannel(k) for k in ChannelKind} | {ChannelKind.SMS: sms}
     settings = Settings(database_url=db.url, public_url="https://jy.example.test", secret_key="test-secret")
     return build_engine(settings, clock=clock, channels=chosen)
 
 
-async def claim_and_deliver(engine: Engine, n: int) -> tuple[list[Delivery], list[asyncio.Task[None]]]:
+async def claim_and_deliver(engine: AssembledEngine, n: int) -> tuple[list[Delivery], list[asyncio.Task[None]]]:
     """Claim `n` SMS and start each through the pipeline, as the channel's loop would."""
     claimed = await engine.dispatcher._claim(ChannelKind.SMS, n)
     messages = await engine.dispatcher._compose(claimed)

@@ -15,7 +15,7 @@ from alerting.model.domain import AlertStatus, ChannelKind, DeliveryState, Level
 from alerting.store.db import Database
 from alerting.store.tables import Delivery, Target
 from channels.sandbox import SandboxChannel
-from config.wiring import Engine
+from config.wiring import AssembledEngine
 from tests.conftest import SmallCounty
 from tests.harness import outbox, sandbox_engine
 
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.both_databases
 
 
 @pytest.fixture
-async def engine(db: Database, clock: ManualClock, county: SmallCounty) -> AsyncIterator[Engine]:
+async def engine(db: Database, clock: ManualClock, county: SmallCounty) -> AsyncIterator[AssembledEngine]:
     e = sandbox_engine(db, clock)
     await e.start(loops=False)
     yield e
@@ -41,13 +41,13 @@ def rainstorm(level: Level, units: list[str]) -> AlertRequest:
     )
 
 
-async def targets_by_person(engine: Engine, alert_id: int) -> dict[str, Target]:
+async def targets_by_person(engine: AssembledEngine, alert_id: int) -> dict[str, Target]:
     async with engine.db.session() as s:
         rows = (await s.execute(select(Target).where(col(Target.alert_id) == alert_id))).scalars()
         return {t.person_id or t.device_id or "": t for t in rows}
 
 
-async def test_red_alert_reaches_every_responsible_person_and_device_in_the_subtree(engine: Engine) -> None:
+async def test_red_alert_reaches_every_responsible_person_and_device_in_the_subtree(engine: AssembledEngine) -> None:
     issued = await engine.alerts.trigger(rainstorm(Level.RED, ["500238101"]), actor="duty:test")
     targets = await targets_by_person(engine, issued.alert_id)
     # primaries of township, villages and grids; not the county above, not the backups
@@ -65,14 +65,14 @@ async def test_red_alert_reaches_every_responsible_person_and_device_in_the_subt
     assert Counter(outbox(engine, ChannelKind.SMS))["g1"] == 1
 
 
-async def test_a_village_alert_reaches_only_that_village(engine: Engine) -> None:
+async def test_a_village_alert_reaches_only_that_village(engine: AssembledEngine) -> None:
     issued = await engine.alerts.trigger(rainstorm(Level.YELLOW, ["500238101002"]), actor="duty:test")
     targets = await targets_by_person(engine, issued.alert_id)
     assert set(targets) == {"v2-head", "g3"}  # yellow has no devices in its first wave
     assert issued.by_channel == {"sms": 2, "wecom": 2}
 
 
-async def test_unknown_unit_is_refused_and_nothing_is_written(engine: Engine) -> None:
+async def test_unknown_unit_is_refused_and_nothing_is_written(engine: AssembledEngine) -> None:
     from alerting.issue.planning import UnknownUnits
 
     with pytest.raises(UnknownUnits, match="500238999"):
@@ -80,7 +80,7 @@ async def test_unknown_unit_is_refused_and_nothing_is_written(engine: Engine) ->
     assert await engine.alerts.list() == []
 
 
-async def test_blue_uses_sms_only_where_there_is_no_wecom(engine: Engine) -> None:
+async def test_blue_uses_sms_only_where_there_is_no_wecom(engine: AssembledEngine) -> None:
     issued = await engine.alerts.trigger(rainstorm(Level.BLUE, ["50023810100101", "50023810100102"]), actor="t")
     async with engine.db.session() as s:
         rows = (
@@ -91,7 +91,9 @@ async def test_blue_uses_sms_only_where_there_is_no_wecom(engine: Engine) -> Non
     assert sorted(map(tuple, rows)) == [("g1", "wecom"), ("g2", "sms")]
 
 
-async def test_answer_counts_once_and_stops_everything_for_that_person(engine: Engine, clock: ManualClock) -> None:
+async def test_answer_counts_once_and_stops_everything_for_that_person(
+    engine: AssembledEngine, clock: ManualClock
+) -> None:
     issued = await engine.alerts.trigger(rainstorm(Level.RED, ["50023810100101"]), actor="duty:test")
     await engine.settle()
     async with engine.db.session() as s:
@@ -114,7 +116,9 @@ async def test_answer_counts_once_and_stops_everything_for_that_person(engine: E
     assert outbox(engine, ChannelKind.VOICE) == ["g1"]  # no redial after the answer
 
 
-async def test_silent_grid_worker_escalates_step_by_step_to_the_county(engine: Engine, clock: ManualClock) -> None:
+async def test_silent_grid_worker_escalates_step_by_step_to_the_county(
+    engine: AssembledEngine, clock: ManualClock
+) -> None:
     issued = await engine.alerts.trigger(rainstorm(Level.RED, ["50023810100101"]), actor="duty:test")
     await engine.settle()
     reached: list[list[str]] = []
@@ -130,7 +134,9 @@ async def test_silent_grid_worker_escalates_step_by_step_to_the_county(engine: E
     assert target.state == TargetState.OPEN
 
 
-async def test_parent_answering_the_escalation_answers_for_the_silent(engine: Engine, clock: ManualClock) -> None:
+async def test_parent_answering_the_escalation_answers_for_the_silent(
+    engine: AssembledEngine, clock: ManualClock
+) -> None:
     await engine.alerts.trigger(rainstorm(Level.RED, ["50023810100101"]), actor="duty:test")
     await engine.settle()
     for _ in range(3):
@@ -150,7 +156,7 @@ async def test_parent_answering_the_escalation_answers_for_the_silent(engine: En
     assert "tw-duty" not in outbox(engine, ChannelKind.VOICE)
 
 
-async def test_cancel_stops_unsent_and_tells_those_reached(engine: Engine, clock: ManualClock) -> None:
+async def test_cancel_stops_unsent_and_tells_those_reached(engine: AssembledEngine, clock: ManualClock) -> None:
     issued = await engine.alerts.trigger(rainstorm(Level.RED, ["500238101001"]), actor="duty:test")
     await engine.dispatcher.run_once(ChannelKind.SMS)  # only SMS went out before the cancel
     lifted = await engine.alerts.cancel(issued.alert_id, actor="duty:test", reason="降雨减弱")
@@ -178,7 +184,7 @@ async def test_cancel_stops_unsent_and_tells_those_reached(engine: Engine, clock
     assert Counter(r.message.purpose.value for r in sms.outbox) == {"warn": 3, "lift": 3}
 
 
-async def test_one_siren_cannot_answer_for_another(engine: Engine, clock: ManualClock) -> None:
+async def test_one_siren_cannot_answer_for_another(engine: AssembledEngine, clock: ManualClock) -> None:
     from alerting.answer.events import DeviceReport
 
     issued = await engine.alerts.trigger(rainstorm(Level.RED, ["500238101"]), actor="duty:test")
@@ -192,7 +198,7 @@ async def test_one_siren_cannot_answer_for_another(engine: Engine, clock: Manual
 
 
 async def test_a_call_for_help_reaches_the_township_and_county_on_duty_at_once(
-    engine: Engine, clock: ManualClock
+    engine: AssembledEngine, clock: ManualClock
 ) -> None:
     await engine.alerts.trigger(rainstorm(Level.RED, ["50023810100101"]), actor="duty:test")
     await engine.settle()

@@ -11,7 +11,7 @@ from alerting.model.clock import ManualClock
 from alerting.model.domain import AlertStatus, ChannelKind, Level, TargetState
 from alerting.store.db import Database
 from alerting.store.tables import Delivery, Target
-from config.wiring import Engine
+from config.wiring import AssembledEngine
 from tests.conftest import SmallCounty
 from tests.harness import outbox, sandbox_engine
 
@@ -24,7 +24,7 @@ def orange() -> AlertRequest:
     return AlertRequest(level=Level.ORANGE, hazard="暴雨", title="东坪村暴雨橙色预警", text="强降雨。", units=[VILLAGE])
 
 
-async def answer_g1(engine: Engine, alert_id: int, clock: ManualClock) -> None:
+async def answer_g1(engine: AssembledEngine, alert_id: int, clock: ManualClock) -> None:
     async with engine.db.session() as s:
         sms = (
             await s.execute(

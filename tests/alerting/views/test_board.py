@@ -16,7 +16,7 @@ from alerting.store.tables import Delivery, OrgUnit, Target
 from alerting.views.board import read_board
 from alerting.views.board_hub import BoardHub
 from alerting.web.console.board_pages import board_stream
-from config.wiring import Engine
+from config.wiring import AssembledEngine
 from tests.alerting.board_setup import (
     DUTY,
     FENGHUANG,
@@ -60,7 +60,9 @@ async def first_delivery(db: Database, alert_id: int, person_id: str) -> Deliver
     return d
 
 
-async def test_the_board_counts_each_township_and_lists_the_silent(engine: Engine, api: httpx.AsyncClient) -> None:
+async def test_the_board_counts_each_township_and_lists_the_silent(
+    engine: AssembledEngine, api: httpx.AsyncClient
+) -> None:
     alert_id = await issue(api, [FENGHUANG, NINGCHANG], title="两镇山洪")
     await engine.dispatcher.drain()
     expected = await targets_by_township(engine.core.db, alert_id)
@@ -94,7 +96,7 @@ async def test_the_board_counts_each_township_and_lists_the_silent(engine: Engin
     assert phones == ["+86139****0009"]  # masked
 
 
-async def test_a_township_officer_sees_only_their_subtree(engine: Engine, api: httpx.AsyncClient) -> None:
+async def test_a_township_officer_sees_only_their_subtree(engine: AssembledEngine, api: httpx.AsyncClient) -> None:
     both = await issue(api, [FENGHUANG, NINGCHANG], title="两镇山洪")
     elsewhere = await issue(api, [NINGCHANG], title="宁厂镇山洪")
     board = (await api.get("/api/v1/board", headers=TOWNSHIP)).json()
@@ -107,7 +109,7 @@ async def test_a_township_officer_sees_only_their_subtree(engine: Engine, api: h
     assert {both, elsewhere} <= {a["id"] for a in county["alerts"]}
 
 
-async def test_ended_alerts_stay_on_the_board_for_a_day(engine: Engine, api: httpx.AsyncClient) -> None:
+async def test_ended_alerts_stay_on_the_board_for_a_day(engine: AssembledEngine, api: httpx.AsyncClient) -> None:
     alert_id = await issue(api, [FENGHUANG])
     r = await api.post(f"/api/v1/alerts/{alert_id}/cancel", json={"reason": "雨停"}, headers=DUTY)
     assert r.status_code == 200
@@ -119,7 +121,9 @@ async def test_ended_alerts_stay_on_the_board_for_a_day(engine: Engine, api: htt
     assert (await api.get("/api/v1/board", headers=DUTY)).json()["ended"] == []
 
 
-async def test_the_stream_sends_a_snapshot_when_a_number_changes(engine: Engine, api: httpx.AsyncClient) -> None:
+async def test_the_stream_sends_a_snapshot_when_a_number_changes(
+    engine: AssembledEngine, api: httpx.AsyncClient
+) -> None:
     alert_id = await issue(api, [FENGHUANG])
     officer = Principal(AccountRole.DUTY, "user:duty", "值班员")
 
@@ -141,7 +145,7 @@ async def test_the_stream_sends_a_snapshot_when_a_number_changes(engine: Engine,
 
 
 async def test_streams_of_one_scope_share_each_read_and_a_township_gets_its_own(
-    engine: Engine, api: httpx.AsyncClient, reads: list[str | None]
+    engine: AssembledEngine, api: httpx.AsyncClient, reads: list[str | None]
 ) -> None:
     await issue(api, [FENGHUANG, NINGCHANG])
     hub = BoardHub(engine.core.db, engine.core.clock, poll_s=0.02, min_gap_s=0.02)
@@ -161,7 +165,7 @@ async def test_streams_of_one_scope_share_each_read_and_a_township_gets_its_own(
     await hub.close()
 
 
-async def test_the_board_page_shows_numbers_and_actions(engine: Engine, api: httpx.AsyncClient) -> None:
+async def test_the_board_page_shows_numbers_and_actions(engine: AssembledEngine, api: httpx.AsyncClient) -> None:
     alert_id = await issue(api, [FENGHUANG], title="凤凰镇山洪")
     await signed_in(engine.core, api, "duty", AccountRole.DUTY)
     page = await api.get("/console/")
@@ -177,7 +181,7 @@ async def test_the_board_page_shows_numbers_and_actions(engine: Engine, api: htt
     assert "/static/board.js" in html
 
 
-async def test_an_auditor_sees_the_board_without_actions(engine: Engine, api: httpx.AsyncClient) -> None:
+async def test_an_auditor_sees_the_board_without_actions(engine: AssembledEngine, api: httpx.AsyncClient) -> None:
     await issue(api, [FENGHUANG], title="凤凰镇山洪")
     await signed_in(engine.core, api, "audit", AccountRole.AUDITOR)
     html = (await api.get("/console/")).text
@@ -185,7 +189,7 @@ async def test_an_auditor_sees_the_board_without_actions(engine: Engine, api: ht
     assert "立即重呼" not in html and "解除预警" not in html
 
 
-async def test_the_detail_page_shows_each_recipients_timeline(engine: Engine, api: httpx.AsyncClient) -> None:
+async def test_the_detail_page_shows_each_recipients_timeline(engine: AssembledEngine, api: httpx.AsyncClient) -> None:
     alert_id = await issue(api, [FENGHUANG], title="凤凰镇山洪")
     await engine.dispatcher.drain()
     sms = await first_delivery(engine.core.db, alert_id, "g1")
@@ -211,7 +215,7 @@ async def test_the_detail_page_shows_each_recipients_timeline(engine: Engine, ap
     assert "西坪村主任" in found and "网格员甲" not in found
 
 
-async def test_the_detail_page_pages_through_many_recipients(engine: Engine, api: httpx.AsyncClient) -> None:
+async def test_the_detail_page_pages_through_many_recipients(engine: AssembledEngine, api: httpx.AsyncClient) -> None:
     alert_id = await issue(api, ["500238"], title="全县山洪")
     await signed_in(engine.core, api, "duty", AccountRole.DUTY)
     html = (await api.get(f"/console/alerts/{alert_id}")).text
@@ -220,7 +224,9 @@ async def test_the_detail_page_pages_through_many_recipients(engine: Engine, api
     assert count == min(total, 50)
 
 
-async def test_a_township_officer_gets_404_for_an_alert_outside(engine: Engine, api: httpx.AsyncClient) -> None:
+async def test_a_township_officer_gets_404_for_an_alert_outside(
+    engine: AssembledEngine, api: httpx.AsyncClient
+) -> None:
     elsewhere = await issue(api, [NINGCHANG], title="宁厂镇山洪")
     both = await issue(api, [FENGHUANG, NINGCHANG], title="两镇山洪")
     await signed_in(engine.core, api, "fenghuang", AccountRole.TOWNSHIP, FENGHUANG)
@@ -233,20 +239,20 @@ async def test_a_township_officer_gets_404_for_an_alert_outside(engine: Engine, 
     assert "宁河村主任" not in detail and "宁厂镇值班员" not in detail
 
 
-async def test_unknown_alert_is_a_404_page(engine: Engine, api: httpx.AsyncClient) -> None:
+async def test_unknown_alert_is_a_404_page(engine: AssembledEngine, api: httpx.AsyncClient) -> None:
     await signed_in(engine.core, api, "duty", AccountRole.DUTY)
     page = await api.get("/console/alerts/99999")
     assert page.status_code == 404
     assert "没有编号为 99999 的预警" in page.text
 
 
-async def test_the_board_is_empty_without_alerts(engine: Engine) -> None:
+async def test_the_board_is_empty_without_alerts(engine: AssembledEngine) -> None:
     board = await read_board(engine.core.db, Principal(AccountRole.DUTY, "t", "t"), now=engine.core.clock.now())
     assert board.alerts == [] and board.ended == []
 
 
 async def test_the_silent_list_puts_people_before_devices_and_names_the_first_wave(
-    engine: Engine, api: httpx.AsyncClient, clock: ManualClock
+    engine: AssembledEngine, api: httpx.AsyncClient, clock: ManualClock
 ) -> None:
     """The sirens and broadcast zones run out of steps within minutes, the people are still in their first wave:
     the officer still sees the people at the top of 未应答 (they are who can be phoned), each with township,
@@ -278,7 +284,7 @@ async def test_the_silent_list_puts_people_before_devices_and_names_the_first_wa
     assert "第 0 步" not in detail and "凤凰镇 › 东坪村 › 第1网格" in detail
 
 
-async def test_the_alert_page_names_who_issued_it(engine: Engine, api: httpx.AsyncClient) -> None:
+async def test_the_alert_page_names_who_issued_it(engine: AssembledEngine, api: httpx.AsyncClient) -> None:
     """By the account's name, not the audit's "user:wang"; an alert issued through the API says so."""
     await engine.core.accounts.create(
         "wang", "pass-word-0001", role=AccountRole.DUTY, display_name="王值班", unit_code=None, actor="test"
@@ -292,7 +298,9 @@ async def test_the_alert_page_names_who_issued_it(engine: Engine, api: httpx.Asy
     assert "接口调用（县值班员）" in page and "api:duty" not in page
 
 
-async def test_calling_all_silent_again_says_first_how_much_goes_out(engine: Engine, api: httpx.AsyncClient) -> None:
+async def test_calling_all_silent_again_says_first_how_much_goes_out(
+    engine: AssembledEngine, api: httpx.AsyncClient
+) -> None:
     """重呼全部未应答 opens a page that counts the messages and calls by channel, sending nothing yet; confirming
     sends exactly that many."""
     alert_id = await issue(api, [FENGHUANG], title="凤凰镇山洪")

@@ -18,7 +18,7 @@ from alerting.views import board as board_module
 from alerting.views import board_hub as board_hub_module
 from alerting.views.board import Board
 from alerting.views.board_hub import BoardHub
-from config.wiring import Engine
+from config.wiring import AssembledEngine
 from tests.alerting.board_setup import FENGHUANG, issue
 
 pytestmark = pytest.mark.both_databases
@@ -27,7 +27,7 @@ OFFICERS = [Principal(AccountRole.DUTY, f"user:d{i}", "值班员") for i in rang
 
 
 @pytest.fixture
-async def hub(engine: Engine) -> AsyncGenerator[BoardHub, None]:
+async def hub(engine: AssembledEngine) -> AsyncGenerator[BoardHub, None]:
     hub = BoardHub(engine.core.db, engine.core.clock, poll_s=0.02, min_gap_s=0.02, linger_s=0.2)
     yield hub
     await hub.close()
@@ -43,7 +43,7 @@ async def sms_of(db: Database, alert_id: int) -> list[Delivery]:
         return list(found.scalars())
 
 
-async def answer(engine: Engine, delivery: Delivery) -> None:
+async def answer(engine: AssembledEngine, delivery: Delivery) -> None:
     await engine.core.acks.answer_delivery(delivery.id, channel=ChannelKind.SMS, at=engine.core.clock.now())
 
 
@@ -55,7 +55,7 @@ async def until_answered(screen: AsyncGenerator[Board | None, None], count: int)
 
 
 async def test_ten_screens_see_every_answer_from_one_read_per_change(
-    engine: Engine, api: httpx.AsyncClient, hub: BoardHub, reads: list[str | None]
+    engine: AssembledEngine, api: httpx.AsyncClient, hub: BoardHub, reads: list[str | None]
 ) -> None:
     alert_id = await issue(api, [FENGHUANG])
     await engine.dispatcher.drain()
@@ -75,7 +75,7 @@ async def test_ten_screens_see_every_answer_from_one_read_per_change(
 
 
 async def test_a_screen_that_stops_reading_holds_nobody_back(
-    engine: Engine, api: httpx.AsyncClient, hub: BoardHub
+    engine: AssembledEngine, api: httpx.AsyncClient, hub: BoardHub
 ) -> None:
     alert_id = await issue(api, [FENGHUANG])
     await engine.dispatcher.drain()
@@ -93,7 +93,7 @@ async def test_a_screen_that_stops_reading_holds_nobody_back(
 
 
 async def test_a_poll_includes_what_was_committed_before_it(
-    engine: Engine, api: httpx.AsyncClient, reads: list[str | None]
+    engine: AssembledEngine, api: httpx.AsyncClient, reads: list[str | None]
 ) -> None:
     hub = BoardHub(engine.core.db, engine.core.clock, poll_s=5.0, min_gap_s=0.05)  # the reader rarely looks itself
     alert_id = await issue(api, [FENGHUANG])
@@ -110,7 +110,7 @@ async def test_a_poll_includes_what_was_committed_before_it(
 
 
 async def test_a_township_is_read_apart_from_the_county(
-    engine: Engine, api: httpx.AsyncClient, hub: BoardHub, reads: list[str | None]
+    engine: AssembledEngine, api: httpx.AsyncClient, hub: BoardHub, reads: list[str | None]
 ) -> None:
     await issue(api, [FENGHUANG])
     town = Principal(AccountRole.TOWNSHIP, "user:t", "镇", FENGHUANG, f"/500238/{FENGHUANG}/")
@@ -121,7 +121,7 @@ async def test_a_township_is_read_apart_from_the_county(
 
 
 async def test_nobody_looking_means_no_reads(
-    engine: Engine, api: httpx.AsyncClient, hub: BoardHub, reads: list[str | None]
+    engine: AssembledEngine, api: httpx.AsyncClient, hub: BoardHub, reads: list[str | None]
 ) -> None:
     alert_id = await issue(api, [FENGHUANG])
     await engine.dispatcher.drain()
@@ -135,7 +135,7 @@ async def test_nobody_looking_means_no_reads(
 
 
 async def test_a_failed_read_is_reported_to_the_poller_and_the_next_one_works(
-    engine: Engine, api: httpx.AsyncClient, hub: BoardHub, monkeypatch: pytest.MonkeyPatch
+    engine: AssembledEngine, api: httpx.AsyncClient, hub: BoardHub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await issue(api, [FENGHUANG])
     real_read = board_module.read_board

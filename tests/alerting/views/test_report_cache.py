@@ -26,7 +26,7 @@ from alerting.views.report.cache import ChainCheck, ReportCache, Reports
 from alerting.views.report.export import CSV_HEADERS, render_csv
 from alerting.views.report.serve import csv_stream
 from alerting.web.app import create_app
-from config.wiring import Engine
+from config.wiring import AssembledEngine
 from tests.alerting.board_setup import AUDITOR, FENGHUANG, NINGCHANG, TOWNSHIP, issue
 from tests.alerting.views.test_board import first_delivery
 
@@ -54,7 +54,7 @@ class CountingBuild:
 
 @dataclass
 class Site:
-    engine: Engine
+    engine: AssembledEngine
     api: httpx.AsyncClient
     builds: CountingBuild
     alert_id: int
@@ -71,7 +71,7 @@ class Site:
 
 
 @pytest.fixture
-async def site(engine: Engine) -> AsyncIterator[Site]:
+async def site(engine: AssembledEngine) -> AsyncIterator[Site]:
     app = create_app(engine.core)
     builds = CountingBuild()
     app.state.reports = Reports(engine.core.db, cache=ReportCache(engine.core.db, build=builds))

@@ -21,14 +21,14 @@ from alerting.store.db import Database
 from alerting.views.report.build import build_report
 from alerting.views.report.export import CSV_HEADERS, render
 from alerting.views.timeline import Show, read_alert
-from config.wiring import Engine
+from config.wiring import AssembledEngine
 from tests.conftest import SmallCounty
 from tests.harness import RED, sandbox_engine
 
 pytestmark = pytest.mark.both_databases
 
 
-async def lifted_unanswered(db: Database, clock: ManualClock) -> tuple[Engine, int]:
+async def lifted_unanswered(db: Database, clock: ManualClock) -> tuple[AssembledEngine, int]:
     engine = sandbox_engine(db, clock)
     issued = await engine.alerts.trigger(RED, actor="duty:test")
     await engine.dispatcher.drain()

@@ -29,7 +29,7 @@ from alerting.store.db import Database
 from alerting.store.tables import Delivery, Target
 from alerting.web.app import create_app
 from alerting.web.console.board_pages import board_stream
-from config.wiring import Engine
+from config.wiring import AssembledEngine
 from tests.alerting.board_setup import DUTY, FENGHUANG, NINGCHANG, add_ningchang, alert_body
 from tests.conftest import SmallCounty
 from tests.harness import sandbox_engine
@@ -243,7 +243,7 @@ def unsafe(method: str) -> bool:
 
 @dataclass
 class World:
-    engine: Engine
+    engine: AssembledEngine
     fenghuang: Probe  # a 凤凰镇 alert and recipient: what a refused caller would change if let through
     ningchang: Probe  # an alert only on 宁厂镇, one of its recipients, and the township's code
     shared: Probe  # an alert on both townships; the target is a 宁厂镇 recipient

@@ -11,7 +11,7 @@ from alerting.model.domain import DeliveryState, Purpose
 from alerting.store.db import Database
 from alerting.store.tables import Alert, AuditEvent, Delivery, Target
 from alerting.web.api.auth import key_label
-from config.wiring import Engine
+from config.wiring import AssembledEngine
 from tests.alerting.board_setup import (
     AUDITOR,
     DUTY,
@@ -55,7 +55,7 @@ async def audit_of(db: Database, kind: str) -> list[AuditEvent]:
 
 
 async def test_call_again_queues_fresh_warnings_for_one_silent_recipient(
-    engine: Engine, api: httpx.AsyncClient
+    engine: AssembledEngine, api: httpx.AsyncClient
 ) -> None:
     alert_id = await issue(api, [FENGHUANG])
     await engine.dispatcher.drain()
@@ -83,7 +83,7 @@ async def test_call_again_queues_fresh_warnings_for_one_silent_recipient(
     assert {d.state for d in sent} == {DeliveryState.SENT.value}
 
 
-async def test_call_again_skips_whoever_answered(engine: Engine, api: httpx.AsyncClient) -> None:
+async def test_call_again_skips_whoever_answered(engine: AssembledEngine, api: httpx.AsyncClient) -> None:
     alert_id = await issue(api, [FENGHUANG])
     g1 = await target_of(engine.core.db, alert_id, "g1")
     r = await api.post(
@@ -96,7 +96,9 @@ async def test_call_again_skips_whoever_answered(engine: Engine, api: httpx.Asyn
     assert len(await deliveries_to(engine.core.db, alert_id, g1.id)) == count
 
 
-async def test_call_again_for_all_silent_stays_inside_the_township(engine: Engine, api: httpx.AsyncClient) -> None:
+async def test_call_again_for_all_silent_stays_inside_the_township(
+    engine: AssembledEngine, api: httpx.AsyncClient
+) -> None:
     alert_id = await issue(api, [FENGHUANG, NINGCHANG])
     await engine.dispatcher.drain()
     r = await api.post(f"/api/v1/alerts/{alert_id}/call-again", json={"all_silent": True}, headers=TOWNSHIP)
@@ -109,7 +111,7 @@ async def test_call_again_for_all_silent_stays_inside_the_township(engine: Engin
     assert entry.actor == f"api:township:{key_label('k-town-0004')}"
 
 
-async def test_call_again_dry_run_counts_and_sends_nothing(engine: Engine, api: httpx.AsyncClient) -> None:
+async def test_call_again_dry_run_counts_and_sends_nothing(engine: AssembledEngine, api: httpx.AsyncClient) -> None:
     alert_id = await issue(api, [FENGHUANG])
     await engine.dispatcher.drain()
     body = {"all_silent": True, "dry_run": True}
@@ -135,7 +137,7 @@ async def test_call_again_needs_targets_or_all_silent(api: httpx.AsyncClient) ->
     assert r.status_code == 403
 
 
-async def test_answer_on_behalf_needs_a_reason_and_is_audited(engine: Engine, api: httpx.AsyncClient) -> None:
+async def test_answer_on_behalf_needs_a_reason_and_is_audited(engine: AssembledEngine, api: httpx.AsyncClient) -> None:
     alert_id = await issue(api, [FENGHUANG])
     g3 = await target_of(engine.core.db, alert_id, "g3")
     url = f"/api/v1/alerts/{alert_id}/recipients/{g3.id}/answer"
@@ -154,7 +156,7 @@ async def test_answer_on_behalf_needs_a_reason_and_is_audited(engine: Engine, ap
     )
 
 
-async def test_a_township_key_is_kept_inside_its_subtree(engine: Engine, api: httpx.AsyncClient) -> None:
+async def test_a_township_key_is_kept_inside_its_subtree(engine: AssembledEngine, api: httpx.AsyncClient) -> None:
     elsewhere = await issue(api, [NINGCHANG], title="宁厂镇山洪")
     both = await issue(api, [FENGHUANG, NINGCHANG], title="两镇山洪")
     own = await issue(api, [FENGHUANG], title="凤凰镇山洪")
@@ -196,7 +198,7 @@ async def test_a_township_key_is_kept_inside_its_subtree(engine: Engine, api: ht
 
 
 async def console(
-    engine: Engine, name: str, role: AccountRole, unit: str | None = None
+    engine: AssembledEngine, name: str, role: AccountRole, unit: str | None = None
 ) -> tuple[httpx.AsyncClient, str]:
     from alerting.web.app import create_app
 
@@ -205,7 +207,7 @@ async def console(
     return client, csrf
 
 
-async def test_console_actions_redirect_back_with_a_notice(engine: Engine, api: httpx.AsyncClient) -> None:
+async def test_console_actions_redirect_back_with_a_notice(engine: AssembledEngine, api: httpx.AsyncClient) -> None:
     alert_id = await issue(api, [FENGHUANG])
     await engine.dispatcher.drain()
     g1 = await target_of(engine.core.db, alert_id, "g1")
@@ -253,7 +255,7 @@ async def test_console_actions_redirect_back_with_a_notice(engine: Engine, api: 
         assert entry.actor == "user:duty"
 
 
-async def test_console_refuses_a_township_officer_outside(engine: Engine, api: httpx.AsyncClient) -> None:
+async def test_console_refuses_a_township_officer_outside(engine: AssembledEngine, api: httpx.AsyncClient) -> None:
     elsewhere = await issue(api, [NINGCHANG])
     both = await issue(api, [FENGHUANG, NINGCHANG])
     nc_head = await target_of(engine.core.db, both, "nc-head")
@@ -277,7 +279,7 @@ def notice_of(r: httpx.Response) -> str:
 
 
 async def test_an_update_that_changes_nothing_or_raises_to_red_unconfirmed_is_refused(
-    engine: Engine, api: httpx.AsyncClient
+    engine: AssembledEngine, api: httpx.AsyncClient
 ) -> None:
     alert_id = await issue(api, [FENGHUANG], level="yellow")
     r = await api.post(f"/api/v1/alerts/{alert_id}/update", json={"level": "yellow"}, headers=DUTY)

@@ -13,7 +13,7 @@ from alerting.model.clock import ManualClock
 from alerting.model.domain import ChannelKind
 from alerting.web.core import ChannelInfo
 from channels.sandbox import SandboxChannel
-from config.wiring import Engine
+from config.wiring import AssembledEngine
 from tests.alerting.board_setup import AUDITOR, DUTY, FENGHUANG, NINGCHANG, TOWNSHIP, issue, signed_in
 
 OUTBOX = "/api/v1/sandbox/outbox"
@@ -21,7 +21,7 @@ ADMIN = {"X-API-Key": "k-admin-0003"}
 PAGE = "/console/sandbox/outbox"
 
 
-async def sent(api: httpx.AsyncClient, engine: Engine, units: list[str], **changes: Any) -> int:
+async def sent(api: httpx.AsyncClient, engine: AssembledEngine, units: list[str], **changes: Any) -> int:
     """Issue through the API as the duty room and let the dispatcher hand everything to the sandboxes."""
     alert_id = await issue(api, units, **changes)
     await engine.dispatcher.drain()
@@ -35,7 +35,7 @@ async def outbox(api: httpx.AsyncClient, **params: Any) -> dict[str, Any]:
     return body
 
 
-def recorded(engine: Engine, alert_id: int, kind: ChannelKind | None = None) -> list[str]:
+def recorded(engine: AssembledEngine, alert_id: int, kind: ChannelKind | None = None) -> list[str]:
     """Delivery ids the sandbox channels took for this alert, straight from the channels."""
     return [
         r.message.delivery_id
@@ -47,7 +47,7 @@ def recorded(engine: Engine, alert_id: int, kind: ChannelKind | None = None) -> 
 
 
 async def test_an_answer_link_from_the_outbox_answers_as_the_grid_worker(
-    api: httpx.AsyncClient, engine: Engine
+    api: httpx.AsyncClient, engine: AssembledEngine
 ) -> None:
     alert_id = await sent(api, engine, [FENGHUANG])
     body = await outbox(api, alert_id=alert_id, channel="sms")
@@ -75,7 +75,7 @@ async def test_an_answer_link_from_the_outbox_answers_as_the_grid_worker(
     assert others and all(x["state"] == "open" for x in others)  # only that recipient answered
 
 
-async def test_sirens_and_broadcasts_carry_no_answer_link(api: httpx.AsyncClient, engine: Engine) -> None:
+async def test_sirens_and_broadcasts_carry_no_answer_link(api: httpx.AsyncClient, engine: AssembledEngine) -> None:
     alert_id = await sent(api, engine, [FENGHUANG])
     devices = (await outbox(api, alert_id=alert_id, channel="device"))["items"]
     assert devices and all(i["ack_url"] is None and i["ack_path"] is None for i in devices)
@@ -84,7 +84,7 @@ async def test_sirens_and_broadcasts_carry_no_answer_link(api: httpx.AsyncClient
     assert wecom and all(i["to"].startswith("wx") and i["ack_url"] for i in wecom)
 
 
-async def test_only_duty_and_admin_keys_read_the_outbox(api: httpx.AsyncClient, engine: Engine) -> None:
+async def test_only_duty_and_admin_keys_read_the_outbox(api: httpx.AsyncClient, engine: AssembledEngine) -> None:
     engine.core.api_keys["k-admin-0003"] = "admin"
     await sent(api, engine, [FENGHUANG])
     for refused in (AUDITOR, TOWNSHIP):
@@ -98,7 +98,9 @@ async def test_only_duty_and_admin_keys_read_the_outbox(api: httpx.AsyncClient, 
     assert by_admin.json()["total"] == (await outbox(api))["total"] > 0
 
 
-async def test_filters_and_pages_newest_first(api: httpx.AsyncClient, engine: Engine, clock: ManualClock) -> None:
+async def test_filters_and_pages_newest_first(
+    api: httpx.AsyncClient, engine: AssembledEngine, clock: ManualClock
+) -> None:
     first = await sent(api, engine, [FENGHUANG])
     clock.advance(minutes=1)
     second = await sent(api, engine, [NINGCHANG], level="yellow")  # by SMS: nobody there has WeCom
@@ -128,7 +130,9 @@ async def test_filters_and_pages_newest_first(api: httpx.AsyncClient, engine: En
         assert r.headers["content-type"].startswith("application/problem+json")
 
 
-async def test_the_console_page_lists_the_links_for_the_duty_room(api: httpx.AsyncClient, engine: Engine) -> None:
+async def test_the_console_page_lists_the_links_for_the_duty_room(
+    api: httpx.AsyncClient, engine: AssembledEngine
+) -> None:
     alert_id = await sent(api, engine, [FENGHUANG])
     await signed_in(engine.core, api, "wang", AccountRole.DUTY)
     board = await api.get("/console/")
@@ -149,7 +153,9 @@ async def test_the_console_page_lists_the_links_for_the_duty_room(api: httpx.Asy
     assert (await api.get(PAGE, params={"channel": "pigeon"})).status_code == 422
 
 
-async def test_the_console_page_is_refused_to_auditors_and_townships(api: httpx.AsyncClient, engine: Engine) -> None:
+async def test_the_console_page_is_refused_to_auditors_and_townships(
+    api: httpx.AsyncClient, engine: AssembledEngine
+) -> None:
     await sent(api, engine, [FENGHUANG])
     assert (await api.get(PAGE, follow_redirects=False)).status_code == 303  # nobody signed in: sign in first
     await signed_in(engine.core, api, "shen", AccountRole.AUDITOR)
@@ -161,7 +167,7 @@ async def test_the_console_page_is_refused_to_auditors_and_townships(api: httpx.
     assert (await api.get(PAGE)).status_code == 403
 
 
-async def test_with_no_sandbox_channel_there_is_no_outbox(api: httpx.AsyncClient, engine: Engine) -> None:
+async def test_with_no_sandbox_channel_there_is_no_outbox(api: httpx.AsyncClient, engine: AssembledEngine) -> None:
     await sent(api, engine, [FENGHUANG])
     core = engine.core
     core.channels = [ChannelInfo(c.kind, "real", False) for c in core.channels]

@@ -6,7 +6,7 @@ import httpx
 
 from alerting.model.domain import ChannelKind
 from alerting.web.shedding import ReadShedder
-from config.wiring import Engine
+from config.wiring import AssembledEngine
 from tests.alerting.board_setup import AUDITOR, DUTY, FENGHUANG, issue
 from tests.alerting.web.test_sandbox_outbox import outbox
 
@@ -18,7 +18,7 @@ def shedder_of(api: httpx.AsyncClient) -> ReadShedder:
     return shedder
 
 
-async def test_a_report_gives_way_while_answers_go_through(engine: Engine, api: httpx.AsyncClient) -> None:
+async def test_a_report_gives_way_while_answers_go_through(engine: AssembledEngine, api: httpx.AsyncClient) -> None:
     alert_id = await issue(api, [FENGHUANG])
     await engine.dispatcher.drain()
     report = f"/api/v1/alerts/{alert_id}/report"

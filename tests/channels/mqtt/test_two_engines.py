@@ -27,7 +27,7 @@ from alerting.store.tables import Acknowledgement, AuditEvent, Delivery, Inbound
 from channels.mqtt.devices import MqttDeviceChannel
 from channels.sandbox import SandboxChannel
 from config.settings import Settings
-from config.wiring import Engine, build_engine
+from config.wiring import AssembledEngine, build_engine
 from tests.brokers import MosquittoBroker, start_mosquitto
 from tests.conftest import SmallCounty
 from tests.harness import RED as HARNESS_RED
@@ -53,7 +53,7 @@ class CountedInbound(Inbound):
 
 def engine_on(
     db: Database, clock: ManualClock, broker: MosquittoBroker, shared_group: str | None = None
-) -> tuple[Engine, Counter[tuple[str, str]]]:
+) -> tuple[AssembledEngine, Counter[tuple[str, str]]]:
     """An engine on its own connections, as another process would have, and the acks it will hear."""
     settings = Settings(
         database_url=db.url,
@@ -70,7 +70,7 @@ def engine_on(
     return engine, counted.acks_heard
 
 
-def device_channel(engine: Engine) -> MqttDeviceChannel:
+def device_channel(engine: AssembledEngine) -> MqttDeviceChannel:
     channel = engine.channels[ChannelKind.DEVICE]
     assert isinstance(channel, MqttDeviceChannel)
     return channel
