@@ -26,13 +26,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import func, insert, or_, select, tuple_, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from alerting.audit import chain as audit
 from alerting.issue.planning import Contact, load_contacts, person_deliveries
+from alerting.model import deadlines
 from alerting.model.clock import Clock
+from alerting.model.deadlines import Claim
 from alerting.model.domain import (
     AlertStatus,
     ChannelKind,
@@ -42,7 +44,6 @@ from alerting.model.domain import (
     TargetKind,
     TargetState,
 )
-from alerting.model.ids import new_id
 from alerting.model.plan import PlanSet
 from alerting.people.liveness import ProcessRegistry
 from alerting.store.db import Database, rowcount
@@ -54,16 +55,6 @@ from escalation.shared_tasks import shared_task_row, task_out_already
 log = structlog.get_logger()
 
 PENDING = DeadlineState.PENDING.value
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A deadline this engine may fire, as long as nobody has claimed it since (the fence has not moved)."""
-
-    deadline_id: str
-    fence: int
-    due_at: datetime
-    step: int
 
 
 @dataclass
@@ -121,21 +112,10 @@ class EscalationEngine:
     def wake(self) -> None:
         self._wake.set()
 
-    @property
-    def _mine_or_free(self) -> Any:
-        return or_(col(Deadline.claimed_by).is_(None), col(Deadline.claimed_by) == self.owner)
-
     async def next_due(self) -> datetime | None:
         """The earliest pending deadline this engine may claim (other engines' live claims are theirs)."""
         async with self.db.session() as s:
-            # ORDER BY + LIMIT walks the (state, due_at) index and stops at the first match; MIN() with the
-            # claimer filter would read every pending deadline
-            due: datetime | None = await s.scalar(
-                select(col(Deadline.due_at))
-                .where(col(Deadline.state) == PENDING, self._mine_or_free)
-                .order_by(col(Deadline.due_at))
-                .limit(1)
-            )
+            due: datetime | None = await s.scalar(deadlines.earliest_due(self.owner))
         return due
 
     # ---- claiming ---------------------------------------------------------------------------
@@ -154,14 +134,7 @@ class EscalationEngine:
             claimers = list(
                 (
                     await s.execute(
-                        select(col(Deadline.claimed_by))
-                        .where(
-                            col(Deadline.state) == PENDING,
-                            col(Deadline.due_at) <= now,  # only due deadlines are ever claimed
-                            col(Deadline.claimed_by).is_not(None),
-                            col(Deadline.claimed_by) != self.owner,
-                        )
-                        .distinct()
+                        select(col(Deadline.claimed_by)).where(deadlines.claimed_by_others(self.owner, now)).distinct()
                     )
                 ).scalars()
             )
@@ -172,16 +145,7 @@ class EscalationEngine:
         if not dead:
             return 0
         async with self.db.session() as s:
-            result = await s.execute(
-                update(Deadline)
-                .where(
-                    col(Deadline.state) == PENDING,
-                    col(Deadline.due_at) <= now,
-                    col(Deadline.claimed_by).in_(dead),
-                )
-                .values(claimed_by=None, fence=col(Deadline.fence) + 1)
-            )
-            released = rowcount(result)
+            released = await deadlines.release_claims_of(s, dead, now)
             if released:
                 await audit.record(
                     s, "escalation.resumed", actor=self.owner, at=now, data={"deadlines": released, "dead": dead}
@@ -193,27 +157,11 @@ class EscalationEngine:
 
     async def claim(self, limit: int | None = None) -> list[Claim]:
         """Claim up to `limit` due deadlines, oldest first, each with a new fence."""
-        now = self.clock.now()
-        pick = (
-            select(col(Deadline.id))
-            .where(col(Deadline.state) == PENDING, col(Deadline.due_at) <= now, self._mine_or_free)
-            .order_by(col(Deadline.due_at), col(Deadline.step))
-            .limit(limit or self.batch_size)
-        )
-        if not self.db.is_sqlite:
-            pick = pick.with_for_update(skip_locked=True)  # SQLite has one writer: the UPDATE itself is the lock
         async with self.db.session() as s:
-            # No second `state = 'pending'` outside the subquery: the statement is atomic (SQLite) and the rows are
-            # locked (PostgreSQL), and with it SQLite would walk every pending deadline instead of the primary key.
-            rows = await s.execute(
-                update(Deadline)
-                .where(col(Deadline.id).in_(pick))
-                .values(fence=col(Deadline.fence) + 1, claimed_by=self.owner)
-                .returning(col(Deadline.id), col(Deadline.fence), col(Deadline.due_at), col(Deadline.step))
+            # SQLite has one writer: the UPDATE itself is the lock
+            return await deadlines.claim(
+                s, self.owner, self.clock.now(), limit or self.batch_size, skip_locked=not self.db.is_sqlite
             )
-            claims = [Claim(r.id, r.fence, r.due_at, r.step) for r in rows]
-        claims.sort(key=lambda c: (c.due_at, c.step, c.deadline_id))  # RETURNING keeps no order
-        return claims
 
     async def release_stale_claims(self) -> int:
         """Release other engines' claims that have not moved for a whole lease: their claimer is dead or stuck,
@@ -225,10 +173,7 @@ class EscalationEngine:
         async with self.db.session() as s:
             rows = await s.execute(
                 select(col(Deadline.id), col(Deadline.claimed_by), col(Deadline.fence)).where(
-                    col(Deadline.state) == PENDING,
-                    col(Deadline.due_at) <= now,  # only due deadlines are ever claimed: an index range, not a scan
-                    col(Deadline.claimed_by).is_not(None),
-                    col(Deadline.claimed_by) != self.owner,
+                    deadlines.claimed_by_others(self.owner, now)
                 )
             )
             current = {r.id: (str(r.claimed_by), int(r.fence)) for r in rows}
@@ -242,17 +187,7 @@ class EscalationEngine:
         if stale and self._seen_at is not None:
             async with self.db.session() as s:
                 for deadline_id, (claimer, fence) in stale:
-                    result = await s.execute(
-                        update(Deadline)
-                        .where(
-                            col(Deadline.id) == deadline_id,
-                            col(Deadline.state) == PENDING,
-                            col(Deadline.claimed_by) == claimer,
-                            col(Deadline.fence) == fence,
-                        )
-                        .values(claimed_by=None, fence=col(Deadline.fence) + 1)
-                    )
-                    if rowcount(result):
+                    if await deadlines.release_claim(s, deadline_id, claimer, fence):
                         released += 1
                         current.pop(deadline_id, None)
                 if released:
@@ -320,26 +255,7 @@ class EscalationEngine:
         now = self.clock.now()
         order = {c.deadline_id: i for i, c in enumerate(claims)}
         async with self.db.session() as s:
-            won = await s.execute(
-                update(Deadline)
-                .where(
-                    # Only the primary key is a plain condition. SQLite would otherwise plan a 100-id batch as a
-                    # walk of every pending deadline by the (state, due_at) index.
-                    col(Deadline.id).in_(list(order)),
-                    tuple_(col(Deadline.id), col(Deadline.fence), col(Deadline.state), col(Deadline.claimed_by)).in_(
-                        [(c.deadline_id, c.fence, PENDING, self.owner) for c in claims]
-                    ),
-                )
-                .values(state=DeadlineState.FIRED.value, fired_at=now)
-                .returning(
-                    col(Deadline.id),
-                    col(Deadline.alert_id),
-                    col(Deadline.target_id),
-                    col(Deadline.step),
-                    col(Deadline.due_at),
-                )
-            )
-            fired = sorted(won.all(), key=lambda r: order[r.id])
+            fired = sorted(await deadlines.fire(s, self.owner, claims, now), key=lambda r: order[r.id])
             if len(fired) < len(claims):
                 lost = sorted(set(order) - {r.id for r in fired})
                 log.info("escalation.claims_lost", deadlines=lost)  # fired, cancelled or claimed again meanwhile
@@ -384,20 +300,11 @@ class EscalationEngine:
                 batch.ran += 1
                 if isinstance(decision, steps.Wait):
                     batch.deadlines.append(
-                        {
-                            "id": new_id(),
-                            "alert_id": r.alert_id,
-                            "target_id": target.id,
-                            "step": decision.next_step_no,
-                            "due_at": decision.due_at,
-                            "state": PENDING,
-                            "fence": 0,
-                        }
+                        deadlines.pending(r.alert_id, target.id, decision.next_step_no, decision.due_at)
                     )
             if batch.deliveries:
                 await s.execute(insert(Delivery), batch.deliveries)
-            if batch.deadlines:
-                await s.execute(insert(Deadline), batch.deadlines)
+            await deadlines.add(s, batch.deadlines)
             await audit.append(s, batch.entries)
         return batch.ran
 

@@ -20,13 +20,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from alerting.answer.outcomes import AlreadyTaken, AnswerRejected, AnswerResult, Outcome
 from alerting.answer.seen import SEEN, new_keys, seen_key
 from alerting.audit import chain as audit
+from alerting.model import deadlines
 from alerting.model.actor import Actor, ActorKind
 from alerting.model.deliveries import not_handed_over
 from alerting.model.domain import (
     TASK_SHARED_WITH,
     AlertStatus,
     ChannelKind,
-    DeadlineState,
     DeliveryState,
     Purpose,
     TargetState,
@@ -37,19 +37,13 @@ from alerting.store.db import Database
 from alerting.store.tables import (
     Acknowledgement,
     Alert,
-    Deadline,
     Delivery,
     Person,
     Target,
     core_table,
 )
 
-ACK, ALERT, DEADLINE, DELIVERY = (
-    core_table(Acknowledgement),
-    core_table(Alert),
-    core_table(Deadline),
-    core_table(Delivery),
-)
+ACK, ALERT, DELIVERY = core_table(Acknowledgement), core_table(Alert), core_table(Delivery)
 PERSON, TARGET = core_table(Person), core_table(Target)
 OPEN, ACTIVE = TargetState.OPEN.value, AlertStatus.ACTIVE.value
 
@@ -388,11 +382,7 @@ async def _stop_chasing(s: AsyncSession, target_ids: list[str]) -> None:
         )
         .values(state=DeliveryState.CANCELLED.value, error="not sent: answered")
     )
-    await s.execute(
-        update(DEADLINE)
-        .where(DEADLINE.c.target_id.in_(target_ids), DEADLINE.c.state == DeadlineState.PENDING.value)
-        .values(state=DeadlineState.CANCELLED.value)
-    )
+    await deadlines.cancel_targets(s, target_ids)
 
 
 async def _close_if_done(s: AsyncSession, batch: _Batch, alert_ids: set[int]) -> set[int]:

@@ -29,8 +29,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from alerting.audit import chain as audit
-from alerting.model.domain import AlertStatus, ChannelKind, DeadlineState, DeliveryState, Purpose, TargetState
-from alerting.store.tables import Alert, Deadline, Delivery, Target
+from alerting.model import deadlines
+from alerting.model.domain import AlertStatus, ChannelKind, DeliveryState, Purpose, TargetState
+from alerting.store.tables import Alert, Delivery, Target
 
 ACTOR = "device-link"
 
@@ -90,7 +91,7 @@ async def _ask_again(
             .values(state=DeliveryState.PENDING.value, next_attempt_at=now, claimed_by=None)
         )
     fresh = now + window if window is not None and rows else None
-    moved = [] if fresh is None else await _give_time(s, {r.target_id for r in rows}, fresh)
+    moved = [] if fresh is None else await deadlines.give_time(s, {r.target_id for r in rows}, fresh)
     asked: dict[int, list[str]] = defaultdict(list)
     for r in again:
         asked[r.alert_id].append(str(r.device_id))
@@ -116,22 +117,6 @@ async def _ask_again(
         ],
     )
     return Resent(len(again), len(moved), frozenset(str(r.device_id) for r in again))
-
-
-async def _give_time(s: AsyncSession, target_ids: set[str], fresh: datetime) -> list[tuple[int, str]]:
-    """Move the targets' pending deadlines due before `fresh` to `fresh`; says which (alert, target) moved."""
-    moved = await s.execute(
-        update(Deadline)
-        .where(
-            col(Deadline.target_id).in_(target_ids),
-            col(Deadline.state) == DeadlineState.PENDING.value,
-            col(Deadline.due_at) < fresh,
-        )
-        # a claim taken on the old due time must not fire it now: moving the fence voids it
-        .values(due_at=fresh, fence=col(Deadline.fence) + 1, claimed_by=None)
-        .returning(col(Deadline.alert_id), col(Deadline.target_id))
-    )
-    return [(m.alert_id, m.target_id) for m in moved]
 
 
 async def _unconfirmed(

@@ -21,10 +21,10 @@ from sqlmodel import col
 from alerting.audit import chain as audit
 from alerting.deliver.port import DeliveryError, Receipt
 from alerting.deliver.retry import RetryPolicy
+from alerting.model import deadlines
 from alerting.model.clock import Clock
-from alerting.model.domain import DeadlineState, DeliveryState
-from alerting.store.db import rowcount
-from alerting.store.tables import Deadline, Delivery, Target, core_table
+from alerting.model.domain import DeliveryState
+from alerting.store.tables import Delivery, Target, core_table
 
 T = core_table(Delivery)
 
@@ -215,15 +215,6 @@ async def advance_exhausted(s: AsyncSession, failed: Sequence[Delivery], now: da
         )
         if still_trying:
             continue
-        moved = await s.execute(
-            update(Deadline)
-            .where(
-                col(Deadline.target_id) == d.target_id,
-                col(Deadline.state) == DeadlineState.PENDING.value,
-                col(Deadline.due_at) > now,
-            )
-            .values(due_at=now)
-        )
-        if rowcount(moved):
+        if await deadlines.bring_forward(s, d.target_id, now):
             advanced.append((d.alert_id, d.target_id))
     return advanced

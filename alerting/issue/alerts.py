@@ -29,6 +29,7 @@ from alerting.issue.planning import (
     resolve_targets,
     target_row,
 )
+from alerting.model import deadlines as deadline_rows
 from alerting.model.access import Forbidden
 from alerting.model.clock import Clock, utc
 from alerting.model.deliveries import handed_over, not_handed_over
@@ -36,7 +37,6 @@ from alerting.model.domain import (
     PERSON_CHANNELS,
     AlertStatus,
     ChannelKind,
-    DeadlineState,
     DeliveryState,
     DeviceKind,
     Level,
@@ -44,10 +44,9 @@ from alerting.model.domain import (
     TargetKind,
     TargetState,
 )
-from alerting.model.ids import new_id
 from alerting.model.plan import Planner, PlanSet, Who
 from alerting.store.db import Database, rowcount
-from alerting.store.tables import Alert, Deadline, Delivery, Device, OrgUnit, Target, core_table
+from alerting.store.tables import Alert, Delivery, Device, OrgUnit, Target, core_table
 
 log = structlog.get_logger()
 
@@ -378,10 +377,10 @@ class AlertService:
                 steps = plan.device_steps
             deliveries += rows
             if len(steps) > 1:
-                deadlines.append(_deadline(alert.id, t.id, 1, now + timedelta(seconds=steps[0].wait_s)))
+                deadlines.append(deadline_rows.pending(alert.id, t.id, 1, now + timedelta(seconds=steps[0].wait_s)))
         await _insert_batched(s, Target, target_rows)
         await _insert_batched(s, Delivery, deliveries)
-        await _insert_batched(s, Deadline, deadlines)
+        await deadline_rows.add(s, deadlines)
         return _Written(
             targets=len(targets),
             deliveries=len(deliveries),
@@ -599,11 +598,7 @@ async def _stop(s: AsyncSession, alert_id: int, why: str) -> int:
             .values(state=DeliveryState.CANCELLED.value, error=why)
         )
     )
-    await s.execute(
-        update(Deadline)
-        .where(col(Deadline.alert_id) == alert_id, col(Deadline.state) == DeadlineState.PENDING.value)
-        .values(state=DeadlineState.CANCELLED.value)
-    )
+    await deadline_rows.cancel_alert(s, alert_id)
     await s.execute(
         update(Target)
         .where(col(Target.alert_id) == alert_id, col(Target.state) == TargetState.OPEN.value)
@@ -684,18 +679,6 @@ async def _fresh_calls(
             if (t.id, ch.value) not in queued
         ]
     return rows
-
-
-def _deadline(alert_id: int, target_id: str, step: int, due: datetime) -> dict[str, Any]:
-    return {
-        "id": new_id(),
-        "alert_id": alert_id,
-        "target_id": target_id,
-        "step": step,
-        "due_at": due,
-        "state": DeadlineState.PENDING.value,
-        "fence": 0,
-    }
 
 
 def _unreachable_entries(alert_id: int, now: datetime, people: Sequence[str]) -> list[audit.Entry]:
