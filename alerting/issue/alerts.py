@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from pydantic import BaseModel, Field, field_validator
@@ -47,6 +47,9 @@ from alerting.model.domain import (
 from alerting.model.plan import Planner, PlanSet, Who
 from alerting.store.db import Database, rowcount
 from alerting.store.tables import Alert, Delivery, Device, OrgUnit, Target, core_table
+
+if TYPE_CHECKING:
+    from alerting.issue.once import RequestKey
 
 log = structlog.get_logger()
 
@@ -149,18 +152,28 @@ class AlertService:
     def __init__(self, db: Database, clock: Clock, planner: Planner, wake: Callable[[], None] = lambda: None) -> None:
         self.db, self.clock, self.planner, self.wake = db, clock, planner, wake
 
-    async def trigger(self, req: AlertRequest, *, actor: str) -> Issued:
+    async def trigger(self, req: AlertRequest, *, actor: str, once: RequestKey | None = None) -> Issued:
         """Issue an alert. Its critical first wave (sirens, broadcast zones, responsible persons above the grid and
         the first grid workers) is committed first and starts going out at once; the other grid workers follow
-        in pages of their own transactions. A crash between pages loses nothing: `resume_planning` goes on."""
+        in pages of their own transactions. A crash between pages loses nothing: `resume_planning` goes on.
+
+        `once`: an Idempotency-Key, taken in the alert's own transaction (issue.once); KeyTaken when it is held."""
         now = self.clock.now()
         async with self.db.session() as s:
+            if once is not None:
+                await once.claim(s, now)  # before anything else: a twin sent at the same moment waits here
             issued, page = await self._issue(s, req, actor=actor, now=now, paged=True)
+            if once is not None:
+                await once.settle(s, issued)
         self.wake()
+        paged = page is not None
         while page is not None:
             more, page = await self._plan_page(issued.alert_id, page, now)
             issued = issued.plus(more)
             self.wake()
+        if once is not None and paged:
+            async with self.db.session() as s:
+                await once.settle(s, issued)
         log.info("alert.triggered", alert_id=issued.alert_id, targets=issued.targets, deliveries=issued.deliveries)
         return issued
 

@@ -286,6 +286,24 @@ class InboundSeen(SQLModel, table=True):
     at: datetime = _utc()
 
 
+class IssueRequest(SQLModel, table=True):
+    """An Idempotency-Key (or a console form's one-time token) and the alert it issued. The unique constraint is
+    what makes two requests sent at the same moment issue one alert: the second one's insert waits for the
+    first one's transaction and then finds the key taken (issue.once)."""
+
+    __tablename__ = "issue_request"
+    __table_args__ = (UniqueConstraint("caller", "key", name="uq_issue_request_caller_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    caller: str = Field(max_length=100)  # the actor: one caller's key never answers another's request
+    key: str = Field(max_length=255)
+    fingerprint: str = Field(max_length=64)  # SHA-256 of the request as validated: a different body is refused
+    alert_id: int | None = Field(default=None, foreign_key="alert.id")  # set in the transaction that took the key
+    issued: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))  # the first answer
+    created_at: datetime = _utc()
+    expires_at: datetime = _utc(index=True)
+
+
 def core_table(model: type[SQLModel]) -> Table:
     """A model's table for Core statements: bulk inserts and executemany updates that need no ORM objects."""
     return SQLModel.metadata.tables[str(model.__tablename__)]
