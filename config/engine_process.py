@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 from collections.abc import Awaitable, Callable
 from typing import Annotated
@@ -19,6 +20,7 @@ from typing import Annotated
 import structlog
 import typer
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from rich.console import Console
 from rich.markup import escape
 from sqlalchemy.engine import make_url
@@ -28,6 +30,7 @@ from alerting.model.domain import ChannelKind
 from channels.sandbox import SandboxChannel
 from config.logging import configure_logging
 from config.settings import Settings
+from config.startup import refuse_bad_settings, refuse_weak_secret, warn_unknown_variables
 from config.wiring import AssembledEngine, build_engine
 from escalation.policy.rules import load_policy
 
@@ -111,10 +114,11 @@ def run_command(
     """
     try:
         settings = Settings()
-    except ValidationError as exc:
-        err.print(f"[bold red]configuration error:[/] {exc}")
-        raise typer.Exit(2) from None
+    except (ValidationError, SettingsError) as exc:
+        refuse_bad_settings(exc, err)
     configure_logging(settings.log_level)
+    warn_unknown_variables(os.environ, err)
+    refuse_weak_secret(settings, err)
 
     def ready(engine: AssembledEngine) -> None:
         err.print(f"[bold green]engine running[/] as {engine.escalation.owner}; SIGTERM or Ctrl-C stops it")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 from pathlib import Path
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -62,15 +64,19 @@ class BroadcastSettings(BaseModel):
     broadcast_per_second: float = 10.0
 
 
+# what an unconfigured checkout has: serve and engine run refuse to sign answer links with it (config.startup)
+PLACEHOLDER_SECRET = "change-me-in-production"  # noqa: S105 (the value that is refused, not one that is used)
+
+
 class _Engine(BaseSettings):
     """The engine's own settings; those of the providers are in the groups above."""
 
     database_url: str = "sqlite+aiosqlite:///./jiaoying.db"
     public_url: str = "http://127.0.0.1:8000"
-    secret_key: SecretStr = SecretStr("change-me-in-production")
+    secret_key: SecretStr = SecretStr(PLACEHOLDER_SECRET)
     ack_token_ttl_hours: int = 72
     # API keys as "key:role" pairs, roles duty | auditor | admin
-    api_keys: list[str] = Field(default_factory=list)
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)  # decoded below, to say what is wrong
     policy_file: Path | None = None
     # names this machine in claims and the audit (default: the host name); processes on one machine may share it
     node: str | None = None
@@ -91,6 +97,23 @@ class _Engine(BaseSettings):
     # the reverse proxies whose X-Forwarded-For/-Proto `serve` believes: comma-separated addresses or networks,
     # "*" for any, "" for none. The default is uvicorn's own: a proxy on this machine
     forwarded_allow_ips: str = "127.0.0.1,::1"
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _api_keys_are_a_json_list(cls, value: object) -> object:
+        if not isinstance(value, str):  # the TOML file's list, or keyword arguments
+            return value
+        if not value.strip():
+            return []
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, list):  # the message leaves the value out: it holds the keys
+            raise ValueError(
+                'a JSON list of "key:role" strings is expected, e.g. JIAOYING_API_KEYS=\'["k1:duty","k2:auditor"]\''
+            )
+        return parsed
 
     @field_validator("forwarded_allow_ips")
     @classmethod
@@ -119,7 +142,8 @@ class Settings(BroadcastSettings, EmailSettings, WeComSettings, TwilioSettings, 
     """Every setting, flat: each field is JIAOYING_<FIELD> in the environment and <field> in the TOML file.
     Each provider's settings are a group of their own (above), from which config.channels builds its adapters."""
 
-    model_config = SettingsConfigDict(env_prefix="JIAOYING_", extra="forbid")
+    # a refused value may be a password or a key: errors name the setting, never echo what it was set to
+    model_config = SettingsConfigDict(env_prefix="JIAOYING_", extra="forbid", hide_input_in_errors=True)
 
     log_level: str = "info"
 

@@ -4,11 +4,14 @@ of turning a user's mistake into a clear line and a non-zero exit."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from functools import cache
 from typing import Any, NoReturn, TypeVar
 
 import typer
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from rich.console import Console
 from rich.markup import escape
 
@@ -17,6 +20,7 @@ from alerting.issue.alerts import AlertNotActive, AlertNotFound
 from alerting.issue.planning import UnknownUnits
 from config.logging import configure_logging
 from config.settings import Settings
+from config.startup import refuse_bad_settings, warn_unknown_variables
 from config.wiring import AssembledEngine, build_engine
 
 console = Console()
@@ -56,13 +60,20 @@ def refuse_import(errors: Sequence[object]) -> NoReturn:
 
 
 def settings() -> Settings:
+    """The settings, read now; a bad one is a clear line per setting and exit 2, a mistyped name a warning."""
     try:
         s = Settings()
-    except ValidationError as exc:
-        err.print(f"[bold red]configuration error:[/] {exc}")
-        raise typer.Exit(2) from None
+    except (ValidationError, SettingsError) as exc:
+        refuse_bad_settings(exc, err)
     configure_logging(s.log_level)
+    _warn_unknown_variables_once()
     return s
+
+
+@cache
+def _warn_unknown_variables_once() -> None:
+    # a command may read the settings more than once; the variables it was started with do not change
+    warn_unknown_variables(os.environ, err)
 
 
 async def with_engine(job: Callable[[AssembledEngine], Awaitable[T]]) -> T:

@@ -105,8 +105,10 @@ def serve(
     Example: [bold]JIAOYING_PUBLIC_URL=https://jy.example.gov.cn jiaoying serve --host 0.0.0.0[/]
     """
     from config.server import serve as serve_forever
+    from config.startup import refuse_weak_secret
 
     s = settings()
+    refuse_weak_secret(s, err)
     run(lambda: serve_forever(s, host, port))
 
 
