@@ -9,6 +9,7 @@ import structlog
 import uvicorn
 from fastapi import FastAPI
 
+from alerting.audit import configured
 from alerting.web.app import create_app
 from alerting.web.core import Core
 from config.engine_thread import EngineThread
@@ -54,6 +55,7 @@ def uvicorn_config(app: FastAPI, settings: Settings, host: str, port: int) -> uv
 
 async def serve(settings: Settings, host: str, port: int) -> None:
     engine = build_engine(settings)
+    configured.current().keyring.signer()  # no audit key: refuse in one line here, not in the engine's thread
     app = make_app(engine)
     core: Core = app.state.core  # the web's: the engine's own store connection belongs to the engine's loop
     await core.db.upgrade()

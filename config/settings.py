@@ -17,6 +17,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from alerting.audit.keys import check_key
+
 
 class TwilioSettings(BaseModel):
     """SMS and voice calls through Twilio: JIAOYING_TWILIO_*. Its adapters: config.channels.Twilio."""
@@ -80,6 +82,26 @@ class _Engine(BaseSettings):
     policy_file: Path | None = None
     # names this machine in claims and the audit (default: the host name); processes on one machine may share it
     node: str | None = None
+    # the audit chain's key, kept outside the database; unset, the engine refuses to start (alerting.audit.keys)
+    audit_key: SecretStr | None = None
+    # earlier audit keys, a JSON list: after a rotation they still verify the rows they signed
+    audit_keys: list[SecretStr] = Field(default_factory=list)
+    # a file, or a directory for audit-checkpoints.jsonl, outside the database: the chain's end, once a minute
+    audit_checkpoints: Path | None = None
+
+    @field_validator("audit_key")
+    @classmethod
+    def _audit_key_is_long(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            check_key(value.get_secret_value(), "audit_key")
+        return value
+
+    @field_validator("audit_keys")
+    @classmethod
+    def _earlier_audit_keys_are_long(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for n, key in enumerate(value, start=1):
+            check_key(key.get_secret_value(), f"audit_keys[{n}]")
+        return value
 
     mqtt_url: str | None = None  # unset: start the embedded broker
     mqtt_topic_prefix: str = "jiaoying"

@@ -13,6 +13,9 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler  # APScheduler 3 shi
 
 from alerting.answer.acks import AckService
 from alerting.answer.inbound import Inbound
+from alerting.audit import configured
+from alerting.audit.checkpoints import Checkpointer, checkpoint_file
+from alerting.audit.keys import Keyring
 from alerting.deliver.breaker import CircuitBreaker
 from alerting.deliver.compose import Composer
 from alerting.deliver.dispatcher import Dispatcher
@@ -54,6 +57,14 @@ def api_keys(settings: Settings) -> dict[str, str]:
     return keys
 
 
+def audit_setup(settings: Settings) -> configured.AuditSetup:
+    """The audit's keys and checkpoint file as settings give them."""
+    current = settings.audit_key.get_secret_value() if settings.audit_key else None
+    keyring = Keyring.from_secrets(current, [k.get_secret_value() for k in settings.audit_keys])
+    location = settings.audit_checkpoints
+    return configured.AuditSetup(keyring, checkpoint_file(location) if location is not None else None)
+
+
 @dataclass
 class AssembledEngine:
     """The whole engine as settings wire it: the core, its loops (dispatcher, escalation), its channels and broker.
@@ -70,6 +81,7 @@ class AssembledEngine:
     registry: ProcessRegistry
     broker: EmbeddedBroker | None = None
     scheduler: AsyncIOScheduler | None = None
+    checkpointer: Checkpointer | None = None  # the audit chain's end, written outside the database
     _started: bool = field(default=False, repr=False)
     _planning: asyncio.Task[int] | None = field(default=None, repr=False)
 
@@ -95,15 +107,17 @@ class AssembledEngine:
 
     async def start(self, *, loops: bool = True, poll_s: float = 1.0) -> None:
         """Resume what was in flight, connect channels, start the loops. `loops=False` leaves driving to the caller."""
+        configured.current().keyring.signer()  # an engine that cannot sign its audit writes nothing: refuse now
         if self.broker is not None:
             await self.broker.start()
+        if self.checkpointer is not None:  # a checkpoint file that cannot be written is found now, not in a storm
+            await self.checkpointer.write()
         await self.registry.register()  # first: the slot names the MQTT client, and claims need a live owner
         self._name_mqtt_clients()
         self.registry.on_slot_changed = self._slot_changed
         for channel in self.channels.values():
             await channel.start(self.inbound)
         await self.dispatcher.resume()
-        await self.escalation.resume()
         if loops:  # the grid workers of an alert whose issuing process died mid-way, planned alongside sending
             self._planning = asyncio.create_task(self.alerts.resume_planning(), name="resume-planning")
         else:
@@ -124,9 +138,12 @@ class AssembledEngine:
             self.scheduler.add_job(
                 self.wake, "interval", seconds=5, misfire_grace_time=30, coalesce=True, max_instances=1, id="wake"
             )
+            if self.checkpointer is not None:  # within seconds of an alert issued or ended, else once a minute
+                self.scheduler.add_job(
+                    self.checkpointer.tick, "interval", seconds=5, coalesce=True, max_instances=1, id="checkpoint"
+                )
             self.scheduler.start()
             # every beat also takes over what runs found dead meanwhile left behind
-            self.registry.on_beat = [self.dispatcher.resume, self.escalation.release_dead_claims]
             self.registry.start()
         self._started = True
 
@@ -171,6 +188,11 @@ class AssembledEngine:
         await self.escalation.stop()
         with contextlib.suppress(Exception):  # unable to say goodbye: the heartbeat ages and says it instead
             await self.registry.stop()
+        if self.checkpointer is not None and self._started:
+            try:  # the chain's end as this process leaves it
+                await self.checkpointer.write()
+            except OSError as exc:
+                log.error("audit.checkpoint_failed", path=str(self.checkpointer.path), error=str(exc))
         for channel in self.channels.values():
             with contextlib.suppress(Exception):
                 await channel.close()
@@ -190,6 +212,8 @@ def build_engine(
 ) -> AssembledEngine:
     """Everything from settings. Channels not given and not configured are sandboxes (said loudly at start)."""
     clock = clock or SystemClock()
+    setup = audit_setup(settings)
+    configured.install(setup)  # before anything can write: every audit append signs with it
     db = Database(settings.database_url)
     given: dict[ChannelKind, Channel] = {**provider_channels(settings, clock), **(channels or {})}
     broker = embedded_broker
@@ -208,7 +232,13 @@ def build_engine(
     dispatcher.on_exhausted = escalation.wake
     chosen_policy = policy or load_policy(settings.policy_file)
     core, inbound = _core(settings, db, clock, chosen_policy, chosen, signer, dispatcher.wake, dispatcher.breakers)
-    return AssembledEngine(settings, core, dispatcher, escalation, inbound, chosen, registry, broker)
+    signing = setup.keyring.signing
+    checkpointer = (
+        Checkpointer(db, clock, setup.checkpoints, signing) if setup.checkpoints is not None and signing else None
+    )
+    return AssembledEngine(
+        settings, core, dispatcher, escalation, inbound, chosen, registry, broker, checkpointer=checkpointer
+    )
 
 
 def web_core(engine: AssembledEngine, wake: Callable[[], None]) -> Core:

@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from sqlalchemy import insert
 
+from alerting.audit import configured
+from alerting.audit.keys import Keyring
 from alerting.model.clock import ManualClock
 from alerting.model.domain import DeviceKind, Role, UnitKind
 from alerting.store.db import Database
@@ -20,6 +22,18 @@ from tests.postgres import PostgresServer, find_bin_dir
 pytest_plugins = ["tests.alone"]
 
 BACKENDS = ("sqlite", "postgresql")
+
+# The audit key every test signs with, in the environment so that `jiaoying` commands a test starts sign with it
+# too. Tests of keys and rotation install their own for their length (alerting.audit.configured.using).
+TEST_AUDIT_KEY = "tests-only-audit-key-not-for-any-county"
+os.environ.setdefault("JIAOYING_AUDIT_KEY", TEST_AUDIT_KEY)
+
+
+@pytest.fixture(autouse=True)
+def audit_key() -> Iterator[configured.AuditSetup]:
+    """Each test starts from the test key and no checkpoints, whatever the test before it installed."""
+    with configured.using(configured.AuditSetup(Keyring.from_secrets(os.environ["JIAOYING_AUDIT_KEY"]))) as setup:
+        yield setup
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

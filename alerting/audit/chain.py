@@ -1,7 +1,10 @@
-"""The audit log: append-only, hash-chained, appended in the same transaction as the change it records.
+"""The audit log: append-only, keyed and chained, appended in the same transaction as the change it records.
 
-hash(n) = sha256(hash(n-1) + canonical JSON of row n). Editing, deleting or reordering any row
-breaks every hash after it, and `verify` names the first row that no longer fits.
+hash(n) = HMAC-SHA-256(key, hash(n-1) + canonical JSON of row n), the key outside the database (keys.py) and named
+by its fingerprint in the row. Editing, deleting or reordering any row breaks every hash after it, and making them
+fit again takes the key. Rows written before the chain was keyed (key_id NULL) are plain SHA-256 and are reported
+as such; none may follow a keyed row. `verify` also holds the chain to the checkpoints written outside the
+database (checkpoints.py), which catches an earlier copy of the tables put back whole.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from alerting.audit import configured
+from alerting.audit.checkpoints import Checkpoint, CheckpointError, latest, read_checkpoints
+from alerting.audit.keys import AuditKey, Keyring
 from alerting.model.clock import utc
 from alerting.store.db import Database
 from alerting.store.tables import AuditEvent, AuditHead, core_table
@@ -36,32 +42,36 @@ class Entry:
     data: Mapping[str, Any] = field(default_factory=dict)
 
 
-def _body(seq: int, e: Entry) -> str:
-    return json.dumps(
-        {
-            "seq": seq,
-            "at": utc(e.at).isoformat(timespec="microseconds"),
-            "alert_id": e.alert_id,
-            "kind": e.kind,
-            "actor": e.actor,
-            "subject": e.subject,
-            "data": e.data,
-        },
-        ensure_ascii=False,
-        sort_keys=True,
-        separators=(",", ":"),
-        default=str,
-    )
+def _body(seq: int, e: Entry, key_id: str | None) -> str:
+    body: dict[str, Any] = {
+        "seq": seq,
+        "at": utc(e.at).isoformat(timespec="microseconds"),
+        "alert_id": e.alert_id,
+        "kind": e.kind,
+        "actor": e.actor,
+        "subject": e.subject,
+        "data": e.data,
+    }
+    if key_id is not None:  # an unkeyed row's body is exactly what it was before keys, so old chains still verify
+        body["key"] = key_id
+    return json.dumps(body, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def chain_hash(prev_hash: str, seq: int, entry: Entry) -> str:
-    return hashlib.sha256((prev_hash + _body(seq, entry)).encode()).hexdigest()
+def chain_hash(prev_hash: str, seq: int, entry: Entry, key: AuditKey | None = None) -> str:
+    """The row's hash: keyed under `key`, or the plain SHA-256 of the rows written before the chain was keyed."""
+    if key is None:
+        return hashlib.sha256((prev_hash + _body(seq, entry, None)).encode()).hexdigest()
+    return key.sign(prev_hash + _body(seq, entry, key.id))
 
 
 async def append(session: AsyncSession, entries: Sequence[Entry]) -> None:
-    """Append entries at the end of the chain, inside the caller's transaction."""
+    """Append entries at the end of the chain, inside the caller's transaction.
+
+    Raises AuditKeyMissing (nothing written: the caller's transaction rolls back) when no key is configured.
+    """
     if not entries:
         return
+    key = configured.current().keyring.signer()
     # Touching the head row first takes the write lock (SQLite) or the row lock (PostgreSQL),
     # so two writers cannot both extend the same end of the chain.
     await session.execute(update(AuditHead).where(col(AuditHead.id) == 1).values(seq=col(AuditHead.seq)))
@@ -70,7 +80,7 @@ async def append(session: AsyncSession, entries: Sequence[Entry]) -> None:
     rows: list[dict[str, Any]] = []
     for e in entries:
         seq += 1
-        digest = chain_hash(prev, seq, e)
+        digest = chain_hash(prev, seq, e, key)
         rows.append(
             {
                 "seq": seq,
@@ -83,6 +93,7 @@ async def append(session: AsyncSession, entries: Sequence[Entry]) -> None:
                 "data": json.loads(json.dumps(e.data, ensure_ascii=False, default=str)),
                 "prev_hash": prev,
                 "hash": digest,
+                "key_id": key.id,
             }
         )
         prev = digest
@@ -101,15 +112,46 @@ class Verification:
     rows: int
     first_bad_seq: int | None = None
     reason: str = ""
+    # rows 1..unkeyed were written before the chain was keyed: plain SHA-256, sealed only by the keyed row after them
+    unkeyed: int = 0
+    keys: tuple[str, ...] = ()  # the key ids the chain is signed with, oldest first
+    checkpoint: Checkpoint | None = None  # the latest checkpoint outside the database, which the chain was held to
+    checkpoints: str = ""  # where the checkpoints are, or why there are none to hold the chain to
+
+    @property
+    def summary(self) -> str:
+        """What an auditor needs beside ok/broken: which rows are keyed, and the checkpoint it was held to."""
+        parts = []
+        if self.unkeyed:
+            parts.append(
+                f"rows 1-{self.unkeyed} were written before the chain was keyed (plain SHA-256: an edit recomputed "
+                "before the first keyed row would not show)"
+            )
+        if self.keys:
+            parts.append(f"keyed rows signed with audit key {', then '.join(self.keys)}")
+        if self.checkpoint is not None:
+            at = utc(self.checkpoint.at).isoformat(timespec="seconds")
+            parts.append(f"latest checkpoint: row {self.checkpoint.seq} at {at} ({self.checkpoints})")
+        elif self.checkpoints:
+            parts.append(self.checkpoints)
+        return "; ".join(parts)
 
 
 @dataclass
 class _Walk:
     """Where a walk along the chain has got to: the hash to link to next, the row expected, rows checked."""
 
+    keyring: Keyring
+    marks: dict[int, Checkpoint] = field(default_factory=dict)  # the earliest checkpoint at each row
     prev: str = GENESIS
     expected_seq: int = 1
     count: int = 0
+    unkeyed: int = 0
+    keys: list[str] = field(default_factory=list)
+    fits: int = 0  # the last row a checkpoint vouched for and the chain still matched
+
+    def _fault(self, seq: int, reason: str) -> Verification:
+        return Verification(False, self.count, seq, reason, self.unkeyed, tuple(self.keys))
 
     def check(self, rows: Iterable[AuditEvent]) -> Verification | None:
         """Check the next rows in order; the first fault found, or None."""
@@ -118,42 +160,90 @@ class _Walk:
                 kind=row.kind, actor=row.actor, at=row.at, alert_id=row.alert_id, subject=row.subject, data=row.data
             )
             if row.seq != self.expected_seq:
-                return Verification(False, self.count, self.expected_seq, f"row {self.expected_seq} is missing")
+                return self._fault(self.expected_seq, f"row {self.expected_seq} is missing")
             if row.prev_hash != self.prev:
-                return Verification(False, self.count, row.seq, "its link to the row before it is broken")
-            if chain_hash(self.prev, row.seq, entry) != row.hash:
-                return Verification(False, self.count, row.seq, "its content does not match its hash (edited)")
+                return self._fault(row.seq, "its link to the row before it is broken")
+            key: AuditKey | None = None
+            if row.key_id is None:
+                if self.keys:  # a writer without the key can only make plain hashes: this is where they began
+                    return self._fault(row.seq, "it is unkeyed after keyed rows (rewritten without the key)")
+            elif (key := self.keyring.find(row.key_id)) is None:
+                return self._fault(
+                    row.seq,
+                    f"it is signed with audit key {row.key_id}, which is not configured "
+                    "(JIAOYING_AUDIT_KEY, or JIAOYING_AUDIT_KEYS for earlier keys)",
+                )
+            if chain_hash(self.prev, row.seq, entry, key) != row.hash:
+                return self._fault(row.seq, "its content does not match its hash (edited)")
+            mark = self.marks.get(row.seq)
+            if mark is not None and mark.hash != row.hash:
+                at = utc(mark.at).isoformat(timespec="seconds")
+                since = f"after row {self.fits}, the last checkpoint it still fits" if self.fits else "from row 1"
+                return self._fault(
+                    row.seq, f"it differs from checkpoint line {mark.line} written at {at}: rewritten {since}"
+                )
+            if mark is not None:
+                self.fits = row.seq
+            if key is None:
+                self.unkeyed += 1
+            elif not self.keys or self.keys[-1] != key.id:
+                self.keys.append(key.id)
             self.prev, self.expected_seq, self.count = row.hash, self.expected_seq + 1, self.count + 1
         return None
 
-    def end(self, head: AuditHead | None) -> Verification:
+    def end(self, head: AuditHead | None, checkpoint: Checkpoint | None) -> Verification:
         if head is not None and (head.seq != self.count or head.hash != self.prev):
             reason = f"the chain ends at row {self.count} but the head says {head.seq}"
-            return Verification(False, self.count, self.count + 1, reason)
-        return Verification(True, self.count)
+            return self._fault(self.count + 1, reason)
+        if checkpoint is not None and checkpoint.seq > self.count:
+            at = utc(checkpoint.at).isoformat(timespec="seconds")
+            reason = (
+                f"the chain ends at row {self.count} but checkpoint line {checkpoint.line} written at {at} saw "
+                f"row {checkpoint.seq}: rows {self.count + 1}-{checkpoint.seq} were removed (truncated or rolled back)"
+            )
+            return self._fault(self.count + 1, reason)
+        return Verification(True, self.count, None, "", self.unkeyed, tuple(self.keys))
 
 
-def verify_rows(rows: Iterable[AuditEvent], head: AuditHead | None) -> Verification:
-    walk = _Walk()
-    return walk.check(rows) or walk.end(head)
+async def _checkpoints(setup: configured.AuditSetup) -> tuple[list[Checkpoint], str]:
+    """The checkpoints to hold the chain to, and a note on them for the report."""
+    if setup.checkpoints is None:
+        return [], "no checkpoints configured (JIAOYING_AUDIT_CHECKPOINTS): an earlier copy put back whole would pass"
+    points = await asyncio.to_thread(read_checkpoints, setup.checkpoints, setup.keyring)
+    if not points:
+        return [], f"no checkpoint written yet in {setup.checkpoints}"
+    return points, str(setup.checkpoints)
 
 
 async def verify(db: Database, batch: int = 5000) -> Verification:
-    """Walk the whole chain in order, up to the head as it was when the walk began.
+    """Walk the whole chain in order, up to the head as it was when the walk began, and hold it to the checkpoints.
 
     Each batch is read in a transaction of its own and hashed off the event loop, so a long chain
     (hundreds of thousands of rows after a rainy season) holds up neither writers nor answers coming in.
     """
+    setup = configured.current()
+    try:
+        points, note = await _checkpoints(setup)
+    except CheckpointError as exc:
+        return Verification(False, 0, None, f"the checkpoint file {setup.checkpoints} is not to be trusted: {exc}")
+    newest = latest(points)
+    walk = _Walk(setup.keyring, marks={})
+    for p in sorted(points, key=lambda p: p.at, reverse=True):
+        walk.marks[p.seq] = p  # the earliest written wins: the checkpoint held longest
     async with db.session() as s:
         head = await s.get(AuditHead, 1)
-    walk, last = _Walk(), 0
+    last = 0
     while head is not None:
         query = select(AuditEvent).where(col(AuditEvent.seq) > last, col(AuditEvent.seq) <= head.seq)
         async with db.session() as s:
             chunk = (await s.execute(query.order_by(col(AuditEvent.seq)).limit(batch))).scalars().all()
         if fault := await asyncio.to_thread(walk.check, chunk):
-            return fault
+            return _with_checkpoint(fault, newest, note)
         if len(chunk) < batch:
             break
         last = chunk[-1].seq
-    return walk.end(head)
+    return _with_checkpoint(walk.end(head, newest), newest, note)
+
+
+def _with_checkpoint(v: Verification, checkpoint: Checkpoint | None, note: str) -> Verification:
+    return Verification(v.ok, v.rows, v.first_bad_seq, v.reason, v.unkeyed, v.keys, checkpoint, note)

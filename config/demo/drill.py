@@ -53,6 +53,8 @@ def _fresh_database(workdir: Path) -> Path:
     workdir.mkdir(parents=True, exist_ok=True)
     for old in workdir.glob("demo.db*"):
         old.unlink()
+    # a fresh chain: the last run's checkpoints would say its rows were removed
+    (workdir / "demo-audit-checkpoints.jsonl").unlink(missing_ok=True)
     return workdir / "demo.db"
 
 
@@ -78,6 +80,8 @@ async def run_demo(
             mqtt_url=broker.url,
             public_url="http://127.0.0.1:8000",
             secret_key="demo-only-secret",  # noqa: S106 (the demo's links die with its database)
+            audit_key="demo-only-audit-key-its-chain-dies-with-its-database",
+            audit_checkpoints=workdir / "demo-audit-checkpoints.jsonl",
         )
         providers: LocalProviders | None = None
         if real_local:

@@ -81,6 +81,7 @@ class EngineProcess:
             JIAOYING_POLICY_FILE=str(policy),
             JIAOYING_CONFIG=str(tmp_path / "no-such-config.toml"),
             JIAOYING_SECRET_KEY="test-secret",
+            JIAOYING_AUDIT_KEY=os.environ["JIAOYING_AUDIT_KEY"],  # the test reads their audit with it
             JIAOYING_LOG_LEVEL="info",
             HOSTNAME=node,  # the node name in every claim; processes may share one (see test_same_host.py)
         )

@@ -89,6 +89,7 @@ def engine_env(workdir: Path, db: Path) -> dict[str, str]:
         JIAOYING_DATABASE_URL=f"sqlite+aiosqlite:///{db}",
         JIAOYING_CONFIG=str(workdir / "no-such-config.toml"),
         JIAOYING_SECRET_KEY="paced-test-secret-key-0123456789",
+        JIAOYING_AUDIT_KEY="paced-test-audit-key-0123456789abcdef",
         JIAOYING_NODE=NODE,
         JIAOYING_LOG_LEVEL="info",
     )
