@@ -118,6 +118,7 @@ class AssembledEngine:
         for channel in self.channels.values():
             await channel.start(self.inbound)
         await self.dispatcher.resume()
+        await self.escalation.resume()
         if loops:  # the grid workers of an alert whose issuing process died mid-way, planned alongside sending
             self._planning = asyncio.create_task(self.alerts.resume_planning(), name="resume-planning")
         else:
@@ -144,6 +145,7 @@ class AssembledEngine:
                 )
             self.scheduler.start()
             # every beat also takes over what runs found dead meanwhile left behind
+            self.registry.on_beat = [self.dispatcher.resume, self.escalation.release_dead_claims]
             self.registry.start()
         self._started = True
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import re
+from typing import Annotated, Any
 
 import structlog
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Response
 
 from alerting.issue.alerts import AlertChange, AlertNotActive, AlertNotFound, AlertRequest, AlertUnchanged, Issued
+from alerting.issue.once import KEY_MAX, KeyReused, RequestKey, issue_once
 from alerting.issue.planning import UnknownUnits
 from alerting.model.access import Forbidden, Principal, check_alert, check_units
 from alerting.model.domain import AlertStatus, TargetState
@@ -50,16 +52,73 @@ async def _require_visible(core: Core, who: Principal, alert_id: int) -> None:
             raise _not_found(alert_id)
 
 
-@router.post("", status_code=201, response_model=IssuedOut, responses=documented(403, 422))
-async def issue_alert(req: AlertRequest, core: CoreDep, who: Issuer, response: Response) -> IssuedOut:
+_KEY_HEADER = "Idempotency-Key"
+_KEY_TEXT = re.compile(rf"[\x21-\x7e]{{1,{KEY_MAX}}}")  # printable ASCII, as a header value travels safely
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias=_KEY_HEADER,
+        description=(
+            "any unique string (a UUID, say), up to 255 printable ASCII characters. The same key sent again by "
+            "the same API key within 24 hours answers 200 with the alert the first request issued (header "
+            "`Idempotent-Replayed: true`) and issues nothing; two requests with one key at the same moment issue "
+            "one alert. The same key with a different body is refused (422)."
+        ),
+    ),
+]
+
+
+def _key_problem(message: str, **extra: Any) -> Problem:
+    return Problem(
+        422,
+        "idempotency-key",
+        "The Idempotency-Key cannot be used",
+        f"{_KEY_HEADER}: {message}",
+        errors=[{"field": _KEY_HEADER, "location": "header", "message": message}],
+        **extra,
+    )
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=IssuedOut,
+    responses={
+        200: {"model": IssuedOut, "description": "a repeat of an earlier request's Idempotency-Key: its alert"},
+        **documented(403, 422),
+    },
+)
+async def issue_alert(
+    req: AlertRequest, core: CoreDep, who: Issuer, response: Response, idempotency_key: IdempotencyKey = None
+) -> IssuedOut:
     """Issue a warning to every responsible person (and device) in the subtree of the given units.
-    A township key may issue only to units inside its own subtree."""
+    A township key may issue only to units inside its own subtree. Send an `Idempotency-Key` to make a retry safe:
+    201 when this request issued the alert, 200 when an earlier one with the same key did."""
+    if idempotency_key is not None and not _KEY_TEXT.fullmatch(idempotency_key):
+        raise _key_problem(f"must be 1 to {KEY_MAX} printable ASCII characters without spaces")
     async with core.db.session() as s:
         outside = await check_units(s, who, req.units)
     if outside:
         raise Forbidden(f"units outside the key's subtree ({who.unit_code}): {', '.join(outside)}")
     try:
-        issued = await core.alerts.trigger(req, actor=who.actor)
+        if idempotency_key is None:
+            issued = await core.alerts.trigger(req, actor=who.actor)
+        else:
+            outcome = await issue_once(
+                core.alerts, req, actor=who.actor, key=RequestKey.of(who.actor, idempotency_key, req)
+            )
+            issued = outcome.issued
+            if outcome.repeated:
+                response.status_code = 200
+                response.headers["Idempotent-Replayed"] = "true"
+                return _issued_out(issued, response)
+    except KeyReused as exc:
+        raise _key_problem(
+            f"was already used for a different request, which issued alert {exc.alert_id}; "
+            "send a new key for a new alert",
+            alert_id=exc.alert_id,
+        ) from exc
     except UnknownUnits as exc:
         raise Problem(
             422,

@@ -2,10 +2,14 @@
 
 Every step works without JavaScript: searching units, reloading a template and going back to edit are
 buttons of the one form, so whatever the officer typed travels with each of them.
+
+The preview's publish form carries a one-time token, taken as an Idempotency-Key (issue.once): a second
+submit of the same form (a double click, a reload, the back button) shows the alert the first one issued.
 """
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -21,10 +25,12 @@ from starlette.datastructures import FormData, QueryParams
 from alerting.deliver.messages import AlertText
 from alerting.deliver.messages import render as render_message
 from alerting.issue.alerts import AlertRequest
+from alerting.issue.once import KeyReused, RequestKey, issue_once
 from alerting.issue.planning import UnknownUnits
 from alerting.issue.warning_texts import hazards, warning_text
 from alerting.model.access import Principal, check_units
 from alerting.model.domain import Level, Purpose, TargetKind
+from alerting.model.plain_text import bad_character
 from alerting.store.tables import Target
 from alerting.views.preview import Preview, preview
 from alerting.views.units import UnitHit, lookup, search, tree
@@ -39,6 +45,7 @@ RED_CONFIRMATION = "我已核实，确认发布红色预警"
 DEFAULT_LEVEL = Level.YELLOW.value
 LEVELS = [lv for lv in Level]  # most severe first, as officers read them
 LIMITS = {"title": 200, "text": 2000, "instructions": 1000}
+TOKEN_MAX = 64
 FIELD_LABEL = {"level": "预警级别", "hazard": "灾种", "title": "标题", "text": "预警内容", "instructions": "防御指引"}
 
 
@@ -55,6 +62,7 @@ class IssueForm:
     exercise: bool = False
     q: str = ""
     confirmed: bool = False
+    token: str = ""  # the preview's one-time token; the form page has none, so each preview mints a new one
 
     @classmethod
     def read(cls, data: FormData | QueryParams) -> IssueForm:
@@ -73,6 +81,7 @@ class IssueForm:
             exercise=text("exercise") in ("1", "on", "true"),
             q=text("q")[:50],
             confirmed=text("confirm_red") == "1",
+            token=text("issue_token")[:TOKEN_MAX],
         )
 
     @property
@@ -103,6 +112,10 @@ def validate(form: IssueForm) -> tuple[AlertRequest | None, dict[str, str]]:
     for name, limit in LIMITS.items():
         if len(getattr(form, name)) > limit:
             errors[name] = f"{FIELD_LABEL[name]}不能超过 {limit} 字（现在 {len(getattr(form, name))} 字）"
+        # pasted from elsewhere, text can carry characters nobody sees that every phone would still receive
+        elif found := bad_character(getattr(form, name), multiline=name != "title"):
+            what = "换行" if found.line_break else f"不可见的控制字符（{found.code}）"
+            errors[name] = f"{FIELD_LABEL[name]}的第 {found.position} 个字符是{what}，请删除后再试"
     if not form.units:
         errors["units"] = "请至少选择一个目标单位"
     if errors:
@@ -180,6 +193,7 @@ async def _preview_page(
         "issue_preview",
         status=422 if error else 200,
         form=form,
+        issue_token=form.token or secrets.token_urlsafe(18),
         p=result,
         message=message,
         confirmation=RED_CONFIRMATION,
@@ -254,8 +268,25 @@ async def issue_alert(request: Request, who: Issuing) -> Response:
         result = await preview(core.db, core.clock, core.alerts.planner, req)
         error = f"发布红色预警前，请勾选“{RED_CONFIRMATION}”。"
         return await _preview_page(request, who, form, result, error=error)
+    actor = who.principal.actor
     try:
-        issued = await core.alerts.trigger(req, actor=who.principal.actor)
+        if form.token:
+            outcome = await issue_once(
+                core.alerts, req, actor=actor, key=RequestKey.of(actor, "form:" + form.token, req)
+            )
+            if outcome.repeated:
+                log.info("console.repeat_submit", alert_id=outcome.issued.alert_id, actor=actor)
+                return redirect(
+                    f"{PREFIX}/alerts/{outcome.issued.alert_id}",
+                    f"预警 #{outcome.issued.alert_id} 已经发布过，这次重复提交没有再次发布",
+                )
+            issued = outcome.issued
+        else:  # a form from before the token (or a script): issued as it says
+            issued = await core.alerts.trigger(req, actor=actor)
+    except KeyReused as exc:
+        result = await preview(core.db, core.clock, core.alerts.planner, req)
+        error = f"这张表单已用于发布预警 #{exc.alert_id}，内容已被改动；请核对下面的内容，确认后再发布。"
+        return await _preview_page(request, who, replace(form, token=""), result, error=error)
     except UnknownUnits as exc:
         return await _form_page(
             request, core, who, form, errors={"units": "找不到这些单位代码：" + "、".join(exc.codes)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 
@@ -189,3 +190,65 @@ async def test_a_township_officer_stays_inside_their_subtree(browser: httpx.Asyn
     assert await alerts(db) == 0
     r = await browser.post("/console/alerts", data=filled(csrf, units=["50023810100101"]))
     assert r.status_code == 303
+
+
+TOKEN = re.compile(r'name="issue_token" value="([^"]+)"')
+
+
+async def previewed(client: httpx.AsyncClient, csrf: str, **changes: str | list[str]) -> dict[str, str | list[str]]:
+    """The publish form as the preview page hands it to the browser: the typed fields and its one-time token."""
+    page = await client.post("/console/alerts/preview", data=filled(csrf, **changes))
+    assert page.status_code == 200, page.text
+    token = TOKEN.search(page.text)
+    assert token, page.text
+    return filled(csrf, **changes) | {"issue_token": token.group(1)}
+
+
+async def test_publishing_the_same_form_twice_shows_the_first_alert(browser: httpx.AsyncClient, db: Database) -> None:
+    csrf = await sign_in(browser, "duty")
+    form = await previewed(browser, csrf)
+    first = await browser.post("/console/alerts", data=form)
+    assert first.status_code == 303
+    await browser.get(first.headers["location"])  # the notice of the first is read
+
+    again = await browser.post("/console/alerts", data=form)  # a reload, or the back button and 发布 again
+
+    assert again.status_code == 303
+    assert again.headers["location"] == first.headers["location"]
+    page = await browser.get(again.headers["location"])
+    assert "已经发布过，这次重复提交没有再次发布" in page.text
+    assert await alerts(db) == 1
+
+
+async def test_a_double_click_on_publish_issues_one_alert(browser: httpx.AsyncClient, db: Database) -> None:
+    csrf = await sign_in(browser, "duty")
+    form = await previewed(browser, csrf)
+    answers = await asyncio.gather(*(browser.post("/console/alerts", data=form) for _ in range(2)))
+    assert [r.status_code for r in answers] == [303, 303]
+    assert answers[0].headers["location"] == answers[1].headers["location"]
+    assert await alerts(db) == 1
+
+
+async def test_each_preview_hands_out_its_own_token(browser: httpx.AsyncClient, db: Database) -> None:
+    """Going back to edit and previewing again is a new publish form: it issues a new alert."""
+    csrf = await sign_in(browser, "duty")
+    first = await previewed(browser, csrf)
+    second = await previewed(browser, csrf, title="东坪村暴雨黄色预警（更新）")
+    assert first["issue_token"] != second["issue_token"]
+    for form in (first, second):
+        assert (await browser.post("/console/alerts", data=form)).status_code == 303
+    assert await alerts(db) == 2
+
+
+async def test_a_used_token_with_other_content_is_not_issued(browser: httpx.AsyncClient, db: Database) -> None:
+    csrf = await sign_in(browser, "duty")
+    form = await previewed(browser, csrf)
+    assert (await browser.post("/console/alerts", data=form)).status_code == 303
+
+    r = await browser.post("/console/alerts", data=form | {"level": "orange"})
+
+    assert r.status_code == 422
+    assert "这张表单已用于发布预警 #1" in r.text
+    fresh = TOKEN.search(r.text)
+    assert fresh and fresh.group(1) != form["issue_token"]  # confirming what is shown now is a new form
+    assert await alerts(db) == 1
