@@ -24,6 +24,7 @@ from sqlmodel import col, select
 
 from alerting.audit import chain as audit
 from alerting.model.access import AccountRole, Principal, unit_path
+from alerting.model.actor import Actor
 from alerting.model.clock import Clock
 from alerting.store.db import Database
 from alerting.store.tables import Account, OrgUnit, WebSession
@@ -65,7 +66,7 @@ def _digest(token: str) -> str:
 def _principal(account: Account, path: str | None) -> Principal:
     return Principal(
         role=AccountRole(account.role),
-        actor=f"user:{account.username}",
+        actor=Actor.account(account.username).text,
         name=account.display_name,
         unit_code=account.unit_code if account.role == AccountRole.TOWNSHIP else None,
         unit_path=path if account.role == AccountRole.TOWNSHIP else None,
@@ -117,7 +118,7 @@ class AccountService:
                 "account.created",
                 actor=actor,
                 at=now,
-                subject=f"user:{username}",
+                subject=Actor.account(username).text,
                 data={"role": role.value, "unit": unit_code},
             )
         log.info("account.created", username=username, role=role.value)
@@ -136,7 +137,7 @@ class AccountService:
             account.failed_sign_ins, account.locked_until = 0, None
             s.add(account)
             await _end_sessions(s, username, now)
-            await audit.record(s, "account.password_set", actor=actor, at=now, subject=f"user:{username}")
+            await audit.record(s, "account.password_set", actor=actor, at=now, subject=Actor.account(username).text)
 
     async def change_own_password(self, username: str, current: str, new: str) -> None:
         """Someone changing their own password proves they know the current one; every session ends."""
@@ -157,15 +158,15 @@ class AccountService:
                         row.locked_until = now + LOCK_FOR
                         await _end_sessions(s, username, now)
                     s.add(row)
-                actor = f"user:{username}"
+                actor = Actor.account(username).text
                 await audit.record(s, "account.password_change_refused", actor=actor, at=now, subject=actor)
             raise AccountError("current: the current password is wrong")
         if new == current:
             raise AccountError("password: the new password must differ from the current one")
-        await self.set_password(username, new, actor=f"user:{username}")
+        await self.set_password(username, new, actor=Actor.account(username).text)
 
     async def set_active(self, username: str, active: bool, *, actor: str) -> None:
-        if not active and actor == f"user:{username}":
+        if not active and actor == Actor.account(username).text:
             raise AccountError("username: an administrator cannot disable their own account")
         now = self.clock.now()
         async with self.db.session() as s:
@@ -177,7 +178,7 @@ class AccountService:
             if not active:
                 await _end_sessions(s, username, now)
             kind = "account.enabled" if active else "account.disabled"
-            await audit.record(s, kind, actor=actor, at=now, subject=f"user:{username}")
+            await audit.record(s, kind, actor=actor, at=now, subject=Actor.account(username).text)
 
     async def list(self) -> list[Account]:
         async with self.db.session() as s:
@@ -229,7 +230,7 @@ class AccountService:
                 return
             row.ended_at = now
             s.add(row)
-            actor = f"user:{row.username}"
+            actor = Actor.account(row.username).text
             await audit.record(s, "account.signed_out", actor=actor, at=now, subject=actor)
 
 
@@ -263,7 +264,7 @@ async def _record_failure(
         if account.failed_sign_ins >= LOCK_AFTER:
             account.locked_until = now + LOCK_FOR
         s.add(account)
-    actor = f"user:{username}"
+    actor = Actor.account(username).text
     data = {"reason": reason, "client": client}
     await audit.record(s, "account.sign_in_failed", actor=actor, at=now, subject=actor, data=data)
     log.warning("account.sign_in_failed", username=username, reason=reason)
@@ -279,7 +280,7 @@ async def _open_session(s: AsyncSession, account: Account, client: str | None, n
             token_hash=_digest(token), username=account.username, csrf_token=csrf, created_at=now, expires_at=expires
         )
     )
-    actor = f"user:{account.username}"
+    actor = Actor.account(account.username).text
     data = {"client": client, "role": account.role}
     await audit.record(s, "account.signed_in", actor=actor, at=now, subject=actor, data=data)
     path = await unit_path(s, account.unit_code) if account.unit_code else None

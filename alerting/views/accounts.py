@@ -9,6 +9,7 @@ from sqlalchemy import func
 from sqlmodel import col, select
 
 from alerting.model.access import ACCOUNT_ROLE_LABEL, AccountRole
+from alerting.model.actor import Actor
 from alerting.model.clock import utc
 from alerting.store.db import Database
 from alerting.store.tables import Account, AuditEvent, OrgUnit, WebSession
@@ -88,7 +89,7 @@ async def account_history(db: Database, username: str, limit: int = 30) -> list[
     async with db.session() as s:
         query = (
             select(AuditEvent)
-            .where(col(AuditEvent.subject) == f"user:{username}")
+            .where(col(AuditEvent.subject) == Actor.account(username).text)
             .order_by(col(AuditEvent.seq).desc())
             .limit(limit)
         )

@@ -8,6 +8,7 @@ words for states, purposes and kinds that only the read side shows.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from alerting.model.access import ACCOUNT_ROLE_LABEL
 from alerting.model.domain import (
@@ -110,3 +111,25 @@ def channel_label(value: str | None) -> str:
 
 def role_label(value: str) -> str:
     return label(ROLE_LABEL, value)
+
+
+def feedback_text(feedback: Mapping[str, Any] | None) -> str:
+    """What was done, in the words a duty officer writes it: 转移 41 人，敲门 23 户，需要支援。"""
+    if not feedback:
+        return ""
+    parts: list[str] = []
+    rest = dict(feedback)
+    if (moved := rest.pop("moved", None)) is not None:
+        parts.append(f"转移 {moved} 人")
+    if (households := rest.pop("households", None)) is not None:
+        parts.append(f"敲门 {households} 户")
+    help_needed = rest.pop("help_needed", None)
+    if help_needed is True:
+        parts.append("需要支援")
+    elif help_needed is False:
+        parts.append("无需支援")
+    note = rest.pop("note", None)
+    parts.extend(f"{k}：{v}" for k, v in sorted(rest.items()))
+    if note:
+        parts.append(f"备注：{note}")
+    return "，".join(parts)

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from alerting.model.access import Principal, in_scope, visible_alert
+from alerting.model.actor import Actor
 from alerting.model.clock import utc
 from alerting.model.domain import Purpose, TargetKind, TargetState
 from alerting.model.plan import PlanSet
@@ -34,10 +35,10 @@ from alerting.views.labels import (
     PURPOSE_LABEL,
     TARGET_STATE_LABEL,
     channel_label,
+    feedback_text,
     label,
     role_label,
 )
-from alerting.views.report.build import feedback_text
 from alerting.views.units import places
 
 
@@ -328,8 +329,8 @@ async def _timelines(s: AsyncSession, alert: Alert, rows: Any) -> list[Recipient
         elif a.on_behalf_reason:
             # the target names who closed it; a later, uncounted answer for them was someone else's (see the audit)
             counted_for = a.counted and t.answered_by and t.state == TargetState.ANSWERED_FOR.value
-            by = t.answered_by if counted_for and t.answered_by else "值班员"
-            by = by.removeprefix("user:")
+            officer = Actor.parse(t.answered_by) if counted_for and t.answered_by else None
+            by = (officer.username or officer.text) if officer else "值班员"
         else:
             by = "设备" if t.kind == TargetKind.DEVICE.value else ""
         answers[a.target_id].append(

@@ -9,12 +9,13 @@ import typer
 from rich.table import Table
 
 from alerting.model.access import ACCOUNT_ROLE_LABEL, AccountRole
+from alerting.model.actor import Actor
 from config.cli.common import console, run, with_engine
 from config.wiring import AssembledEngine
 
 account_app = typer.Typer(help="Console accounts: add them, list them, set passwords.", no_args_is_help=True)
 
-ACTOR = "cli:account"
+ACTOR = Actor.command_line("account").text
 
 
 def _password(from_stdin: bool) -> str:

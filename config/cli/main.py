@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, cast
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from alerting.audit import chain as audit
@@ -77,20 +78,46 @@ def sample_data(
 @app.command("import")
 def import_files(
     files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, help="CSV, XLSX or YAML files")],
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace",
+            help="each unit the people rows name gets exactly the files' list of responsible people; whoever "
+            "else answered for it is removed, and named. Without it, rows are added and updated only",
+        ),
+    ] = False,
+    check_only: Annotated[
+        bool,
+        typer.Option("--check", help="say what would change (with --replace: who would be removed); write nothing"),
+    ] = False,
 ) -> None:
     """Import units, people and devices. Every bad row is listed; nothing is written unless all are good.
 
-    Example: [bold]jiaoying import units.csv people.csv[/]  or  [bold]jiaoying import 网格员名册.xlsx[/]
+    People rows add someone to the list of who answers for a unit, or update their role and rank; nobody is
+    taken off a list unless --replace says so.
+
+    Example: [bold]jiaoying import units.csv people.csv[/]  or  [bold]jiaoying import --replace --check 凤凰镇.csv[/]
     """
-    from config.directory import DirectoryError, import_directory, load_directory
+    from config.directory import DirectoryError, check_import, import_directory, load_directory
 
     async def job(engine: AssembledEngine) -> None:
         try:
             directory = await load_directory(files)
-            result = await import_directory(engine.db, directory, actor="cli:import", at=SystemClock().now())
+            if check_only:
+                result = await check_import(engine.db, directory, replace=replace)
+            else:
+                result = await import_directory(
+                    engine.db,
+                    directory,
+                    actor="cli:import",
+                    at=SystemClock().now(),
+                    replace=replace,
+                )
         except DirectoryError as exc:
             refuse_import(exc.errors)
-        console.print(f"Imported: {result}")
+        console.print(f"{'Would import (nothing written)' if check_only else 'Imported'}: {escape(str(result))}")
+        for removal in result.removed:
+            console.print(f"  [yellow]{'would remove' if check_only else 'removed'}:[/] {escape(str(removal))}")
 
     run(lambda: with_engine(job))
 

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from alerting.model.actor import Actor
 from alerting.model.clock import SystemClock, local_text
 from config.cli.common import console, refuse_import, run, with_engine
 from config.wiring import AssembledEngine
@@ -39,7 +40,9 @@ def import_files(
     async def job(engine: AssembledEngine) -> None:
         try:
             roster = await load_roster(files)
-            result = await import_roster(engine.db, roster, actor="cli:roster", at=SystemClock().now())
+            result = await import_roster(
+                engine.db, roster, actor=Actor.command_line("roster").text, at=SystemClock().now()
+            )
         except RosterError as exc:
             refuse_import(exc.errors)
         console.print(f"Imported: {result}")

@@ -1,7 +1,7 @@
 """Alert reports from a cache keyed by the alert's audit position: one build per change, shared by every view.
 
 The key is (alert id, unit path of the viewer's subtree, position), the position being the highest audit seq
-carrying the alert's id (build.audit_position). Everything the report reads from the alert's own rows changes
+carrying the alert's id (read.audit_position). Everything the report reads from the alert's own rows changes
 only in a transaction that also appends such an event: the alert issued, planned, updated, lifted, cancelled or
 closed; every delivery sent, retried or failed and every provider report on it; every escalation step; every
 answer, answer on behalf and later feedback. So a report built at position P holds until the position moves, and
@@ -34,8 +34,10 @@ import structlog
 from alerting.audit import chain as audit
 from alerting.model.access import Principal, check_alert
 from alerting.store.db import Database
-from alerting.views.report.build import AlertReport, audit_position, build_unchecked, checked
+from alerting.views.report.build import build_unchecked, checked
 from alerting.views.report.export import chain_text
+from alerting.views.report.model import AlertReport
+from alerting.views.report.read import audit_position
 from alerting.views.review.insights import Insights, charts_for, insights
 
 log = structlog.get_logger()

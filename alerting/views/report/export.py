@@ -23,7 +23,8 @@ from alerting.model.domain import DeliveryState, Purpose
 from alerting.store.db import Database
 from alerting.views import templating
 from alerting.views.labels import DELIVERY_STATE_LABEL, channel_label, label
-from alerting.views.report.build import AlertReport, RecipientRow, build_report
+from alerting.views.report.build import build_report
+from alerting.views.report.model import AlertReport, RecipientRow
 
 Format = Literal["csv", "json", "html", "xlsx"]
 BOM = "\ufeff"  # without it Excel reads UTF-8 CSV as the local code page and the Chinese comes out garbled

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from alerting.model.clock import SHANGHAI, utc
-from alerting.views.report.build import AlertReport
 from alerting.views.report.export import Format
+from alerting.views.report.model import AlertReport
 
 MEDIA_TYPES: dict[str, str] = {
     "csv": "text/csv; charset=utf-8",

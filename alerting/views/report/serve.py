@@ -9,12 +9,12 @@ import io
 from collections.abc import Iterator
 from typing import Literal
 
-from alerting.views.report.build import AlertReport
 from alerting.views.report.cache import Viewed
 
 # render_csv's header and row guard, so the streamed CSV and the exported file cannot drift apart
 from alerting.views.report.export import BOM, CSV_HEADERS, csv_row, recipient_values, render
 from alerting.views.report.files import MEDIA_TYPES, Download, report_filename
+from alerting.views.report.model import AlertReport
 
 CSV_CHUNK = 200  # recipients a piece: a county's CSV leaves in about ten pieces instead of one 2 MB string
 

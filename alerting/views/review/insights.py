@@ -14,8 +14,8 @@ from pydantic import BaseModel
 from alerting.model.domain import DeliveryState, Purpose, TargetState
 from alerting.views.labels import channel_label
 from alerting.views.report import charts
-from alerting.views.report.build import AlertReport, RecipientRow
 from alerting.views.report.export import channels_text, escalation_text
+from alerting.views.report.model import AlertReport, RecipientRow
 
 # Upper edges in seconds; a duty officer thinks in these steps, not in equal-width bins.
 ANSWER_BINS: tuple[tuple[float, str], ...] = (

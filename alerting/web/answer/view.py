@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from alerting.deliver.messages import About
+from alerting.model.actor import DEVICE_TEXT
 from alerting.model.domain import (
     AlertStatus,
     ChannelKind,
@@ -19,8 +20,7 @@ from alerting.model.domain import (
 )
 from alerting.store.db import Database
 from alerting.store.tables import Alert, Delivery, Device, OrgUnit, Person, Target
-from alerting.views.labels import DEVICE_KIND_LABEL
-from alerting.views.report.build import feedback_text
+from alerting.views.labels import DEVICE_KIND_LABEL, feedback_text
 from alerting.views.report.export import LEVEL_COLOUR
 
 
@@ -87,7 +87,7 @@ async def load_ack_view(db: Database, delivery_id: str) -> AckView | None:
                 kind = DEVICE_KIND_LABEL.get(DeviceKind(device.kind), device.kind) if device else "预警设备"
                 about = About(device.name if device else target.device_id, kind, unit_name)
         by_name: str | None = None
-        if target.answered_by == "device":
+        if target.answered_by == DEVICE_TEXT:
             by_name = "设备"
         elif target.answered_by:
             answerer = await s.get(Person, target.answered_by)

@@ -14,6 +14,7 @@ from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from alerting.model.access import ACCOUNT_ROLE_LABEL, AccountRole, Principal, unit_path
+from alerting.model.actor import Actor
 from alerting.web.api.problems import Problem
 from alerting.web.core import Core
 
@@ -70,7 +71,7 @@ async def caller(
             path = await unit_path(s, unit or "")
         if path is None:
             raise Problem(401, "unauthenticated", "The API key's unit does not exist", f"no unit has the code {unit}")
-    return Principal(role, f"api:{role.value}:{label}", ACCOUNT_ROLE_LABEL[role], unit, path)
+    return Principal(role, Actor.api_key(role.value, label).text, ACCOUNT_ROLE_LABEL[role], unit, path)
 
 
 def require(*roles: AccountRole) -> Callable[[Principal], Awaitable[Principal]]:

@@ -107,6 +107,8 @@ class ImportOut(BaseModel):
     rows: int = Field(description="data rows read")
     applied: bool = Field(description="false for a dry run: nothing was written")
     counts: dict[str, int] = Field(description="what was (or, in a dry run, would be) created and updated")
+    replace: bool = Field(description="true: the units the people rows name got exactly the file's lists")
+    removed: list[str] = Field(description="who was (or would be) taken off a unit's list, by name; only with replace")
     warnings: list[ImportProblemOut]
 
 
@@ -121,6 +123,8 @@ def _out(check: ImportCheck) -> ImportOut:
         rows=check.rows,
         applied=check.applied,
         counts=check.counts,
+        replace=check.replace,
+        removed=check.removals,
         warnings=[ImportProblemOut(row=w.row, sheet=w.sheet, field=w.field, message=w.message) for w in check.warnings],
     )
 
@@ -136,6 +140,13 @@ async def import_directory_file(
     file: Annotated[UploadFile, File(description="CSV or XLSX (YAML for units/people/devices)")],
     kind: Annotated[str, Query(description="what the file holds: " + ", ".join(IMPORT_KINDS))],
     dry_run: Annotated[bool, Query(description="true: check only and write nothing")] = True,
+    replace: Annotated[
+        bool,
+        Query(
+            description="people files: true replaces the whole list of who answers for each unit the file names "
+            "(whoever it does not list is removed, and `removed` names them); false (the default) adds and updates"
+        ),
+    ] = False,
 ) -> ImportOut:
     """Check a directory or roster file and, unless `dry_run`, import it all or nothing (audited).
 
@@ -157,9 +168,9 @@ async def import_directory_file(
         raise Problem(413, "too-large", "The file is too large", f"at most {MAX_IMPORT_BYTES} bytes")
     name = file.filename or "upload"
     if dry_run:
-        check = await core.directory.check(kind, name, content)
+        check = await core.directory.check(kind, name, content, replace=replace)
     else:
-        check = await core.directory.apply(kind, name, content, actor=who.actor)
+        check = await core.directory.apply(kind, name, content, actor=who.actor, replace=replace)
     if check.problems or not check.ok:
         problems = check.problems
         raise Problem(

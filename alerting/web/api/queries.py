@@ -10,6 +10,7 @@ from sqlalchemy.orm import aliased
 from sqlmodel import col
 
 from alerting.model.access import Principal, alert_in_scope, in_scope
+from alerting.model.actor import DEVICE_TEXT
 from alerting.model.clock import utc
 from alerting.model.domain import AlertStatus, TargetState
 from alerting.model.privacy import mask_phone
@@ -91,7 +92,7 @@ async def recipients_page(
             step=t.step,
             answered_at=utc(t.answered_at) if t.answered_at else None,
             answered_by=t.answered_by,
-            answered_by_name=answerer_name or ("设备" if t.answered_by == "device" else None),
+            answered_by_name=answerer_name or ("设备" if t.answered_by == DEVICE_TEXT else None),
             answer_channel=t.answer_channel,
             feedback=t.feedback,
             device=devices.get(t.id),

@@ -15,8 +15,8 @@ from alerting.model.access import check_alert
 from alerting.model.clock import SHANGHAI
 from alerting.model.domain import Level
 from alerting.views.audit_log import AuditItem, ChainStatus, audit_csv, audit_page, chain_status
-from alerting.views.report.build import AlertReport
 from alerting.views.report.files import MEDIA_TYPES, content_disposition, yearly_filename
+from alerting.views.report.model import AlertReport
 from alerting.views.report.serve import csv_filename, csv_stream, file_download, recipients_page
 from alerting.views.review.insights import Insights
 from alerting.views.review.listing import FilterError, ReviewFilter, ReviewPage, list_alerts

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Form, Path, Request
 from fastapi.responses import Response
 
 from alerting.model.access import AccountRole
+from alerting.model.actor import Actor
 from alerting.people.accounts import AccountError
 from alerting.views.accounts import account_history, account_rows, townships
 from alerting.web.api.auth import CoreDep
@@ -54,7 +55,7 @@ def _admin(who: Viewer) -> Viewer:
 
 
 def _username(who: Viewer) -> str:
-    return who.principal.actor.removeprefix("user:")
+    return Actor.parse(who.principal.actor).username or who.principal.actor
 
 
 async def _list_page(

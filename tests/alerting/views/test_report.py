@@ -43,8 +43,9 @@ from alerting.store.tables import (
     Responsibility,
     Target,
 )
-from alerting.views.report.build import AlertReport, RecipientRow, build_report
+from alerting.views.report.build import build_report
 from alerting.views.report.export import CSV_HEADERS, export, render_csv, render_html, render_json
+from alerting.views.report.model import AlertReport, RecipientRow
 from tests.alerting.audit.tamper import unguarded
 
 pytestmark = pytest.mark.both_databases

@@ -21,9 +21,11 @@ import pytest
 from alerting.audit import chain as audit
 from alerting.model.domain import ChannelKind
 from alerting.store.db import Database
-from alerting.views.report.build import AlertReport, audit_position, build_unchecked
+from alerting.views.report.build import build_unchecked
 from alerting.views.report.cache import ChainCheck, ReportCache, Reports
 from alerting.views.report.export import CSV_HEADERS, render_csv
+from alerting.views.report.model import AlertReport
+from alerting.views.report.read import audit_position
 from alerting.views.report.serve import csv_stream
 from alerting.web.app import create_app
 from config.wiring import AssembledEngine
