@@ -25,7 +25,10 @@ COUNT_LABELS: dict[str, str] = {
     "units_updated": "更新单位",
     "people_created": "新增人员",
     "people_updated": "更新人员",
-    "responsibilities": "负责关系（所涉单位整体替换）",
+    "responsibilities": "文件中的负责关系",
+    "responsibilities_added": "新增负责关系",
+    "responsibilities_updated": "更新负责关系（职责或顺位）",
+    "responsibilities_removed": "移除的负责关系（替换）",
     "devices_created": "新增设备",
     "devices_updated": "更新设备",
     "paths_moved": "随上级调整层级的单位",
@@ -62,6 +65,9 @@ class ImportCheck:
     problems: list[RowProblem] = field(default_factory=list)
     warnings: list[RowProblem] = field(default_factory=list)  # worth a look, do not stop the import
     applied: bool = False  # True once written
+    # who answered for a unit and is (or, in a check, would be) taken off its list; only when replacing
+    removals: list[str] = field(default_factory=list)
+    replace: bool = False  # the units named in the file get exactly the file's lists
 
     @property
     def ok(self) -> bool:
@@ -69,11 +75,14 @@ class ImportCheck:
 
 
 class DirectoryImporter(Protocol):
-    async def check(self, kind: str, filename: str, content: bytes) -> ImportCheck:
-        """Read and validate; writes nothing."""
+    async def check(self, kind: str, filename: str, content: bytes, *, replace: bool = False) -> ImportCheck:
+        """Read and validate; writes nothing. `replace`: see `apply`; the check lists who would be removed."""
         ...
 
-    async def apply(self, kind: str, filename: str, content: bytes, *, actor: str) -> ImportCheck:
+    async def apply(
+        self, kind: str, filename: str, content: bytes, *, actor: str, replace: bool = False
+    ) -> ImportCheck:
         """Validate again and write everything in one audited transaction; with any problem, write nothing
-        and return the check with its problems (`applied` False)."""
+        and return the check with its problems (`applied` False). People rows add to the lists of who answers
+        for a unit, or update them; with `replace`, each unit they name gets exactly the file's list."""
         ...

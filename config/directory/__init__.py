@@ -4,12 +4,13 @@
     result = await import_directory(db, directory, actor="admin", at=clock.now())
 
 `import_directory` raises `DirectoryError` listing every problem (file, line, field) and writes nothing
-when anything is wrong; `validate` gives the same list without a database.
+when anything is wrong; `validate` gives the same list without a database, `check_import` what an import
+would change. People rows add to and update who answers for a unit; `replace=True` replaces the lists.
 """
 
 from __future__ import annotations
 
-from config.directory.check import Existing, read_existing, validate
+from config.directory.check import Existing, Removal, read_existing, validate
 from config.directory.model import (
     DeviceRow,
     Directory,
@@ -21,7 +22,7 @@ from config.directory.model import (
     UnitRow,
 )
 from config.directory.parse import load_directory, normalise_phone, person_id_for_phone, read_directory
-from config.directory.store import ImportResult, import_directory
+from config.directory.store import ImportResult, check_import, import_directory
 
 __all__ = [
     "DeviceRow",
@@ -30,10 +31,12 @@ __all__ = [
     "Existing",
     "ImportResult",
     "PersonRow",
+    "Removal",
     "ResponsibilityRow",
     "RowError",
     "Source",
     "UnitRow",
+    "check_import",
     "import_directory",
     "load_directory",
     "normalise_phone",

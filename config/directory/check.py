@@ -1,6 +1,9 @@
 """Checking a directory against itself and against what the database already holds.
 
 Every check runs to the end and adds to one list, so a file with ten mistakes is fixed in one go.
+
+Who answers for a unit is added to and updated by an import; the unit's whole list is replaced only when
+asked (`replace`), and then the check names everyone who would be removed.
 """
 
 from __future__ import annotations
@@ -13,9 +16,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from alerting.model.domain import UNIT_CHILD_KIND, UnitKind
+from alerting.model.domain import UNIT_CHILD_KIND, Role, UnitKind
 from alerting.model.privacy import mask_phone
-from alerting.store.tables import Device, OrgUnit, Person
+from alerting.store.tables import Device, OrgUnit, Person, Responsibility
 from config.directory.model import Directory, PersonRow, ResponsibilityRow, RowError, Source, UnitRow
 from config.directory.parse import LABELS, normalise_phone
 
@@ -28,6 +31,16 @@ class StoredUnit:
     kind: UnitKind | None
     parent_code: str | None
     path: str
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class StoredDuty:
+    """One stored responsibility: who answers for a unit, in which role and rank."""
+
+    person_id: str
+    role: str
+    rank: int
 
 
 @dataclass(frozen=True)
@@ -37,18 +50,59 @@ class Existing:
     units: Mapping[str, StoredUnit] = field(default_factory=dict)
     phones: Mapping[str, str | None] = field(default_factory=dict)  # person id -> phone
     device_ids: frozenset[str] = frozenset()
+    duties: Mapping[str, tuple[StoredDuty, ...]] = field(default_factory=dict)  # unit code -> its list
+    names: Mapping[str, str] = field(default_factory=dict)  # person id -> name, to say who would be removed
 
 
 async def read_existing(session: AsyncSession) -> Existing:
     units = {
-        row.code: StoredUnit(_kind(row.kind), row.parent_code, row.path)
+        row.code: StoredUnit(_kind(row.kind), row.parent_code, row.path, row.name)
         for row in await session.execute(
-            select(col(OrgUnit.code), col(OrgUnit.kind), col(OrgUnit.parent_code), col(OrgUnit.path))
+            select(col(OrgUnit.code), col(OrgUnit.kind), col(OrgUnit.parent_code), col(OrgUnit.path), col(OrgUnit.name))
         )
     }
-    phones = {row.id: row.phone for row in await session.execute(select(col(Person.id), col(Person.phone)))}
+    phones: dict[str, str | None] = {}
+    names: dict[str, str] = {}
+    for person in await session.execute(select(col(Person.id), col(Person.phone), col(Person.name))):
+        phones[person.id], names[person.id] = person.phone, person.name
     devices = frozenset((await session.execute(select(col(Device.id)))).scalars())
-    return Existing(units=units, phones=phones, device_ids=devices)
+    duties: dict[str, list[StoredDuty]] = defaultdict(list)
+    for duty in await session.execute(
+        select(
+            col(Responsibility.unit_code),
+            col(Responsibility.person_id),
+            col(Responsibility.role),
+            col(Responsibility.rank),
+        ).order_by(col(Responsibility.unit_code), col(Responsibility.rank))
+    ):
+        duties[duty.unit_code].append(StoredDuty(duty.person_id, duty.role, duty.rank))
+    return Existing(
+        units=units,
+        phones=phones,
+        device_ids=devices,
+        duties={code: tuple(rows) for code, rows in duties.items()},
+        names=names,
+    )
+
+
+@dataclass(frozen=True)
+class Removal:
+    """Someone an import with `replace` takes off a unit's list, named the way the administrator knows them."""
+
+    unit_code: str
+    unit_name: str
+    person_id: str
+    person_name: str
+    role: str
+    rank: int
+
+    def __str__(self) -> str:
+        try:
+            role = f"{self.role} {Role(self.role).label}"
+        except ValueError:
+            role = self.role
+        unit = f"{self.unit_name} {self.unit_code}" if self.unit_name else self.unit_code
+        return f"{unit}: {self.person_name or self.person_id} ({self.person_id}), {role}, rank 顺位 {self.rank}"
 
 
 def _kind(value: str) -> UnitKind | None:
@@ -60,10 +114,12 @@ def _kind(value: str) -> UnitKind | None:
 
 @dataclass
 class Checked:
-    """The outcome of a check: the problems, and for a clean directory the path of every unit."""
+    """The outcome of a check: the problems, and for a clean directory the path of every unit and, when
+    replacing, everyone the import would take off a unit's list."""
 
     errors: list[RowError]
     paths: dict[str, str]
+    removals: list[Removal] = field(default_factory=list)
 
 
 def _where(source: Source | None) -> str:
@@ -75,9 +131,10 @@ def _is_code(code: str) -> bool:
 
 
 class _Check:
-    def __init__(self, directory: Directory, existing: Existing) -> None:
+    def __init__(self, directory: Directory, existing: Existing, replace: bool) -> None:
         self.d = directory
         self.existing = existing
+        self.replace = replace
         self.errors: list[RowError] = list(directory.problems)
         self.units: dict[str, UnitRow] = {}  # first row of each code in the files
         self.kinds: dict[str, UnitKind | None] = {code: u.kind for code, u in existing.units.items()}
@@ -96,7 +153,7 @@ class _Check:
         self.check_responsibilities()
         self.check_devices()
         paths = self.paths() if not self.errors else {}
-        return Checked(self.errors, paths)
+        return Checked(self.errors, paths, self.removals() if self.replace else [])
 
     def check_unit_rows(self) -> None:
         for u in self.d.units:
@@ -252,6 +309,37 @@ class _Check:
                     f"顺位重复 unit {r.unit_code} already has rank {r.rank}: {holder.person_id} "
                     f"at {_where(holder.source)}",
                 )
+        if not self.replace:
+            self.check_kept_ranks(by_person)
+
+    def check_kept_ranks(self, in_files: Mapping[tuple[str, str], ResponsibilityRow]) -> None:
+        """Added to a unit's stored list, a row must not take a rank someone the files leave in place holds:
+        two primaries would be called as one. Replacing the list is the way to hand a rank to someone new."""
+        for (unit_code, person_id), r in in_files.items():
+            for kept in self.existing.duties.get(unit_code, ()):
+                if kept.rank == r.rank and kept.person_id != person_id and (unit_code, kept.person_id) not in in_files:
+                    name = self.existing.names.get(kept.person_id, kept.person_id)
+                    self.error(
+                        r.source,
+                        "rank",
+                        f"顺位已被占用 unit {unit_code} already has rank {r.rank}: {name} ({kept.person_id}) in the "
+                        "database, who stays (an import adds and updates only); give another rank, or replace the "
+                        "unit's whole list (--replace / 替换), which removes whoever the files do not list",
+                    )
+
+    def removals(self) -> list[Removal]:
+        """Stored responsibilities of the units the files list people for that the files do not list again."""
+        listed = {(r.unit_code, r.person_id) for r in self.d.responsibilities}
+        gone: list[Removal] = []
+        for unit_code in sorted({r.unit_code for r in self.d.responsibilities}):
+            unit = self.existing.units.get(unit_code)
+            named = self.units.get(unit_code)
+            unit_name = named.name if named is not None else (unit.name if unit is not None else "")
+            for kept in self.existing.duties.get(unit_code, ()):
+                if (unit_code, kept.person_id) not in listed:
+                    person = self.existing.names.get(kept.person_id, "")
+                    gone.append(Removal(unit_code, unit_name, kept.person_id, person, kept.role, kept.rank))
+        return gone
 
     def check_devices(self) -> None:
         seen: dict[str, Source | None] = {}
@@ -295,10 +383,12 @@ def _first_difference(a: PersonRow, b: PersonRow) -> str:
     return "id"
 
 
-def check(directory: Directory, existing: Existing | None = None) -> Checked:
-    return _Check(directory, existing or Existing()).run()
+def check(directory: Directory, existing: Existing | None = None, *, replace: bool = False) -> Checked:
+    """`replace`: the units the people rows name get exactly the files' lists (see `Checked.removals`);
+    without it, the files' rows are added to the stored lists or update them."""
+    return _Check(directory, existing or Existing(), replace).run()
 
 
-def validate(directory: Directory, existing: Existing | None = None) -> list[RowError]:
+def validate(directory: Directory, existing: Existing | None = None, *, replace: bool = False) -> list[RowError]:
     """Every problem with the directory, alone or on top of what the database holds; empty when it can be imported."""
-    return check(directory, existing).errors
+    return check(directory, existing, replace=replace).errors

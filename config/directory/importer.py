@@ -22,11 +22,11 @@ from alerting.model.clock import Clock
 from alerting.people.directory_port import IMPORT_KINDS, ImportCheck, RowProblem
 from alerting.store.db import Database
 from alerting.store.tables import DutyShift
-from config.directory.check import Existing, check, read_existing
+from config.directory.check import check, read_existing
 from config.directory.model import Directory, DirectoryError, RowError, Source
 from config.directory.parse import read_directory
 from config.directory.rosters import Roster, RosterError, check_roster, import_roster, read_known, read_roster
-from config.directory.store import import_directory
+from config.directory.store import import_directory, summarise
 
 log = structlog.get_logger()
 
@@ -80,7 +80,7 @@ class FileImporter:
         self.db = db
         self.clock = clock
 
-    async def check(self, kind: str, filename: str, content: bytes) -> ImportCheck:
+    async def check(self, kind: str, filename: str, content: bytes, *, replace: bool = False) -> ImportCheck:
         name = safe_name(filename)
         refused = self._refuse(kind, name, content)
         if refused is not None:
@@ -88,9 +88,11 @@ class FileImporter:
         read = await asyncio.to_thread(_read_blocking, kind, name, content)
         if isinstance(read, Roster):
             return await self._check_roster(name, read)
-        return await self._check_directory(kind, name, read)
+        return await self._check_directory(kind, name, read, replace)
 
-    async def apply(self, kind: str, filename: str, content: bytes, *, actor: str) -> ImportCheck:
+    async def apply(
+        self, kind: str, filename: str, content: bytes, *, actor: str, replace: bool = False
+    ) -> ImportCheck:
         name = safe_name(filename)
         refused = self._refuse(kind, name, content)
         if refused is not None:
@@ -111,10 +113,11 @@ class FileImporter:
         if mismatch:
             return ImportCheck(kind, name, rows, problems=mismatch)
         try:
-            result = await import_directory(self.db, read, actor=actor, at=at, files=[name])
+            result = await import_directory(self.db, read, actor=actor, at=at, files=[name], replace=replace)
         except DirectoryError as exc:
             return ImportCheck(kind, name, rows, problems=[_problem(e) for e in exc.errors])
-        return ImportCheck(kind, name, rows, result.counts(), applied=True)
+        removed = [str(r) for r in result.removed]
+        return ImportCheck(kind, name, rows, result.counts(), applied=True, removals=removed, replace=replace)
 
     def _refuse(self, kind: str, name: str, content: bytes) -> ImportCheck | None:
         """A check that stops before reading: an unknown kind, a suffix no reader takes, an empty file."""
@@ -131,14 +134,17 @@ class FileImporter:
             return ImportCheck(kind, name, 0, problems=[_file_problem("文件为空 the file is empty")])
         return None
 
-    async def _check_directory(self, kind: str, name: str, directory: Directory) -> ImportCheck:
+    async def _check_directory(self, kind: str, name: str, directory: Directory, replace: bool) -> ImportCheck:
         rows = _rows(_directory_sources(directory), directory.problems)
         async with self.db.session() as s:
             existing = await read_existing(s)
-        checked = await asyncio.to_thread(check, directory, existing)
+        checked = await asyncio.to_thread(lambda: check(directory, existing, replace=replace))
         problems = _kind_mismatch(kind, directory) + [_problem(e) for e in checked.errors]
-        counts = {} if problems else _directory_counts(directory, existing, checked.paths)
-        return ImportCheck(kind, name, rows, counts, problems)
+        if problems:
+            return ImportCheck(kind, name, rows, problems=problems, replace=replace)
+        summary = summarise(directory, existing, checked)
+        removed = [str(r) for r in summary.removed]
+        return ImportCheck(kind, name, rows, summary.counts(), removals=removed, replace=replace)
 
     async def _check_roster(self, name: str, roster: Roster) -> ImportCheck:
         rows = _rows((s.source for s in roster.shifts), roster.problems)
@@ -195,25 +201,3 @@ def _kind_mismatch(kind: str, d: Directory) -> list[RowProblem]:
             "kind 类型",
         )
     ]
-
-
-def _directory_counts(d: Directory, existing: Existing, paths: dict[str, str]) -> dict[str, int]:
-    """What import_directory would write, counted the way it counts."""
-    units = {u.code for u in d.units}
-    people = {p.id for p in d.people}
-    devices = {x.id for x in d.devices}
-    moved = sum(
-        1
-        for code, stored in existing.units.items()
-        if code not in units and (path := paths.get(code)) is not None and path != stored.path
-    )
-    return {
-        "units_created": len(units - set(existing.units)),
-        "units_updated": len(units & set(existing.units)),
-        "people_created": len(people - set(existing.phones)),
-        "people_updated": len(people & set(existing.phones)),
-        "responsibilities": len(d.responsibilities),
-        "devices_created": len(devices - existing.device_ids),
-        "devices_updated": len(devices & existing.device_ids),
-        "paths_moved": moved,
-    }

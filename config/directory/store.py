@@ -2,13 +2,17 @@
 
 Rows go in with batched upserts (one statement, many parameter sets), so a county of ten thousand
 units imports in about as many round trips as a village of ten.
+
+Who answers for a unit is upserted by (unit, person): an import adds people to a unit's list and updates
+their role and rank, and leaves the others in place. Only `replace` makes the files' list the unit's whole
+list, and the result then names everyone it removed.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -22,7 +26,7 @@ from alerting.audit import chain as audit
 from alerting.model.domain import UnitKind
 from alerting.store.db import Database
 from alerting.store.tables import Device, OrgUnit, Person, Responsibility
-from config.directory.check import check, read_existing
+from config.directory.check import Checked, Existing, Removal, check, read_existing
 from config.directory.model import Directory, DirectoryError, PersonRow, UnitRow
 
 log = structlog.get_logger()
@@ -40,29 +44,82 @@ class ImportResult:
     units_updated: int
     people_created: int
     people_updated: int
-    responsibilities: int  # rows written; every unit named in the people rows had its list replaced
+    responsibilities: int  # rows of the files written: added to a unit's list, or updating someone on it
     devices_created: int
     devices_updated: int
     paths_moved: int  # units only the database knew whose path changed because an ancestor moved
+    responsibilities_added: int = 0
+    responsibilities_updated: int = 0
+    responsibilities_removed: int = 0  # only with replace: listed by name in `removed`
+    removed: tuple[Removal, ...] = field(default=())
 
     def counts(self) -> dict[str, int]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if isinstance(v, int)}
+
+    def __str__(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.counts().items())
+
+
+def summarise(directory: Directory, existing: Existing, checked: Checked) -> ImportResult:
+    """What importing a checked directory writes, counted before anything is written (the check step shows it)."""
+    units = {u.code for u in directory.units}
+    people = {p.id for p in directory.people}
+    devices = {d.id for d in directory.devices}
+    stored = {(code, d.person_id) for code, rows in existing.duties.items() for d in rows}
+    duties = {(r.unit_code, r.person_id) for r in directory.responsibilities}
+    moved = sum(
+        1
+        for code, unit in existing.units.items()
+        if code not in units and (path := checked.paths.get(code)) is not None and path != unit.path
+    )
+    return ImportResult(
+        units_created=len(units - set(existing.units)),
+        units_updated=len(units & set(existing.units)),
+        people_created=len(people - set(existing.phones)),
+        people_updated=len(people & set(existing.phones)),
+        responsibilities=len(directory.responsibilities),
+        devices_created=len(devices - existing.device_ids),
+        devices_updated=len(devices & existing.device_ids),
+        paths_moved=moved,
+        responsibilities_added=len(duties - stored),
+        responsibilities_updated=len(duties & stored),
+        responsibilities_removed=len(checked.removals),
+        removed=tuple(checked.removals),
+    )
+
+
+async def check_import(db: Database, directory: Directory, *, replace: bool = False) -> ImportResult:
+    """What `import_directory` would write, and with `replace` whom it would remove; writes nothing.
+    Raises DirectoryError as it would."""
+    async with db.session() as session:
+        existing = await read_existing(session)
+    checked = await asyncio.to_thread(lambda: check(directory, existing, replace=replace))
+    if checked.errors:
+        raise DirectoryError(checked.errors)
+    return summarise(directory, existing, checked)
 
 
 async def import_directory(
-    db: Database, directory: Directory, *, actor: str, at: datetime, files: Sequence[str] = ()
+    db: Database,
+    directory: Directory,
+    *,
+    actor: str,
+    at: datetime,
+    files: Sequence[str] = (),
+    replace: bool = False,
 ) -> ImportResult:
     """Check the directory against the database and write it, in one transaction.
 
     Raises DirectoryError listing every problem (and having written nothing) when anything is wrong.
-    Units are upserted by code, people by id, devices by id; the responsibilities of every unit that
-    appears in the people rows are replaced by the file's. Nothing is deleted otherwise.
+    Units are upserted by code, people by id, devices by id, responsibilities by (unit, person).
+    With `replace`, every unit that appears in the people rows gets exactly the files' list: whoever else
+    answered for it is removed, and the result and the audit name them. Nothing is deleted otherwise.
     `files` names the uploaded files in the audit entry, for an import that did not come from a path.
     """
     async with db.session() as session:
         existing = await read_existing(session)
         # checking ten thousand rows is CPU work: keep it off the event loop
-        checked = await asyncio.to_thread(check, directory, existing)
+        checked = await asyncio.to_thread(lambda: check(directory, existing, replace=replace))
         if checked.errors:
             log.warning("directory.rejected", problems=len(checked.errors))
             raise DirectoryError(checked.errors)
@@ -93,17 +150,18 @@ async def import_directory(
             )
         await _upsert(session, dialect, Person, "id", [_person_values(p) for p in people], insert_only={"active": True})
         duties = _table(Responsibility)
-        replaced = sorted({r.unit_code for r in directory.responsibilities})
-        for chunk in _chunks(replaced, _IN_CHUNK):
-            await session.execute(delete(duties).where(duties.c.unit_code.in_(chunk)))
-        if directory.responsibilities:
-            await session.execute(
-                insert(duties),
-                [
-                    {"unit_code": r.unit_code, "person_id": r.person_id, "role": r.role.value, "rank": r.rank}
-                    for r in directory.responsibilities
-                ],
-            )
+        rows = [
+            {"unit_code": r.unit_code, "person_id": r.person_id, "role": r.role.value, "rank": r.rank}
+            for r in directory.responsibilities
+        ]
+        if replace:
+            replaced = sorted({r.unit_code for r in directory.responsibilities})
+            for chunk in _chunks(replaced, _IN_CHUNK):
+                await session.execute(delete(duties).where(duties.c.unit_code.in_(chunk)))
+            if rows:
+                await session.execute(insert(duties), rows)
+        else:
+            await _upsert(session, dialect, Responsibility, ("unit_code", "person_id"), rows)
         await _upsert(
             session,
             dialect,
@@ -112,17 +170,10 @@ async def import_directory(
             [{"id": d.id, "unit_code": d.unit_code, "kind": d.kind.value, "name": d.name} for d in devices],
         )
 
-        result = ImportResult(
-            units_created=sum(u.code not in existing.units for u in units),
-            units_updated=sum(u.code in existing.units for u in units),
-            people_created=sum(p.id not in existing.phones for p in people),
-            people_updated=sum(p.id in existing.phones for p in people),
-            responsibilities=len(directory.responsibilities),
-            devices_created=sum(d.id not in existing.device_ids for d in devices),
-            devices_updated=sum(d.id in existing.device_ids for d in devices),
-            paths_moved=len(moved_elsewhere),
-        )
+        result = summarise(directory, existing, checked)
         data: dict[str, Any] = {**result.counts(), **({"files": list(files)} if files else {})}
+        if result.removed:
+            data["removed"] = [str(r) for r in result.removed]
         await audit.append(session, [audit.Entry(kind="directory.imported", actor=actor, at=at, data=data)])
     log.info("directory.imported", actor=actor, **result.counts())
     return result
@@ -158,7 +209,7 @@ async def _upsert(
     session: AsyncSession,
     dialect: str,
     model: type[SQLModel],
-    key: str,
+    key: str | tuple[str, ...],
     rows: list[dict[str, Any]],
     insert_only: dict[str, Any] | None = None,
 ) -> None:
@@ -171,7 +222,8 @@ async def _upsert(
         stmt = sqlite.insert(_table(model))
     else:
         raise NotImplementedError(f"directory import supports SQLite and PostgreSQL, not {dialect}")
-    columns = [c for c in rows[0] if c != key]
-    stmt = stmt.on_conflict_do_update(index_elements=[key], set_={c: stmt.excluded[c] for c in columns})
+    keys = [key] if isinstance(key, str) else list(key)
+    columns = [c for c in rows[0] if c not in keys]
+    stmt = stmt.on_conflict_do_update(index_elements=keys, set_={c: stmt.excluded[c] for c in columns})
     extra = insert_only or {}
     await session.execute(stmt, [{**extra, **row} for row in rows])

@@ -238,8 +238,10 @@ async def import_check(request: Request, _size: Annotated[None, Depends(_upload_
     content = await upload.read(MAX_IMPORT_BYTES + 1)
     if len(content) > MAX_IMPORT_BYTES:
         return _import_form(request, who, kind=kind, error=f"文件太大：最大 {MAX_IMPORT_BYTES // (1024 * 1024)} MB。")
-    check = await importer.check(kind, upload.filename, content)
-    token = pending_uploads(request).put(who.principal.actor, kind, check.filename, content) if check.ok else None
+    replace = form.get("mode") == "replace"  # anything else adds and updates only: replacing is never a default
+    check = await importer.check(kind, upload.filename, content, replace=replace)
+    held = pending_uploads(request)
+    token = held.put(who.principal.actor, kind, check.filename, content, replace=replace) if check.ok else None
     return _check_page(request, who, check, token)
 
 
@@ -255,9 +257,13 @@ async def import_apply(request: Request, who: Administering) -> Response:
             who,
             error=f"这份上传已导入、已过期（保留 {TTL_SECONDS // 60} 分钟）或不是你上传的，请重新上传并检查。",
         )
-    result = await importer.apply(pending.kind, pending.filename, pending.content, actor=who.principal.actor)
+    result = await importer.apply(
+        pending.kind, pending.filename, pending.content, actor=who.principal.actor, replace=pending.replace
+    )
     if not result.applied:
         # the directory changed since the check: show what is wrong now; this file cannot be applied as it is
         return _check_page(request, who, result, None)
     done = "，".join(f"{COUNT_LABELS.get(k, k)} {v}" for k, v in result.counts.items() if v)
-    return redirect(BASE + _AFTER_IMPORT.get(pending.kind, ""), f"已导入 {result.filename}：{done or '没有变化'}。")
+    removed = f" 已移除：{'；'.join(result.removals)}。" if result.removals else ""
+    notice = f"已导入 {result.filename}：{done or '没有变化'}。{removed}"
+    return redirect(BASE + _AFTER_IMPORT.get(pending.kind, ""), notice)

@@ -3,6 +3,8 @@
 The bytes stay on the server under a random token, bound to the account that uploaded them, for a
 short while; the confirmation names only the token, so what is applied is exactly what was checked
 (and the importer checks it again before writing). Only files whose check came out clean are kept.
+The administrator's choice to replace the units' lists of responsible people is kept with the bytes: the
+check named who that would remove, and the confirmation cannot change the choice.
 
 They live in this process's memory. With several `jiaoying serve` processes behind a balancer, the
 confirmation may reach a process that never saw the upload: it then says the upload has expired and
@@ -31,6 +33,7 @@ class PendingUpload:
     filename: str
     content: bytes
     expires: float  # time.monotonic(); a cache lifetime, not a time anything is recorded at
+    replace: bool = False  # the file's lists replace those of the units it names, as checked
 
     @property
     def digest(self) -> str:
@@ -41,10 +44,11 @@ class PendingUploads:
     def __init__(self) -> None:
         self._held: OrderedDict[str, PendingUpload] = OrderedDict()
 
-    def put(self, actor: str, kind: str, filename: str, content: bytes) -> str:
+    def put(self, actor: str, kind: str, filename: str, content: bytes, *, replace: bool = False) -> str:
         self._expire()
         token = secrets.token_urlsafe(18)
-        self._held[token] = PendingUpload(actor, kind, filename, content, time.monotonic() + TTL_SECONDS)
+        expires = time.monotonic() + TTL_SECONDS
+        self._held[token] = PendingUpload(actor, kind, filename, content, expires, replace)
         while sum(len(p.content) for p in self._held.values()) > MAX_HELD_BYTES and len(self._held) > 1:
             self._held.popitem(last=False)
         return token

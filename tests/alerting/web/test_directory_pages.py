@@ -13,7 +13,7 @@ from sqlmodel import col, select
 from alerting.model.access import AccountRole
 from alerting.model.clock import ManualClock
 from alerting.store.db import Database
-from alerting.store.tables import AuditEvent, Person
+from alerting.store.tables import AuditEvent, Person, Responsibility
 from alerting.web.app import create_app
 from alerting.web.core import Core
 from config.directory.importer import FileImporter
@@ -220,3 +220,80 @@ async def test_the_api_import_checks_dry_and_names_bad_rows_in_a_problem(core: C
         assert done.status_code == 200 and done.json()["applied"] is True
     async with core.db.session() as s:
         assert await s.get(Person, "new-1") is not None
+
+
+NEW_PRIMARY = PEOPLE_HEADER + "tw-new,凤凰镇新值班员,13900001009,500238101,乡镇值班员,0\n"
+
+
+async def township_list(core: Core) -> list[tuple[str, int]]:
+    async with core.db.session() as s:
+        rows = await s.execute(
+            select(col(Responsibility.person_id), col(Responsibility.rank))
+            .where(col(Responsibility.unit_code) == "500238101")
+            .order_by(col(Responsibility.rank))
+        )
+        return [(r.person_id, r.rank) for r in rows]
+
+
+async def test_replacing_a_townships_list_is_a_choice_the_check_spells_out(core: Core) -> None:
+    async with signed_in(core, "admin") as (client, csrf):
+        form = await client.get("/console/directory/import")
+        assert 'name="mode" value="add" checked' in form.text  # adding is the default; replacing is chosen
+
+        added = await upload(client, csrf, "people", "凤凰镇.csv", NEW_PRIMARY)
+        assert added.status_code == 422  # rank 0 is held by someone the file leaves in place
+        assert "凤凰镇值班员 (tw-duty)" in added.text and "替换" in added.text
+        assert 'name="mode" value="add"' in added.text  # a corrected file is checked the same way
+
+        checked = await client.post(
+            "/console/directory/import/check",
+            data={"csrf": csrf, "kind": "people", "mode": "replace"},
+            files={"file": ("凤凰镇.csv", NEW_PRIMARY.encode(), "text/csv")},
+        )
+        assert checked.status_code == 200, checked.text
+        removals = re.search(r'data-testid="removals">(.*?)</section>', checked.text, re.S)
+        assert removals is not None
+        assert "导入后将移除 2 个负责关系" in removals.group(1)
+        assert "凤凰镇 500238101: 凤凰镇值班员 (tw-duty), township_duty 乡镇值班员, rank 顺位 0" in removals.group(1)
+        assert "凤凰镇备岗 (tw-backup)" in removals.group(1)
+        assert await township_list(core) == [("tw-duty", 0), ("tw-backup", 1)]  # nothing written yet
+
+        token = re.search(r'name="token" value="([^"]+)"', checked.text)
+        assert token is not None
+        applied = await client.post(
+            "/console/directory/import/apply", data={"csrf": csrf, "token": token.group(1)}, follow_redirects=False
+        )
+        assert applied.status_code == 303
+        notice = await client.get(applied.headers["location"])
+        assert "已移除：凤凰镇 500238101: 凤凰镇值班员 (tw-duty)" in notice.text
+    assert await township_list(core) == [("tw-new", 0)]
+
+
+async def test_a_new_backup_is_added_without_removing_anyone(core: Core) -> None:
+    backup = PEOPLE_HEADER + "tw-new,凤凰镇新备岗,13900001009,500238101,乡镇值班员,2\n"
+    async with signed_in(core, "admin") as (client, csrf):
+        checked = await upload(client, csrf, "people", "备岗.csv", backup)
+        assert checked.status_code == 200 and 'data-testid="removals"' not in checked.text
+        assert "只新增和更新，不移除任何人" in checked.text
+        token = re.search(r'name="token" value="([^"]+)"', checked.text)
+        assert token is not None
+        await client.post("/console/directory/import/apply", data={"csrf": csrf, "token": token.group(1)})
+    assert await township_list(core) == [("tw-duty", 0), ("tw-backup", 1), ("tw-new", 2)]
+
+
+async def test_the_api_replaces_only_when_asked_and_names_who_it_removed(core: Core) -> None:
+    files = {"file": ("p.csv", NEW_PRIMARY.encode(), "text/csv")}
+    async with await _api(core) as api:
+        refused = await api.post("/api/v1/directory/import?kind=people&dry_run=false", files=files, headers=ADMIN_KEY)
+        assert refused.status_code == 422
+        assert "tw-duty" in refused.json()["errors"][0]["message"]
+        dry = await api.post("/api/v1/directory/import?kind=people&replace=true", files=files, headers=ADMIN_KEY)
+        assert dry.status_code == 200, dry.text
+        assert dry.json()["replace"] is True and dry.json()["applied"] is False
+        assert [r.split(" (")[1].split(")")[0] for r in dry.json()["removed"]] == ["tw-duty", "tw-backup"]
+        assert dry.json()["counts"]["responsibilities_removed"] == 2
+        done = await api.post(
+            "/api/v1/directory/import?kind=people&replace=true&dry_run=false", files=files, headers=ADMIN_KEY
+        )
+        assert done.status_code == 200 and done.json()["removed"] == dry.json()["removed"]
+    assert await township_list(core) == [("tw-new", 0)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -9,13 +10,16 @@ import openpyxl
 import pytest
 from sqlalchemy import func, select
 from sqlmodel import col
+from typer.testing import CliRunner
 
 from alerting.audit import chain as audit
 from alerting.store.db import Database
 from alerting.store.tables import AuditEvent, Device, OrgUnit, Person, Responsibility
 from config.directory import (
     DirectoryError,
+    ImportResult,
     RowError,
+    check_import,
     import_directory,
     load_directory,
     person_id_for_phone,
@@ -64,8 +68,8 @@ async def duties(db: Database, unit_code: str) -> list[tuple[str, str, int]]:
         return [(r.person_id, r.role, r.rank) for r in rows]
 
 
-async def import_files(db: Database, *paths: Path) -> None:
-    await import_directory(db, await load_directory(paths), actor="admin", at=AT)
+async def import_files(db: Database, *paths: Path, replace: bool = False) -> ImportResult:
+    return await import_directory(db, await load_directory(paths), actor="admin", at=AT, replace=replace)
 
 
 def located(errors: list[RowError]) -> set[tuple[str, int, str]]:
@@ -102,7 +106,7 @@ async def test_every_bad_row_is_reported_with_line_and_field_and_nothing_is_writ
     )
 
     with pytest.raises(DirectoryError) as caught:
-        await import_files(db, units, people)
+        await import_files(db, units, people, replace=True)  # replacing: the stored ranks are not in the way
 
     assert located(caught.value.errors) == {
         ("units.csv", 4, "code"),
@@ -203,6 +207,9 @@ async def test_yaml_imports_with_paths_ranks_and_an_audit_entry(db: Database, tm
         "devices_created": 1,
         "devices_updated": 0,
         "paths_moved": 0,
+        "responsibilities_added": 5,
+        "responsibilities_updated": 0,
+        "responsibilities_removed": 0,
     }
     assert await duties(db, "50023810120001") == [("gw", "grid_worker", 0), ("head", "grid_worker", 1)]
     async with db.session() as s:
@@ -224,7 +231,11 @@ async def test_people_file_alone_refers_to_units_already_imported(db: Database, 
 
     await import_files(db, people)
 
-    assert [d[2] for d in await duties(db, "500238101")] == [1]  # the file's list replaces the unit's
+    # added to the list: the township's duty officer 赵敏 (rank 0) stays
+    assert await duties(db, "500238101") == [
+        ("tw", "township_duty", 0),
+        (person_id_for_phone("+8613912340006"), "township_duty", 1),
+    ]
 
 
 async def test_reimport_updates_by_key_and_moves_paths_below_a_moved_unit(db: Database, tmp_path: Path) -> None:
@@ -241,7 +252,7 @@ people:
 """,
     )
 
-    result = await import_directory(db, await load_directory([changed]), actor="admin", at=AT)
+    result = await import_directory(db, await load_directory([changed]), actor="admin", at=AT, replace=True)
 
     assert (result.units_created, result.units_updated, result.people_created, result.people_updated) == (1, 1, 1, 1)
     assert result.paths_moved == 1  # the grid, which the file did not list, follows its village
@@ -261,3 +272,130 @@ people:
     assert await duties(db, "50023810120001") == [("gw2", "grid_worker", 0)]
     assert await duties(db, "500238") == [("duty", "county_duty", 0)]  # units not in the file keep theirs
     assert (await count_rows(db))["AuditEvent"] == 2
+
+
+# ---- adding to who answers for a unit, and replacing the list only when asked (issue 14 item 6) ----
+
+TOWNSHIP_TEAM = """\
+people:
+  - {id: backup, name: 钱多, phone: "13912340005", unit_code: "500238101", role: township_duty, rank: 1}
+"""
+
+
+async def county_with_a_township_team(db: Database, tmp_path: Path) -> None:
+    """凤凰镇 has its duty officer 赵敏 (rank 0) and a backup 钱多 (rank 1)."""
+    await import_files(db, write(tmp_path / "county.yaml", BASE_YAML), write(tmp_path / "team.yaml", TOWNSHIP_TEAM))
+    assert await duties(db, "500238101") == [("tw", "township_duty", 0), ("backup", "township_duty", 1)]
+
+
+async def test_a_one_row_people_file_adds_and_keeps_the_duty_officer_and_backup(db: Database, tmp_path: Path) -> None:
+    await county_with_a_township_team(db, tmp_path)
+    one_row = write(
+        tmp_path / "people.csv", "编号,姓名,手机,单位代码,职责,顺位\nnew,孙丽,13912340007,500238101,乡镇值班员,2\n"
+    )
+
+    result = await import_files(db, one_row)
+
+    assert await duties(db, "500238101") == [
+        ("tw", "township_duty", 0),
+        ("backup", "township_duty", 1),
+        ("new", "township_duty", 2),
+    ]
+    assert (result.responsibilities_added, result.responsibilities_updated, result.responsibilities_removed) == (
+        1,
+        0,
+        0,
+    )
+    assert result.removed == ()
+
+
+async def test_a_row_for_someone_already_on_the_list_updates_their_role_and_rank(db: Database, tmp_path: Path) -> None:
+    await county_with_a_township_team(db, tmp_path)
+    moved = write(
+        tmp_path / "people.csv", "编号,姓名,手机,单位代码,职责,顺位\nbackup,钱多,13912340005,500238101,乡镇值班员,3\n"
+    )
+
+    result = await import_files(db, moved)
+
+    assert await duties(db, "500238101") == [("tw", "township_duty", 0), ("backup", "township_duty", 3)]
+    assert (result.responsibilities_added, result.responsibilities_updated) == (0, 1)
+
+
+async def test_taking_a_rank_someone_keeps_is_refused_naming_them_and_the_way_to_replace(
+    db: Database, tmp_path: Path
+) -> None:
+    await county_with_a_township_team(db, tmp_path)
+    before = await count_rows(db)
+    new_primary = write(
+        tmp_path / "people.csv", "编号,姓名,手机,单位代码,职责,顺位\nnew,孙丽,13912340007,500238101,乡镇值班员,0\n"
+    )
+
+    with pytest.raises(DirectoryError) as caught:
+        await import_files(db, new_primary)
+
+    assert located(caught.value.errors) == {("people.csv", 2, "rank")}
+    message = caught.value.errors[0].message
+    assert "赵敏 (tw)" in message and "rank 0" in message and "--replace" in message
+    assert await count_rows(db) == before
+
+
+async def test_replacing_is_asked_for_the_check_names_who_goes_and_the_import_reports_them(
+    db: Database, tmp_path: Path
+) -> None:
+    await county_with_a_township_team(db, tmp_path)
+    new_primary = write(
+        tmp_path / "people.csv", "编号,姓名,手机,单位代码,职责,顺位\nnew,孙丽,13912340007,500238101,乡镇值班员,0\n"
+    )
+    before = await count_rows(db)
+
+    checked = await check_import(db, await load_directory([new_primary]), replace=True)
+
+    assert [str(r) for r in checked.removed] == [
+        "凤凰镇 500238101: 赵敏 (tw), township_duty 乡镇值班员, rank 顺位 0",
+        "凤凰镇 500238101: 钱多 (backup), township_duty 乡镇值班员, rank 顺位 1",
+    ]
+    assert checked.responsibilities_removed == 2
+    assert await count_rows(db) == before  # the check wrote nothing
+
+    done = await import_files(db, new_primary, replace=True)
+
+    assert done.removed == checked.removed and done.responsibilities_removed == 2
+    assert await duties(db, "500238101") == [("new", "township_duty", 0)]
+    async with db.session() as s:
+        people = set((await s.execute(select(col(Person.id)))).scalars())
+        entry = (await s.execute(select(AuditEvent).order_by(col(AuditEvent.seq).desc()).limit(1))).scalar_one()
+    assert {"tw", "backup"} <= people  # off the list, not out of the directory
+    assert entry.kind == "directory.imported"
+    assert entry.data["responsibilities_removed"] == 2
+    assert entry.data["removed"] == [str(r) for r in done.removed]
+    assert await duties(db, "500238") == [("duty", "county_duty", 0)]  # units the file does not name keep theirs
+
+
+async def test_the_command_line_adds_by_default_and_replaces_with_replace(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from config.cli.main import app
+
+    await county_with_a_township_team(db, tmp_path)
+    monkeypatch.setenv("JIAOYING_DATABASE_URL", db.url)
+    monkeypatch.setenv("JIAOYING_CONFIG", str(tmp_path / "none.toml"))
+    new_primary = write(
+        tmp_path / "people.csv", "编号,姓名,手机,单位代码,职责,顺位\nnew,孙丽,13912340007,500238101,乡镇值班员,0\n"
+    )
+    runner = CliRunner()
+
+    refused = await asyncio.to_thread(runner.invoke, app, ["import", str(new_primary)])
+    assert refused.exit_code == 2
+    assert "赵敏 (tw)" in refused.output and "--replace" in refused.output
+
+    checked = await asyncio.to_thread(runner.invoke, app, ["import", "--replace", "--check", str(new_primary)])
+    assert checked.exit_code == 0, checked.output
+    assert "would remove: 凤凰镇 500238101: 赵敏 (tw)" in " ".join(checked.output.split())
+    assert await duties(db, "500238101") == [("tw", "township_duty", 0), ("backup", "township_duty", 1)]
+
+    done = await asyncio.to_thread(runner.invoke, app, ["import", "--replace", str(new_primary)])
+    assert done.exit_code == 0, done.output
+    said = " ".join(done.output.split())
+    assert "responsibilities_removed=2" in said
+    assert "removed: 凤凰镇 500238101: 钱多 (backup)" in said
+    assert await duties(db, "500238101") == [("new", "township_duty", 0)]
