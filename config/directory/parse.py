@@ -21,7 +21,7 @@ import yaml
 
 from alerting.model.domain import DeviceKind, Role, UnitKind
 from config.directory.model import DeviceRow, Directory, PersonRow, ResponsibilityRow, RowError, Source, UnitRow
-from config.directory.text import UnreadableFile, decode_text
+from config.directory.text import UnreadableFile, decode_text, delimiter, unreadable_workbook
 
 Table = Literal["units", "people", "devices"]
 Numbered = Iterable[tuple[int, Sequence[object]]]  # rows with the line or row number a person would look up
@@ -265,7 +265,7 @@ def read_csv(path: Path, out: _Collector) -> None:
     except UnreadableFile as exc:
         out.problem(Source(path.name, 0), None, str(exc))
         return
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter(text))
     # the reader's line count after a row is the line an editor shows, also when a quoted cell spans lines
     header, rest = _split_header((reader.line_num, row) for row in reader)
     if header is None:
@@ -292,7 +292,7 @@ def read_xlsx(path: Path, out: _Collector) -> None:
     try:
         workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
     except Exception as exc:  # openpyxl raises zipfile, KeyError and its own errors for broken files
-        out.problem(Source(path.name, 0), None, f"无法打开工作簿 cannot open the workbook: {exc}")
+        out.problem(Source(path.name, 0), None, unreadable_workbook(path.name, exc))
         return
     try:
         for sheet in workbook.worksheets:

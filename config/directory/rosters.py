@@ -42,7 +42,7 @@ from alerting.store.tables import DutyShift, OrgUnit, Person
 from alerting.views.labels import UNIT_KIND_LABEL, label
 from config.directory.model import RowError, Source
 from config.directory.parse import cell_text, normalise_phone
-from config.directory.text import UnreadableFile, decode_text
+from config.directory.text import UnreadableFile, decode_text, delimiter, unreadable_workbook
 
 log = structlog.get_logger()
 
@@ -234,7 +234,7 @@ class _Reader:
         except UnreadableFile as exc:
             self.problems.append(_problem(Source(path.name, 0), None, str(exc)))
             return
-        reader = csv.reader(io.StringIO(text, newline=""))
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter(text))
         # the reader's line count after a row is the line an editor shows, also when a quoted cell spans lines
         if not self.table(((reader.line_num, row) for row in reader), lambda line: Source(path.name, line)):
             self.problems.append(_problem(Source(path.name, 1), None, "文件为空 the file is empty"))
@@ -245,9 +245,7 @@ class _Reader:
         try:
             workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
         except Exception as exc:  # openpyxl raises zipfile, KeyError and its own errors for broken files
-            self.problems.append(
-                _problem(Source(path.name, 0), None, f"无法打开工作簿 cannot open the workbook: {exc}")
-            )
+            self.problems.append(_problem(Source(path.name, 0), None, unreadable_workbook(path.name, exc)))
             return
         try:
             found = False
