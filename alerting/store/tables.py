@@ -193,7 +193,8 @@ class Deadline(SQLModel, table=True):
 
 
 class AuditEvent(SQLModel, table=True):
-    """Append-only and hash-chained: hash = sha256(prev_hash + canonical body)."""
+    """Append-only (the database refuses UPDATE and DELETE) and chained: hash = HMAC-SHA-256 under the audit key
+    named by key_id of prev_hash + canonical body; rows from before the key (key_id NULL) are plain SHA-256."""
 
     __tablename__ = "audit_event"
     # an alert's events in order, and its latest one (the position its cached report is keyed by) in one probe;
@@ -209,6 +210,7 @@ class AuditEvent(SQLModel, table=True):
     data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     prev_hash: str = Field(max_length=64)
     hash: str = Field(max_length=64)
+    key_id: str | None = Field(default=None, max_length=16)
 
 
 class AuditHead(SQLModel, table=True):
