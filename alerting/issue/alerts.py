@@ -44,6 +44,7 @@ from alerting.model.domain import (
     TargetKind,
     TargetState,
 )
+from alerting.model.plain_text import FilledLine, FilledText, Line, Text
 from alerting.model.plan import Planner, PlanSet, Who
 from alerting.store.db import Database, rowcount
 from alerting.store.tables import Alert, Delivery, Device, OrgUnit, Target, core_table
@@ -61,11 +62,11 @@ FIRST_PAGE = Page(0)  # resume_planning starts from the beginning and skips whoe
 
 class AlertRequest(BaseModel):
     level: Level
-    hazard: str = Field(min_length=1, max_length=32, examples=["暴雨"])
-    title: str = Field(min_length=1, max_length=200)
-    text: str = Field(min_length=1, max_length=2000)
-    instructions: str = Field(default="", max_length=1000)
-    units: list[str] = Field(min_length=1, description="unit codes; the alert reaches their whole subtree")
+    hazard: FilledLine = Field(min_length=1, max_length=32, examples=["暴雨"])
+    title: FilledLine = Field(min_length=1, max_length=200)
+    text: FilledText = Field(min_length=1, max_length=2000)
+    instructions: Text = Field(default="", max_length=1000)
+    units: list[Line] = Field(min_length=1, description="unit codes; the alert reaches their whole subtree")
     exercise: bool = False
 
     @field_validator("units")
@@ -78,9 +79,9 @@ class AlertChange(BaseModel):
     """What an update changes; what it leaves out stays as it was."""
 
     level: Level | None = None
-    title: str | None = Field(default=None, max_length=200)
-    text: str | None = Field(default=None, max_length=2000)
-    instructions: str | None = Field(default=None, max_length=1000)
+    title: FilledLine | None = Field(default=None, max_length=200)
+    text: FilledText | None = Field(default=None, max_length=2000)
+    instructions: Text | None = Field(default=None, max_length=1000)
 
 
 class AlertNotFound(LookupError):

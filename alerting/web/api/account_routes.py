@@ -13,6 +13,7 @@ from alerting.model.access import AccountRole
 from alerting.people.accounts import MIN_PASSWORD, AccountError
 from alerting.views.accounts import AccountRow, account_rows
 from alerting.web.api.auth import Admin, CoreDep
+from alerting.web.api.numbers import Offset
 from alerting.web.api.problems import Problem, documented
 from alerting.web.api.schemas import Page
 
@@ -22,7 +23,6 @@ router = APIRouter(prefix="/api/v1/accounts", tags=["accounts"], responses=docum
 
 Username = Annotated[str, Path(min_length=1, max_length=64, description="the account's user name")]
 Limit = Annotated[int, Query(ge=1, le=1000)]
-Offset = Annotated[int, Query(ge=0)]
 Password = Field(min_length=MIN_PASSWORD, max_length=200, description=f"at least {MIN_PASSWORD} characters")
 
 

@@ -6,26 +6,24 @@ only on recipients inside it (403 otherwise).
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import structlog
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field, model_validator
 
 from alerting.answer.outcomes import AnswerRejected
 from alerting.issue.alerts import AlertNotActive
 from alerting.model.access import Forbidden
+from alerting.model.plain_text import FilledText
 from alerting.views.board import Board
 from alerting.views.board_hub import BoardHub
 from alerting.web import acting
 from alerting.web.api.auth import CoreDep, Issuer, Reader
+from alerting.web.api.numbers import AlertId
 from alerting.web.api.problems import Problem, documented
 
 log = structlog.get_logger()
 
 router = APIRouter(prefix="/api/v1", tags=["board"], responses=documented(401, 403, 422))
-
-AlertId = Annotated[int, Path(ge=1, description="the alert's number")]
 
 
 class CallAgainIn(BaseModel):
@@ -49,7 +47,7 @@ class CalledAgainOut(BaseModel):
 
 
 class AnswerForIn(BaseModel):
-    reason: str = Field(min_length=1, max_length=200, examples=["已电话联系本人，确认收到"])
+    reason: FilledText = Field(min_length=1, max_length=200, examples=["已电话联系本人，确认收到"])
 
 
 class AnsweredOut(BaseModel):

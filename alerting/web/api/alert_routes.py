@@ -6,7 +6,7 @@ import re
 from typing import Annotated, Any
 
 import structlog
-from fastapi import APIRouter, Header, Path, Query, Response
+from fastapi import APIRouter, Header, Query, Response
 
 from alerting.issue.alerts import AlertChange, AlertNotActive, AlertNotFound, AlertRequest, AlertUnchanged, Issued
 from alerting.issue.once import KEY_MAX, KeyReused, RequestKey, issue_once
@@ -15,6 +15,7 @@ from alerting.model.access import Forbidden, Principal, check_alert, check_units
 from alerting.model.domain import AlertStatus, TargetState
 from alerting.web import acting
 from alerting.web.api.auth import CoreDep, Issuer, Reader
+from alerting.web.api.numbers import AlertId, Offset
 from alerting.web.api.problems import Problem, documented
 from alerting.web.api.queries import alerts_page, recipients_page
 from alerting.web.api.schemas import (
@@ -34,9 +35,7 @@ log = structlog.get_logger()
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"], responses=documented(401, 403, 422))
 
-AlertId = Annotated[int, Path(ge=1, description="the alert's number")]
 Limit = Annotated[int, Query(ge=1, le=1000)]
-Offset = Annotated[int, Query(ge=0)]
 
 
 def _not_found(alert_id: int) -> Problem:

@@ -23,13 +23,13 @@ from alerting.views.directory import (
 )
 from alerting.views.rosters import RosterOut, rosters
 from alerting.web.api.auth import Admin, CoreDep, Reader
+from alerting.web.api.numbers import Offset
 from alerting.web.api.problems import Problem, documented
 from alerting.web.api.schemas import Page
 
 router = APIRouter(prefix="/api/v1", tags=["directory"])
 
 Limit = Annotated[int, Query(ge=1, le=500, description="items per page")]
-Offset = Annotated[int, Query(ge=0, description="items to skip")]
 UnitFilter = Annotated[str | None, Query(description="only this unit's subtree (a unit code inside your scope)")]
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 
@@ -22,6 +22,7 @@ from alerting.views.review.insights import Insights
 from alerting.views.review.listing import FilterError, ReviewFilter, ReviewPage, list_alerts
 from alerting.views.review.yearly import YearlySummary, render_yearly_csv, yearly_summary
 from alerting.web.api.auth import CoreDep, Reader
+from alerting.web.api.numbers import ROW_NUMBER_MAX, AlertFilter, AlertId, Offset
 from alerting.web.api.problems import Problem, documented
 from alerting.web.api.schemas import Page
 from alerting.web.reports import reports
@@ -30,7 +31,6 @@ from alerting.web.shedding import heavy_read
 router = APIRouter(tags=["reviews"], responses=documented(401, 403, 422, 503), dependencies=[Depends(heavy_read)])
 
 Limit = Annotated[int, Query(ge=1, le=500)]
-Offset = Annotated[int, Query(ge=0)]
 RECIPIENT_PAGE = 200  # a county-wide report with every recipient is over 5 MB of JSON
 
 
@@ -99,14 +99,14 @@ def _no_alert(alert_id: int) -> Problem:
 )
 async def alert_report(
     request: Request,
-    alert_id: Annotated[int, Path(ge=1)],
+    alert_id: AlertId,
     core: CoreDep,
     who: Reader,
     format: Literal["json", "csv", "xlsx", "html"] = "json",
     recipient_limit: Annotated[int, Query(ge=1, le=500, description="recipients in this page (JSON only)")] = (
         RECIPIENT_PAGE
     ),
-    recipient_offset: Annotated[int, Query(ge=0, description="recipients to skip (JSON only)")] = 0,
+    recipient_offset: Annotated[int, Query(ge=0, le=ROW_NUMBER_MAX, description="recipients to skip (JSON only)")] = 0,
 ) -> ReviewedReport | Response:
     """The audit report of one alert: every recipient with what was tried and when they answered, the answer
     time distribution, answers by channel, failures by provider error, escalation reached per step, who was
@@ -174,7 +174,7 @@ async def audit_log(
     core: CoreDep,
     who: Reader,
     kind: Annotated[str | None, Query(max_length=48, description='e.g. alert.cancelled; "alert." for a prefix')] = None,
-    alert_id: Annotated[int | None, Query(ge=1)] = None,
+    alert_id: AlertFilter = None,
     actor: Annotated[str | None, Query(max_length=100, description="e.g. user:duty")] = None,
     limit: Limit = 50,
     offset: Offset = 0,
@@ -193,7 +193,7 @@ async def audit_log(
 async def alert_audit(
     core: CoreDep,
     who: Reader,
-    alert_id: Annotated[int, Path(ge=1)],
+    alert_id: AlertId,
     format: Literal["json", "csv"] = "json",
     limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
     offset: Offset = 0,

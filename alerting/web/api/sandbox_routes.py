@@ -14,13 +14,13 @@ from alerting.model.access import AccountRole, Principal
 from alerting.model.domain import ChannelKind
 from alerting.views.sandbox_outbox import OutboxItem, outbox_page
 from alerting.web.api.auth import CoreDep, require
+from alerting.web.api.numbers import AlertFilter, Offset
 from alerting.web.api.problems import documented
 from alerting.web.api.schemas import Page
 
 router = APIRouter(prefix="/api/v1/sandbox", tags=["sandbox"], responses=documented(401, 403, 422))
 
 Limit = Annotated[int, Query(ge=1, le=1000, description="items per page")]
-Offset = Annotated[int, Query(ge=0, description="items to skip")]
 DutyRoom = Annotated[Principal, Depends(require(AccountRole.DUTY, AccountRole.ADMIN))]
 
 
@@ -28,7 +28,7 @@ DutyRoom = Annotated[Principal, Depends(require(AccountRole.DUTY, AccountRole.AD
 async def sandbox_outbox(
     core: CoreDep,
     who: DutyRoom,
-    alert_id: Annotated[int | None, Query(ge=1, description="only messages about this alert")] = None,
+    alert_id: AlertFilter = None,
     channel: Annotated[ChannelKind | None, Query(description="only this channel, e.g. sms")] = None,
     limit: Limit = 100,
     offset: Offset = 0,

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from alerting.issue.alerts import AlertProgress
 from alerting.model.clock import utc
 from alerting.model.domain import AlertStatus, Level
+from alerting.model.plain_text import FilledText
 from alerting.store.tables import Alert
 from alerting.views.device_state import DeviceState
 from alerting.views.labels import ALERT_STATUS_LABEL
@@ -44,7 +45,7 @@ class IssuedOut(BaseModel):
 
 
 class CancelIn(BaseModel):
-    reason: str = Field(min_length=1, max_length=500, examples=["雨情减弱，解除预警"])
+    reason: FilledText = Field(min_length=1, max_length=500, examples=["雨情减弱，解除预警"])
 
 
 class CancelledOut(BaseModel):

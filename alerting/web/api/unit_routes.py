@@ -16,6 +16,7 @@ from alerting.store.db import Database
 from alerting.views.preview import Preview, preview
 from alerting.views.units import UnitHit, lookup, search
 from alerting.web.api.auth import CoreDep, Issuer, Reader
+from alerting.web.api.numbers import Offset
 from alerting.web.api.problems import Problem, documented
 from alerting.web.api.schemas import Page
 
@@ -51,7 +52,7 @@ async def list_units(
     q: Annotated[str, Query(max_length=50, description="part of the name, or the start of the code")] = "",
     parent: Annotated[str | None, Query(max_length=20, description="only the units directly below this one")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> Page[UnitOut]:
     """Units an alert can target, top of the hierarchy first. A township key finds only its own subtree."""
     async with core.db.session() as s:

@@ -16,25 +16,26 @@ from alerting.answer.outcomes import AnswerRejected
 from alerting.issue.alerts import AlertChange, AlertNotActive, AlertNotFound, AlertUnchanged
 from alerting.model.access import Forbidden
 from alerting.model.domain import Level
+from alerting.model.plain_text import BadCharacter, bad_character
 from alerting.views.board import MEANING, since_text, totals
 from alerting.views.labels import ALERT_STATUS_LABEL, channel_label
 from alerting.views.timeline import Show, read_alert
 from alerting.web import acting
 from alerting.web.api.auth import CoreDep
-from alerting.web.console.web import PREFIX, Issuing, PageError, Seeing, local_path, redirect, render
+from alerting.web.console.web import PREFIX, AlertNumber, Issuing, PageError, Seeing, local_path, redirect, render
 
 log = structlog.get_logger()
 
 router = APIRouter(include_in_schema=False)
 
 PER_PAGE = 50
-ALERT = PREFIX + "/alerts/{alert_id:int}"
+ALERT = PREFIX + "/alerts/{alert_id:alert}"
 
 
 @router.get(ALERT)
 async def alert_page(
     request: Request,
-    alert_id: int,
+    alert_id: AlertNumber,
     who: Seeing,
     core: CoreDep,
     show: Annotated[str, Query()] = "",
@@ -82,10 +83,14 @@ def _refused(alert_id: int, exc: Exception) -> PageError:
     return PageError(409, f"这条预警已结束，不能再这样处置（{exc}）。")
 
 
+def _unseen(found: BadCharacter) -> str:
+    return f"原因的第 {found.position} 个字符是不可见的控制字符（{found.code}），请删除后再试。"
+
+
 @router.get(ALERT + "/call-again")
 async def call_again_confirm(
     request: Request,
-    alert_id: int,
+    alert_id: AlertNumber,
     who: Seeing,  # a GET carries no CSRF token; acting.call_again still requires an issuer
     core: CoreDep,
     back: Annotated[str, Query(max_length=500)] = "",
@@ -104,7 +109,7 @@ async def call_again_confirm(
 
 @router.post(ALERT + "/call-again")
 async def call_again(
-    alert_id: int,
+    alert_id: AlertNumber,
     who: Issuing,
     core: CoreDep,
     target_id: Annotated[str, Form()] = "",
@@ -127,7 +132,7 @@ async def call_again(
 
 @router.post(ALERT + "/recipients/{target_id}/answer")
 async def answer_for(
-    alert_id: int,
+    alert_id: AlertNumber,
     target_id: str,
     who: Issuing,
     core: CoreDep,
@@ -137,6 +142,8 @@ async def answer_for(
     to = _back(back, alert_id)
     if not reason.strip():
         return redirect(to, "代为确认未完成：请填写原因（例如：已电话联系本人，确认收到）。")
+    if found := bad_character(reason, multiline=True):
+        return redirect(to, "代为确认未完成：" + _unseen(found))
     try:
         result = await acting.answer_for(core, who.principal, alert_id, target_id, reason)
     except Forbidden:
@@ -152,7 +159,7 @@ async def answer_for(
 
 @router.post(ALERT + "/cancel")
 async def cancel(
-    alert_id: int,
+    alert_id: AlertNumber,
     who: Issuing,
     core: CoreDep,
     reason: Annotated[str, Form(max_length=500)] = "",
@@ -160,6 +167,8 @@ async def cancel(
 ) -> Response:
     if not reason.strip():
         return redirect(_back(back, alert_id), "解除未完成：请填写解除原因。")
+    if found := bad_character(reason, multiline=True):
+        return redirect(_back(back, alert_id), "解除未完成：" + _unseen(found))
     try:
         lifted = await acting.cancel(core, who.principal, alert_id, reason)
     except Forbidden:
@@ -175,7 +184,7 @@ async def cancel(
 
 @router.post(ALERT + "/update")
 async def update(
-    alert_id: int,
+    alert_id: AlertNumber,
     who: Issuing,
     core: CoreDep,
     level: Annotated[str, Form()] = "",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from alerting.model.clock import SHANGHAI
@@ -16,7 +16,7 @@ from alerting.views.report.files import DOWNLOADS, MEDIA_TYPES, content_disposit
 from alerting.views.report.serve import csv_filename, csv_stream, file_download
 from alerting.views.review.listing import EXERCISE_CHOICES, FilterError, hazards, list_alerts, parse_filter
 from alerting.views.review.yearly import percent, render_yearly_csv, yearly_summary
-from alerting.web.console.web import HEADERS, PREFIX, PageError, Seeing, render
+from alerting.web.console.web import HEADERS, PREFIX, AlertNumber, PageError, Seeing, render
 from alerting.web.reports import reports
 from alerting.web.shedding import heavy_read
 
@@ -100,10 +100,7 @@ async def _report(request: Request, who: Seeing, alert_id: int) -> Viewed:
     return viewed
 
 
-AlertNumber = Annotated[int, Path(ge=1)]
-
-
-@router.get(PREFIX + "/review/{alert_id}")
+@router.get(PREFIX + "/review/{alert_id:alert}")
 async def review_report(request: Request, who: Seeing, alert_id: AlertNumber) -> Response:
     viewed = await _report(request, who, alert_id)
     return render(
@@ -120,7 +117,7 @@ async def review_report(request: Request, who: Seeing, alert_id: AlertNumber) ->
     )
 
 
-@router.get(PREFIX + "/review/{alert_id}/print")
+@router.get(PREFIX + "/review/{alert_id:alert}/print")
 async def review_print(request: Request, who: Seeing, alert_id: AlertNumber) -> Response:
     """The standalone report, opened in the browser to print or save as PDF."""
     file = await file_download(await _report(request, who, alert_id), "html")
@@ -130,7 +127,7 @@ async def review_print(request: Request, who: Seeing, alert_id: AlertNumber) -> 
     )
 
 
-@router.get(PREFIX + "/review/{alert_id}/report.{fmt}")
+@router.get(PREFIX + "/review/{alert_id:alert}/report.{fmt}")
 async def review_download(
     request: Request, who: Seeing, alert_id: AlertNumber, fmt: Literal["csv", "xlsx", "html"]
 ) -> Response:

@@ -15,6 +15,7 @@ from fastapi.responses import Response
 from alerting.model.access import ACCOUNT_ROLE_LABEL, AccountRole
 from alerting.model.domain import ChannelKind
 from alerting.views.sandbox_outbox import outbox_page
+from alerting.web.api.numbers import ROW_NUMBER_MAX, valid_alert_id
 from alerting.web.console.directory_pages import pager
 from alerting.web.console.web import PREFIX, PageError, Seeing, render
 from alerting.web.core import Core
@@ -36,8 +37,8 @@ async def outbox(
     if who.principal.role not in (AccountRole.DUTY, AccountRole.ADMIN):
         raise PageError(403, f"模拟发件箱只对县值班员和管理员开放，{ACCOUNT_ROLE_LABEL[who.principal.role]}不能查看。")
     alert = alert_id.strip()
-    if alert and not (alert.isascii() and alert.isdigit() and int(alert) > 0):
-        raise PageError(422, f"预警编号应是正整数，收到的是“{alert}”。")
+    if alert and not (alert.isascii() and alert.isdigit() and valid_alert_id(int(alert))):
+        raise PageError(422, f"预警编号应是 1 到 {ROW_NUMBER_MAX} 之间的整数，收到的是“{alert}”。")
     if channel and channel not in {k.value for k in ChannelKind}:
         raise PageError(422, f"没有“{channel}”这个渠道。")
     core: Core = request.app.state.core

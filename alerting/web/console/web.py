@@ -14,6 +14,7 @@ from urllib.parse import quote, unquote, urlsplit
 from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment
+from starlette.convertors import Convertor, register_url_convertor
 
 from alerting.model.access import ACCOUNT_ROLE_LABEL, Principal
 from alerting.views import templating
@@ -26,6 +27,7 @@ from alerting.views.labels import (
     step_label,
 )
 from alerting.web.api.auth import CoreDep
+from alerting.web.api.numbers import ROW_NUMBER_MAX, valid_alert_id
 from alerting.web.api.problems import problem_response
 from alerting.web.core import Core
 
@@ -178,6 +180,32 @@ Seeing = Annotated[Viewer, Depends(viewer)]  # any signed-in person, for GET pag
 Acting = Annotated[Viewer, Depends(acting_viewer)]  # any signed-in person posting a form
 Issuing = Annotated[Viewer, Depends(_issuing_viewer)]  # may issue and act on alerts (duty, township, admin)
 Administering = Annotated[Viewer, Depends(_admin_viewer)]
+
+
+class _AlertNumberConvertor(Convertor[int]):
+    """`{alert_id:alert}` in a console path: at most as many digits as the largest alert number has, so a longer
+    one matches no route (a 404 page) instead of reaching int(), which refuses past 4,300 digits with a 500."""
+
+    regex = f"[0-9]{{1,{len(str(ROW_NUMBER_MAX))}}}"
+
+    def convert(self, value: str) -> int:
+        return int(value)
+
+    def to_string(self, value: int) -> str:
+        return str(value)
+
+
+register_url_convertor("alert", _AlertNumberConvertor())
+
+
+def _alert_number(alert_id: int) -> int:
+    # a number no alert can have gets the page of one no alert has, not a database error (the store cannot bind it)
+    if not valid_alert_id(alert_id):
+        raise PageError(404, f"没有编号为 {alert_id} 的预警，或它不在您的辖区内。")
+    return alert_id
+
+
+AlertNumber = Annotated[int, Depends(_alert_number)]  # an alert's number in a console path
 
 
 def is_console(request: Request) -> bool:

@@ -116,7 +116,7 @@ def _form(value: dict[str, str]) -> Body:
 NO_CONTENT: Body = lambda p: {}  # noqa: E731
 SEE = Rule()
 ADMIN = Rule(admin=True)
-ALERT = "/console/alerts/{alert_id:int}"
+ALERT = "/console/alerts/{alert_id:alert}"
 RULES: dict[tuple[str, str], Rule] = {
     # ---- the JSON API (API keys) ----
     ("POST", "/api/v1/alerts"): Rule(_issue_json),
@@ -184,9 +184,9 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/console/review"): SEE,
     ("GET", "/console/review/yearly"): SEE,
     ("GET", "/console/review/yearly.csv"): SEE,
-    ("GET", "/console/review/{alert_id}"): SEE,
-    ("GET", "/console/review/{alert_id}/print"): SEE,
-    ("GET", "/console/review/{alert_id}/report.{fmt}"): SEE,
+    ("GET", "/console/review/{alert_id:alert}"): SEE,
+    ("GET", "/console/review/{alert_id:alert}/print"): SEE,
+    ("GET", "/console/review/{alert_id:alert}/report.{fmt}"): SEE,
     ("GET", "/console/sandbox/outbox"): SEE,  # duty and admin only: test_sandbox_outbox
     ("GET", "/console/accounts"): ADMIN,
     ("POST", "/console/accounts"): Rule(
@@ -620,7 +620,7 @@ async def test_console_posts_need_the_sessions_csrf_token_and_this_site(world: W
                 assert changed(before, await snapshot(db)) == [], where
         # the same token from this site goes through (the refusals above were for the token, not the role)
         r = await browser.post(
-            ALERT.replace("{alert_id:int}", str(world.fenghuang.alert_id)) + "/call-again",
+            ALERT.replace("{alert_id:alert}", str(world.fenghuang.alert_id)) + "/call-again",
             data={"csrf": csrf, "target_id": world.fenghuang.target_id},
         )
         assert r.status_code == 303, r.text

@@ -1,0 +1,28 @@
+"""The numbers a request may carry in its path or query, bounded once for every route.
+
+Unbounded, `/api/v1/alerts/9223372036854775808` or `?offset=10**20` reached the database driver, which cannot bind
+such an integer (OverflowError on SQLite, a range error from asyncpg) and the request ended in a 500. Bounded here,
+it is refused with a 422 naming the parameter, and the bound is in /openapi.json for clients to read.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Path, Query
+
+# PostgreSQL keeps alert ids and audit sequence numbers in a 4-byte INTEGER: no alert has a larger number,
+# and no list holds more rows than such a number counts, so a larger offset could only ever skip everything
+ROW_NUMBER_MAX = 2**31 - 1
+
+AlertId = Annotated[int, Path(ge=1, le=ROW_NUMBER_MAX, description="the alert's number")]
+"""An alert's number in a path."""
+AlertFilter = Annotated[int | None, Query(ge=1, le=ROW_NUMBER_MAX, description="only this alert")]
+"""An alert's number narrowing a list."""
+Offset = Annotated[int, Query(ge=0, le=ROW_NUMBER_MAX, description="items to skip")]
+"""How far into a list a page starts."""
+
+
+def valid_alert_id(value: int) -> bool:
+    """Whether `value` could be an alert's number: pages that show "no such alert" instead of a 422 ask this."""
+    return 1 <= value <= ROW_NUMBER_MAX
