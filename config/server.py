@@ -56,6 +56,8 @@ def uvicorn_config(app: FastAPI, settings: Settings, host: str, port: int) -> uv
 async def serve(settings: Settings, host: str, port: int) -> None:
     engine = build_engine(settings)
     configured.current().keyring.signer()  # no audit key: refuse in one line here, not in the engine's thread
+    if engine.checkpointer is not None:  # nor a checkpoint file it cannot write
+        await engine.checkpointer.check_writable()
     app = make_app(engine)
     core: Core = app.state.core  # the web's: the engine's own store connection belongs to the engine's loop
     await core.db.upgrade()

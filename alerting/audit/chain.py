@@ -119,22 +119,26 @@ class Verification:
     checkpoints: str = ""  # where the checkpoints are, or why there are none to hold the chain to
 
     @property
-    def summary(self) -> str:
+    def notes(self) -> list[str]:
         """What an auditor needs beside ok/broken: which rows are keyed, and the checkpoint it was held to."""
-        parts = []
+        notes = []
         if self.unkeyed:
-            parts.append(
+            notes.append(
                 f"rows 1-{self.unkeyed} were written before the chain was keyed (plain SHA-256: an edit recomputed "
-                "before the first keyed row would not show)"
+                "before the first keyed row was written would not show)"
             )
         if self.keys:
-            parts.append(f"keyed rows signed with audit key {', then '.join(self.keys)}")
+            notes.append(f"keyed rows signed with audit key {', then '.join(self.keys)}")
         if self.checkpoint is not None:
             at = utc(self.checkpoint.at).isoformat(timespec="seconds")
-            parts.append(f"latest checkpoint: row {self.checkpoint.seq} at {at} ({self.checkpoints})")
+            notes.append(f"latest checkpoint: row {self.checkpoint.seq} at {at} in {self.checkpoints}")
         elif self.checkpoints:
-            parts.append(self.checkpoints)
-        return "; ".join(parts)
+            notes.append(self.checkpoints)
+        return notes
+
+    @property
+    def summary(self) -> str:
+        return "; ".join(self.notes)
 
 
 @dataclass

@@ -42,6 +42,10 @@ class CheckpointError(ValueError):
     """A checkpoint line that is not one this engine wrote: unreadable, or its signature does not fit."""
 
 
+class CheckpointFileError(ValueError):
+    """The checkpoint file cannot be written. A ValueError, so a command says it in one line."""
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     at: datetime
@@ -104,11 +108,16 @@ def latest(points: list[Checkpoint]) -> Checkpoint | None:
 
 def _append(path: Path, line: str) -> None:
     # one write() of a short line to a file opened for appending lands whole, also with several processes at it
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as f:
-        f.write(line)
-        f.flush()
-        os.fsync(f.fileno())  # a checkpoint lost in a power cut would leave the minute before it unguarded
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())  # a checkpoint lost in a power cut would leave the minute before it unguarded
+    except OSError as exc:
+        raise CheckpointFileError(
+            f"JIAOYING_AUDIT_CHECKPOINTS: cannot write checkpoints to {path}: {exc.strerror or exc}"
+        ) from None
 
 
 class Checkpointer:
@@ -135,18 +144,22 @@ class Checkpointer:
             return None
         try:
             return await self._write(head.seq, head.hash)
-        except OSError as exc:  # the engine goes on; the operator must hear that its chain is unguarded
+        except CheckpointFileError as exc:  # the engine goes on; the operator must hear that its chain is unguarded
             log.error("audit.checkpoint_failed", path=str(self.path), error=str(exc))
             return None
 
     async def write(self) -> Checkpoint | None:
         """A checkpoint now if the chain moved since the last one (when the engine starts and stops). Raises
-        OSError when the file cannot be written."""
+        CheckpointFileError when the file cannot be written."""
         async with self.db.session() as s:
             head = await s.get(AuditHead, 1)
         if head is None or (self._last is not None and head.seq == self._last.seq):
             return None
         return await self._write(head.seq, head.hash)
+
+    async def check_writable(self) -> None:
+        """Raises CheckpointFileError now if the file cannot be written (`serve`, before it listens)."""
+        await asyncio.to_thread(_append, self.path, "")
 
     async def _write(self, seq: int, digest: str) -> Checkpoint:
         point = Checkpoint(utc(self.clock.now()), seq, digest, self.key.id)

@@ -453,7 +453,9 @@ def drills(
 
 @audit_app.command("verify")
 def audit_verify() -> None:
-    """Check the hash chain of the audit log and name the first row that was changed.
+    """Check the keyed chain of the audit log, held to the latest checkpoint outside the database, and name the
+    first row that was changed or removed. It needs the keys and the checkpoint file the engine has
+    (JIAOYING_AUDIT_KEY, JIAOYING_AUDIT_KEYS after a rotation, JIAOYING_AUDIT_CHECKPOINTS).
 
     Example: [bold]jiaoying audit verify[/]
     """
@@ -464,9 +466,15 @@ def audit_verify() -> None:
     v = run(lambda: with_engine(job))
     if v.ok:
         console.print(f"[green]Audit chain verified:[/] {v.rows} events, unbroken.")
-        return
-    err.print(f"[bold red]Audit chain BROKEN at row {v.first_bad_seq}:[/] {v.reason}")
-    raise typer.Exit(1)
+    elif v.first_bad_seq is None:
+        err.print(f"[bold red]Audit chain NOT VERIFIED:[/] {escape(v.reason)}", soft_wrap=True)
+    else:
+        err.print(f"[bold red]Audit chain BROKEN at row {v.first_bad_seq}:[/] {escape(v.reason)}", soft_wrap=True)
+    # which rows are keyed, and the checkpoint outside the database the chain was held to (or why there is none)
+    for note in v.notes:
+        (console if v.ok else err).print(f"  {escape(note)}", soft_wrap=True)
+    if not v.ok:
+        raise typer.Exit(1)
 
 
 @audit_app.command("export")
