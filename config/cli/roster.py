@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from alerting.model.actor import Actor
@@ -46,6 +47,8 @@ def import_files(
         except RosterError as exc:
             refuse_import(exc.errors)
         console.print(f"Imported: {result}")
+        for shift in result.removed:  # a roster replaces its span: say whose shifts went
+            console.print(f"  [yellow]stored shift:[/] {escape(shift)}")
         for w in result.warnings:
             console.print(f"  [yellow]check:[/] {w}")
 

@@ -10,22 +10,26 @@ from __future__ import annotations
 import asyncio
 import tempfile
 from collections.abc import Iterable
-from datetime import datetime
 from pathlib import Path
 
 import structlog
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
 
 from alerting.model.clock import Clock
 from alerting.people.directory_port import IMPORT_KINDS, ImportCheck, RowProblem
 from alerting.store.db import Database
-from alerting.store.tables import DutyShift
 from config.directory.check import check, read_existing
 from config.directory.model import Directory, DirectoryError, RowError, Source
 from config.directory.parse import read_directory
-from config.directory.rosters import Roster, RosterError, check_roster, import_roster, read_known, read_roster
+from config.directory.rosters import (
+    Roster,
+    RosterError,
+    check_roster,
+    import_roster,
+    read_known,
+    read_roster,
+    spans_of,
+    stored_in_spans,
+)
 from config.directory.store import import_directory, summarise
 
 log = structlog.get_logger()
@@ -107,7 +111,9 @@ class FileImporter:
                 return ImportCheck(kind, name, rows, problems=[_problem(e) for e in exc.errors])
             warnings = [_problem(w) for w in done.warnings]
             counts = {k: v for k, v in done.counts().items() if k != "warnings"}
-            return ImportCheck(kind, name, rows, counts, warnings=warnings, applied=True)
+            return ImportCheck(
+                kind, name, rows, counts, warnings=warnings, applied=True, removals=list(done.removed), replace=True
+            )
         rows = _rows(_directory_sources(read), read.problems)
         mismatch = _kind_mismatch(kind, read)
         if mismatch:
@@ -154,32 +160,19 @@ class FileImporter:
             warnings = [_problem(w) for w in checked.warnings]
             if checked.errors:
                 return ImportCheck("roster", name, rows, problems=[_problem(e) for e in checked.errors])
-            spans: dict[str, tuple[datetime, datetime]] = {}
-            for x in checked.shifts:
-                lo, hi = spans.get(x.unit_code, (x.starts_at, x.ends_at))
-                spans[x.unit_code] = (min(lo, x.starts_at), max(hi, x.ends_at))
-            replaced = trimmed = 0
-            for unit_code, (lo, hi) in spans.items():
-                inside, over_edge = await _stored_in_span(s, unit_code, lo, hi)
-                replaced, trimmed = replaced + inside, trimmed + over_edge
-        counts = {"shifts": len(checked.shifts), "units": len(spans), "replaced": replaced, "trimmed": trimmed}
-        return ImportCheck("roster", name, rows, counts, warnings=warnings)
-
-
-async def _stored_in_span(s: AsyncSession, unit_code: str, lo: datetime, hi: datetime) -> tuple[int, int]:
-    """Stored shifts an import of [lo, hi) would remove, and those it would cut back (as import_roster does)."""
-    overlapping = (
-        col(DutyShift.unit_code) == unit_code,
-        col(DutyShift.starts_at) < hi,
-        col(DutyShift.ends_at) > lo,
-    )
-    total = await s.scalar(select(func.count()).select_from(DutyShift).where(*overlapping))
-    inside = await s.scalar(
-        select(func.count())
-        .select_from(DutyShift)
-        .where(*overlapping, col(DutyShift.starts_at) >= lo, col(DutyShift.ends_at) <= hi)
-    )
-    return int(inside or 0), int(total or 0) - int(inside or 0)
+            spans = spans_of(checked.shifts)
+            reached = await stored_in_spans(s, spans)  # the same reading import_roster acts on
+        trimmed = sum(1 for old in reached if old.kept)
+        counts = {
+            "shifts": len(checked.shifts),
+            "units": len(spans),
+            "replaced": len(reached) - trimmed,
+            "trimmed": trimmed,
+        }
+        # a roster replaces its span by design (a corrected July roster replaces July): the check names whom
+        return ImportCheck(
+            "roster", name, rows, counts, warnings=warnings, removals=[str(old) for old in reached], replace=True
+        )
 
 
 def _directory_sources(d: Directory) -> list[Source | None]:

@@ -457,6 +457,7 @@ class RosterImportResult:
     starts_at: datetime  # the earliest start in the files
     ends_at: datetime  # the latest end
     warnings: tuple[RowError, ...] = ()
+    removed: tuple[str, ...] = ()  # the replaced and trimmed shifts, by person and time (see `stored_in_spans`)
 
     def counts(self) -> dict[str, int]:
         return {
@@ -475,12 +476,67 @@ class RosterImportResult:
         )
 
 
-def _spans(shifts: Iterable[Shift]) -> dict[str, tuple[datetime, datetime]]:
+def spans_of(shifts: Iterable[Shift]) -> dict[str, tuple[datetime, datetime]]:
+    """Each unit's span in the files, from its first start to its last end: what an import replaces."""
     spans: dict[str, tuple[datetime, datetime]] = {}
     for s in shifts:
         lo, hi = spans.get(s.unit_code, (s.starts_at, s.ends_at))
         spans[s.unit_code] = (min(lo, s.starts_at), max(hi, s.ends_at))
     return spans
+
+
+@dataclass(frozen=True)
+class StoredShift:
+    """A stored shift an import reaches: removed when inside the unit's span, else cut back to what is outside."""
+
+    id: int
+    unit_code: str
+    person_id: str
+    person_name: str
+    rank: int
+    starts_at: datetime
+    ends_at: datetime
+    kept: tuple[tuple[datetime, datetime], ...]  # the parts outside the span, which stay
+
+    def __str__(self) -> str:
+        rank = {0: "值班", 1: "备班"}.get(self.rank, f"顺位 {self.rank}")
+        what = f"{self.unit_code} {rank} {self.person_name} ({self.person_id}) {_span(self.starts_at, self.ends_at)}"
+        if not self.kept:
+            return f"{what}: 被替换 replaced"
+        return f"{what}: 截短为 cut back to {', '.join(_span(a, b) for a, b in self.kept)}"
+
+
+def _span(a: datetime, b: datetime) -> str:
+    return f"{local_text(a)[:16]} – {local_text(b)[:16]}"
+
+
+async def stored_in_spans(s: AsyncSession, spans: Mapping[str, tuple[datetime, datetime]]) -> list[StoredShift]:
+    """The stored shifts importing these spans replaces or cuts back, named, in the order a roster reads."""
+    found: list[StoredShift] = []
+    for unit_code, (lo, hi) in sorted(spans.items()):
+        stored = await s.execute(
+            select(
+                col(DutyShift.id),
+                col(DutyShift.person_id),
+                col(Person.name),
+                col(DutyShift.rank),
+                col(DutyShift.starts_at),
+                col(DutyShift.ends_at),
+            )
+            .join(Person, col(Person.id) == col(DutyShift.person_id))
+            .where(col(DutyShift.unit_code) == unit_code, col(DutyShift.starts_at) < hi, col(DutyShift.ends_at) > lo)
+            .order_by(col(DutyShift.starts_at), col(DutyShift.rank))
+        )
+        for old in stored:
+            assert old.id is not None
+            kept = [(old.starts_at, lo)] if old.starts_at < lo else []
+            kept += [(hi, old.ends_at)] if old.ends_at > hi else []
+            found.append(
+                StoredShift(
+                    old.id, unit_code, old.person_id, old.name, old.rank, old.starts_at, old.ends_at, tuple(kept)
+                )
+            )
+    return found
 
 
 async def import_roster(db: Database, roster: Roster, *, actor: str, at: datetime) -> RosterImportResult:
@@ -494,34 +550,15 @@ async def import_roster(db: Database, roster: Roster, *, actor: str, at: datetim
         if checked.errors or not checked.shifts:
             log.warning("roster.rejected", problems=len(checked.errors), files=list(roster.files))
             raise RosterError(checked.errors or [RowError(None, None, "没有班次 no shifts to import")])
-        spans = _spans(checked.shifts)
-        removed: list[int] = []
-        rows: list[dict[str, Any]] = []
-        trimmed = 0
-        for unit_code, (lo, hi) in sorted(spans.items()):
-            stored = await s.execute(
-                select(
-                    col(DutyShift.id),
-                    col(DutyShift.person_id),
-                    col(DutyShift.rank),
-                    col(DutyShift.starts_at),
-                    col(DutyShift.ends_at),
-                ).where(
-                    col(DutyShift.unit_code) == unit_code,
-                    col(DutyShift.starts_at) < hi,
-                    col(DutyShift.ends_at) > lo,
-                )
-            )
-            for old in stored:
-                assert old.id is not None
-                removed.append(old.id)
-                kept = [(old.starts_at, lo)] if old.starts_at < lo else []
-                kept += [(hi, old.ends_at)] if old.ends_at > hi else []
-                trimmed += bool(kept)
-                rows += [
-                    {"unit_code": unit_code, "person_id": old.person_id, "rank": old.rank, "starts_at": a, "ends_at": b}
-                    for a, b in kept
-                ]
+        spans = spans_of(checked.shifts)
+        reached = await stored_in_spans(s, spans)
+        removed = [old.id for old in reached]
+        trimmed = sum(1 for old in reached if old.kept)
+        rows: list[dict[str, Any]] = [
+            {"unit_code": old.unit_code, "person_id": old.person_id, "rank": old.rank, "starts_at": a, "ends_at": b}
+            for old in reached
+            for a, b in old.kept
+        ]
         for i in range(0, len(removed), _ID_CHUNK):
             await s.execute(delete(DutyShift).where(col(DutyShift.id).in_(removed[i : i + _ID_CHUNK])))
         rows += [
@@ -543,6 +580,7 @@ async def import_roster(db: Database, roster: Roster, *, actor: str, at: datetim
             starts_at=min(lo for lo, _ in spans.values()),
             ends_at=max(hi for _, hi in spans.values()),
             warnings=checked.warnings,
+            removed=tuple(str(old) for old in reached),
         )
         data = {
             **result.counts(),
@@ -550,6 +588,7 @@ async def import_roster(db: Database, roster: Roster, *, actor: str, at: datetim
             "from": result.starts_at.isoformat(),
             "to": result.ends_at.isoformat(),
             "files": list(roster.files),
+            "removed": list(result.removed),
         }
         await audit.append(s, [audit.Entry(kind="roster.imported", actor=actor, at=at, data=data)])
     log.info("roster.imported", actor=actor, **result.counts())

@@ -220,10 +220,14 @@ async def test_a_roster_check_counts_the_shifts_it_would_replace_and_apply_write
     check = await importer.check("roster", "改.csv", fixed)
     assert check.ok, check.problems
     assert check.counts == {"shifts": 2, "units": 1, "replaced": 1, "trimmed": 0}
+    # the check names whose shift goes, as the import will
+    assert check.removals == [
+        "500238101 值班 凤凰镇值班员 (tw-duty) 2026-07-01 08:00 – 2026-07-01 20:00: 被替换 replaced"
+    ]
     assert await count(db, DutyShift) == 1
 
     applied = await importer.apply("roster", "改.csv", fixed, actor="user:admin")
-    assert applied.applied
+    assert applied.applied and applied.removals == check.removals
     assert await count(db, DutyShift) == 2
     event = (await audit_events(db))[-1]
     assert (event.kind, event.actor, event.data["files"]) == ("roster.imported", "user:admin", ["改.csv"])

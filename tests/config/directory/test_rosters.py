@@ -217,3 +217,39 @@ async def test_the_cli_lists_every_problem_and_exits_2(
     assert done.exit_code == 0, done.output
     assert "1 shifts for 1 unit(s), 2026-07-01 08:00 – 2026-07-01 20:00" in done.output
     assert len(await stored(db)) == 1
+
+
+async def test_the_shifts_a_roster_replaces_are_named_by_person_and_time(
+    db: Database, county: SmallCounty, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A one-row roster replaces its span for the township, the backup's shift included: the import names whom."""
+    monkeypatch.setenv("JIAOYING_DATABASE_URL", db.url)
+    monkeypatch.setenv("JIAOYING_CONFIG", str(tmp_path / "none.toml"))
+    await import_files(
+        db,
+        write(
+            tmp_path / "day.csv",
+            HEADER
+            + "500238101,tw-duty,值班,2026-07-01 08:00,2026-07-01 20:00\n"
+            + "500238101,tw-backup,备班,2026-07-01 06:00,2026-07-01 20:00\n",
+        ),
+    )
+    one_row = write(tmp_path / "one.csv", HEADER + "500238101,v1-head,值班,2026-07-01 08:00,2026-07-01 20:00\n")
+
+    done = await asyncio.to_thread(CliRunner().invoke, roster_app, ["import", str(one_row)])
+
+    assert done.exit_code == 0, done.output
+    said = " ".join(done.output.split())
+    assert "1 stored shifts replaced, 1 trimmed" in said
+    assert (
+        "stored shift: 500238101 值班 凤凰镇值班员 (tw-duty) 2026-07-01 08:00 – 2026-07-01 20:00: 被替换 replaced"
+        in said
+    )
+    assert (
+        "stored shift: 500238101 备班 凤凰镇备岗 (tw-backup) 2026-07-01 06:00 – 2026-07-01 20:00: "
+        "截短为 cut back to 2026-07-01 06:00 – 2026-07-01 08:00" in said
+    )
+    async with db.session() as s:
+        entry = (await s.execute(select(AuditEvent).order_by(col(AuditEvent.seq).desc()).limit(1))).scalar_one()
+    assert entry.kind == "roster.imported" and len(entry.data["removed"]) == 2
+    assert [r.split(" (")[1].split(")")[0] for r in entry.data["removed"]] == ["tw-backup", "tw-duty"]  # by start
