@@ -56,6 +56,7 @@ from alerting.model.clock import ManualClock
 from alerting.model.domain import ChannelKind, Level, Purpose
 from alerting.store.tables import AuditEvent, Delivery, Target
 from alerting.web.app import create_app
+from benchmarks import AUDIT_KEY
 from benchmarks.fanout import console, mask, peak_rss_mib, quiet_logs
 from channels.sandbox import SandboxChannel
 from config.demo.sample import COUNTY_CODE, generate_sample
@@ -98,7 +99,11 @@ class World:
 async def sandbox_engine(url: str, clock: ManualClock) -> AssembledEngine:
     secret = "benchmark-only"  # noqa: S105  (signs answer links nobody receives)
     settings = Settings(
-        database_url=url, public_url="https://jy.example.test", secret_key=secret, api_keys=[f"{API_KEY}:duty"]
+        database_url=url,
+        public_url="https://jy.example.test",
+        secret_key=secret,
+        api_keys=[f"{API_KEY}:duty"],
+        audit_key=AUDIT_KEY,
     )
     policy = await asyncio.to_thread(load_policy, None)
     return build_engine(settings, clock=clock, policy=policy, channels={k: SandboxChannel(k) for k in ChannelKind})

@@ -64,6 +64,7 @@ from alerting.model.domain import ChannelKind, DeadlineState, DeliveryState, Lev
 from alerting.store.db import Database
 from alerting.store.tables import AuditEvent, Deadline, Delivery, OrgUnit
 from alerting.store.types import UTCDateTime
+from benchmarks import AUDIT_KEY
 from benchmarks.fanout import COUNTY, Layout, build_county, console, count, mask, peak_rss_mib, read_townships
 from channels.sandbox import SandboxChannel
 from config.settings import Settings
@@ -147,7 +148,7 @@ def quiet_logs() -> None:
 
 async def sandbox_engine(url: str, policy: PolicySet) -> AssembledEngine:
     secret = "benchmark-only"  # noqa: S105  (signs ack links of sandbox messages nobody receives)
-    settings = Settings(database_url=url, public_url="https://jy.example.test", secret_key=secret)
+    settings = Settings(database_url=url, public_url="https://jy.example.test", secret_key=secret, audit_key=AUDIT_KEY)
     return build_engine(settings, policy=policy, channels={k: SandboxChannel(k) for k in ChannelKind})
 
 

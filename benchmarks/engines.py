@@ -65,6 +65,7 @@ from alerting.model.domain import DeliveryState, Level
 from alerting.people.liveness import node_name
 from alerting.store.db import Database
 from alerting.store.tables import AuditEvent, Delivery, EngineOwner
+from benchmarks import AUDIT_KEY
 from benchmarks.fanout import (
     COUNTY,
     COUNTY_NAME,
@@ -179,6 +180,7 @@ def start_engines(k: int, url: str, workdir: Path, node: str, args: argparse.Nam
     env.update(
         JIAOYING_DATABASE_URL=url,
         JIAOYING_SECRET_KEY=SECRET,
+        JIAOYING_AUDIT_KEY=AUDIT_KEY,  # the audit this process verifies afterwards, signed alike
         JIAOYING_NODE=node,  # one machine, one node: what a deployment of several processes per host does
         JIAOYING_PUBLIC_URL="https://jy.example.test",
         JIAOYING_CONFIG=str(workdir / "no-such-config.toml"),  # no jiaoying.toml from anywhere

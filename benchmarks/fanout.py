@@ -67,6 +67,7 @@ from alerting.model.domain import ChannelKind, DeliveryState, DeviceKind, Level,
 from alerting.store.db import Database
 from alerting.store.tables import AuditEvent, Deadline, Delivery, Device, OrgUnit, Person, Responsibility
 from alerting.store.types import UTCDateTime
+from benchmarks import AUDIT_KEY
 from channels.sandbox import SandboxChannel
 from config.settings import Settings
 from config.wiring import AssembledEngine, build_engine
@@ -377,7 +378,7 @@ def quiet_logs() -> None:
 
 async def sandbox_engine(url: str) -> AssembledEngine:
     secret = "benchmark-only"  # noqa: S105  (signs ack links of sandbox messages nobody receives)
-    settings = Settings(database_url=url, public_url="https://jy.example.test", secret_key=secret)
+    settings = Settings(database_url=url, public_url="https://jy.example.test", secret_key=secret, audit_key=AUDIT_KEY)
     policy = await asyncio.to_thread(load_policy, None)
     return build_engine(settings, policy=policy, channels={k: SandboxChannel(k) for k in ChannelKind})
 

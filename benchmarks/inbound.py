@@ -82,6 +82,7 @@ from alerting.model.domain import ChannelKind, DeviceKind, Level, TargetState
 from alerting.store.db import Database
 from alerting.store.tables import Device, Target
 from alerting.web.app import create_app
+from benchmarks import AUDIT_KEY
 from benchmarks.fanout import COUNTY_NAME, Layout, build_county, quiet_logs, read_townships
 from channels.mqtt.broker import EmbeddedBroker
 from channels.mqtt.devices import parse_mqtt_url
@@ -403,7 +404,13 @@ async def run(args: argparse.Namespace, world: WorldProcess, tmp: Path) -> Run:
 
     broker_url, stop_broker = await start_broker(args.broker, args.mosquitto_limits, tmp)
     port = free_port()
-    settings = Settings(database_url=url, public_url=f"http://127.0.0.1:{port}", secret_key=SECRET, mqtt_url=broker_url)
+    settings = Settings(
+        database_url=url,
+        public_url=f"http://127.0.0.1:{port}",
+        secret_key=SECRET,
+        mqtt_url=broker_url,
+        audit_key=AUDIT_KEY,
+    )
     channels: dict[ChannelKind, Channel] = {
         k: SandboxChannel(k, keep=args.answers + 10) for k in ChannelKind if k is not ChannelKind.DEVICE
     }

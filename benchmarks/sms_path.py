@@ -88,6 +88,7 @@ from alerting.model.domain import ChannelKind, DeliveryState, Level
 from alerting.store.db import Database
 from alerting.store.tables import OrgUnit
 from alerting.web.app import create_app
+from benchmarks import AUDIT_KEY
 from benchmarks.fanout import COUNTY, COUNTY_NAME, DELIVERY, Layout, build_county, count, quiet_logs, read_townships
 from channels.sandbox import SandboxChannel
 from channels.twilio.sms import TwilioSms
@@ -381,6 +382,7 @@ async def running_engine(
         database_url=url,
         public_url=f"http://127.0.0.1:{port}",
         secret_key=SecretStr(SECRET),
+        audit_key=SecretStr(AUDIT_KEY),
         twilio_account_sid=fake.account_sid,
         twilio_auth_token=SecretStr(fake.auth_token),
         twilio_from_number=FROM_NUMBER,

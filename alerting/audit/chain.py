@@ -117,6 +117,7 @@ class Verification:
     keys: tuple[str, ...] = ()  # the key ids the chain is signed with, oldest first
     checkpoint: Checkpoint | None = None  # the latest checkpoint outside the database, which the chain was held to
     checkpoints: str = ""  # where the checkpoints are, or why there are none to hold the chain to
+    checkpoints_configured: bool = False  # a checkpoint file is set (checkpoint None then: none written yet)
 
     @property
     def notes(self) -> list[str]:
@@ -250,4 +251,5 @@ async def verify(db: Database, batch: int = 5000) -> Verification:
 
 
 def _with_checkpoint(v: Verification, checkpoint: Checkpoint | None, note: str) -> Verification:
-    return Verification(v.ok, v.rows, v.first_bad_seq, v.reason, v.unkeyed, v.keys, checkpoint, note)
+    configured_ = configured.current().checkpoints is not None
+    return Verification(v.ok, v.rows, v.first_bad_seq, v.reason, v.unkeyed, v.keys, checkpoint, note, configured_)

@@ -17,6 +17,7 @@ from alerting.model.access import Principal, alert_in_scope, in_scope
 from alerting.model.clock import local_text, utc
 from alerting.store.db import Database
 from alerting.store.tables import AuditEvent, Delivery, Target
+from alerting.views.report.chain_notes import chain_notes
 from alerting.views.report.export import chain_text
 
 
@@ -36,6 +37,8 @@ class ChainStatus(BaseModel):
     first_bad_seq: int | None
     reason: str
     text: str  # the same in words an auditor reads
+    # which rows are keyed and the latest checkpoint outside the database the chain was held to (or why none)
+    notes: list[str] = []
 
 
 async def audit_page(
@@ -104,7 +107,8 @@ async def chain_status(db: Database) -> ChainStatus:
         rows=v.rows,
         first_bad_seq=v.first_bad_seq,
         reason=v.reason,
-        text=chain_text(v.ok, v.rows, v.first_bad_seq, v.reason),
+        text=chain_text(v.ok, v.rows, v.first_bad_seq, v.reason, chain_notes(v)),
+        notes=v.notes,
     )
 
 

@@ -13,6 +13,7 @@ from alerting.audit import chain as audit
 from alerting.model.clock import utc
 from alerting.store.db import Database
 from alerting.views.report.assemble import assemble
+from alerting.views.report.chain_notes import chain_notes
 from alerting.views.report.model import AlertReport
 from alerting.views.report.read import read_snapshot
 
@@ -34,7 +35,13 @@ def checked(report: AlertReport, chain: audit.Verification, *, now: datetime) ->
     A shallow copy: the recipients are shared with the cached report, which nobody changes.
     """
     status = report.audit.model_copy(
-        update={"ok": chain.ok, "rows": chain.rows, "first_bad_seq": chain.first_bad_seq, "reason": chain.reason}
+        update={
+            "ok": chain.ok,
+            "rows": chain.rows,
+            "first_bad_seq": chain.first_bad_seq,
+            "reason": chain.reason,
+            "notes": chain_notes(chain),
+        }
     )
     return report.model_copy(update={"audit": status, "generated_at": utc(now)})
 

@@ -35,6 +35,7 @@ from alerting.audit import chain as audit
 from alerting.model.access import Principal, check_alert
 from alerting.store.db import Database
 from alerting.views.report.build import build_unchecked, checked
+from alerting.views.report.chain_notes import chain_notes
 from alerting.views.report.export import chain_text
 from alerting.views.report.model import AlertReport
 from alerting.views.report.read import audit_position
@@ -224,5 +225,5 @@ class Reports:
             )
         except LookupError:
             return None
-        words = chain_text(walked.ok, walked.rows, walked.first_bad_seq, walked.reason)
+        words = chain_text(walked.ok, walked.rows, walked.first_bad_seq, walked.reason, chain_notes(walked))
         return Viewed(checked(built.report, walked, now=now), built.insights, built.charts, words)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from functools import cache
@@ -112,16 +113,28 @@ CHAIN_REASON = {
 }
 
 
-def chain_text(ok: bool, rows: int, first_bad_seq: int | None, reason: str) -> str:
-    """The audit chain's state in a sentence an auditor reads."""
+def chain_text(ok: bool, rows: int, first_bad_seq: int | None, reason: str, notes: str = "") -> str:
+    """The audit chain's state in a sentence an auditor reads, and `notes` (views.report.chain_notes) after it."""
+    tail = f"。{notes}" if notes else ""
     if ok:
-        return f"审计链校验通过：共 {rows} 条记录，哈希链完整"
+        return f"审计链校验通过：共 {rows} 条记录，哈希链完整{tail}"
+    if first_bad_seq is None:  # not the chain but the checkpoints it is held to
+        return f"审计链未能校验：{reason}{tail}"
     why = CHAIN_REASON.get(reason)
+    seen = re.search(r"checkpoint line \d+ written at \S+ saw row (\d+)", reason)
     if why is None and reason.startswith("row ") and reason.endswith(" is missing"):
         why = "记录缺失"
+    elif why is None and seen:
+        why = f"起缺失：库外检查点记录链曾到第 {seen.group(1)} 条（末尾被截断或整体回滚）"
     elif why is None and reason.startswith("the chain ends"):
         why = "链尾与链头记录不一致（末尾记录被删除）"
-    return f"审计链校验失败：第 {first_bad_seq} 条记录{why or reason}，链在此断裂（此前 {rows} 条完好）"
+    elif why is None and "differs from checkpoint line" in reason:
+        why = "与库外检查点不符（此后被改写）"
+    elif why is None and "unkeyed after keyed rows" in reason:
+        why = "未用密钥签名却排在已签名记录之后（由不持密钥者改写）"
+    elif why is None and "which is not configured" in reason:
+        why = "由未配置的审计密钥签名（轮换后请在 JIAOYING_AUDIT_KEYS 中保留旧密钥）"
+    return f"审计链校验失败：第 {first_bad_seq} 条记录{why or reason}，链在此断裂（此前 {rows} 条完好）{tail}"
 
 
 def _cell(value: str) -> str:
@@ -205,7 +218,7 @@ def render_html(report: AlertReport, charts: Mapping[str, str] | None = None) ->
     return template.render(
         r=report,
         charts=charts or {},
-        chain=chain_text(a.ok, a.rows, a.first_bad_seq, a.reason),
+        chain=chain_text(a.ok, a.rows, a.first_bad_seq, a.reason, a.notes),
         s=report.summary,
         colour=LEVEL_COLOUR.get(report.level, "#455a64"),
         silent=report.silent_recipients,
@@ -258,7 +271,7 @@ def _overview(report: AlertReport) -> list[tuple[str, object]]:
         ("90% 应答用时", duration(s.p90_answer_s)),
         ("发送总数", s.deliveries_total),
         ("沙箱发送（未真实送达）", s.sandbox_deliveries),
-        ("审计链", chain_text(a.ok, a.rows, a.first_bad_seq, a.reason)),
+        ("审计链", chain_text(a.ok, a.rows, a.first_bad_seq, a.reason, a.notes)),
         ("报告生成时间", local_text(report.generated_at)),
     ]
 

@@ -131,6 +131,8 @@ class AuditStatus(BaseModel):
     alert_events: int
     # the alert's latest audit event (its seq): the report holds everything recorded up to it
     position: int = 0
+    # keyed rows and the latest checkpoint outside the database, in words (views.report.chain_notes)
+    notes: str = ""
 
 
 class AlertReport(BaseModel):
