@@ -84,7 +84,16 @@ def _key_problem(message: str, **extra: Any) -> Problem:
     status_code=201,
     response_model=IssuedOut,
     responses={
-        200: {"model": IssuedOut, "description": "a repeat of an earlier request's Idempotency-Key: its alert"},
+        200: {
+            "model": IssuedOut,
+            "description": "a repeat of an earlier request's Idempotency-Key: the alert it issued; nothing new",
+            "headers": {
+                "Idempotent-Replayed": {
+                    "description": "`true`: this answer repeats the first",
+                    "schema": {"type": "string"},
+                }
+            },
+        },
         **documented(403, 422),
     },
 )

@@ -107,7 +107,10 @@ class ImportOut(BaseModel):
     rows: int = Field(description="data rows read")
     applied: bool = Field(description="false for a dry run: nothing was written")
     counts: dict[str, int] = Field(description="what was (or, in a dry run, would be) created and updated")
-    replace: bool = Field(description="true: the units the people rows name got exactly the file's lists")
+    replace: bool = Field(
+        description="true: the units the people rows name got exactly the file's lists; always true for a roster, "
+        "which replaces the shifts of the span it covers"
+    )
     removed: list[str] = Field(description="who was (or would be) taken off a unit's list, by name; only with replace")
     warnings: list[ImportProblemOut]
 

@@ -140,3 +140,4 @@ async def test_the_header_and_both_answers_are_in_the_openapi(api: httpx.AsyncCl
     header = next(p for p in operation["parameters"] if p["name"] == "Idempotency-Key")
     assert header["in"] == "header" and "24 hours" in header["description"]
     assert {"200", "201"} <= set(operation["responses"])
+    assert "Idempotent-Replayed" in operation["responses"]["200"]["headers"]
