@@ -14,7 +14,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler  # APScheduler 3 shi
 from alerting.answer.acks import AckService
 from alerting.answer.inbound import Inbound
 from alerting.audit import configured
-from alerting.audit.checkpoints import Checkpointer, CheckpointFileError, checkpoint_file
+from alerting.audit.checkpoints import Checkpointer, checkpoint_file
 from alerting.audit.keys import Keyring
 from alerting.deliver.breaker import CircuitBreaker
 from alerting.deliver.compose import Composer
@@ -118,7 +118,7 @@ class AssembledEngine:
         for channel in self.channels.values():
             await channel.start(self.inbound)
         await self.dispatcher.resume()
-        await self.escalation.resume()
+        await self.escalation.claims.resume()
         if loops:  # the grid workers of an alert whose issuing process died mid-way, planned alongside sending
             self._planning = asyncio.create_task(self.alerts.resume_planning(), name="resume-planning")
         else:
@@ -145,7 +145,7 @@ class AssembledEngine:
                 )
             self.scheduler.start()
             # every beat also takes over what runs found dead meanwhile left behind
-            self.registry.on_beat = [self.dispatcher.resume, self.escalation.release_dead_claims]
+            self.registry.on_beat = [self.dispatcher.resume, self.escalation.claims.release_dead_claims]
             self.registry.start()
         self._started = True
 
@@ -193,7 +193,7 @@ class AssembledEngine:
         if self.checkpointer is not None and self._started:
             try:  # the chain's end as this process leaves it
                 await self.checkpointer.write()
-            except CheckpointFileError as exc:
+            except OSError as exc:
                 log.error("audit.checkpoint_failed", path=str(self.checkpointer.path), error=str(exc))
         for channel in self.channels.values():
             with contextlib.suppress(Exception):

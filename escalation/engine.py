@@ -1,19 +1,12 @@
 """The escalation engine: fires each due deadline exactly once and runs the plan's next step.
 
-Deadlines live in the database. An engine first claims a batch of due deadlines: one UPDATE bumps
-each one's fence and writes its own name on it (on PostgreSQL the rows are picked FOR UPDATE SKIP
-LOCKED, so engines claim disjoint batches). Firing the batch is then one transaction that flips
-each deadline from pending to fired only if its fence is still the one claimed, re-reads the
-alerts and the targets (an answered, closed or cancelled one gets nothing), and writes the steps'
-deliveries, the next deadlines and the audit entries. A claimer that stalled past its lease finds
-the fence moved and writes nothing; a crash rolls the whole batch back and its deadlines are fired
-again later. What a fired deadline does (resend the command, reach whom over what, wait how long, or nothing)
-is decided in escalation.steps without the database; the engine reads what the decision needs and writes
-what it says.
-
-A claim outlives its claimer only when that process died. Claims of a run the registry (alerting.liveness)
-knows is dead are released at once, at start-up and at every heartbeat; a claim of a run it does not know is
-released once it has stayed unchanged for a whole lease. A live run's claims are never released.
+Deadlines live in the database. The engine claims a batch of due deadlines (escalation.claims); firing the batch is
+then one transaction that flips each deadline from pending to fired only if its fence is still the one claimed,
+re-reads the alerts and the targets (an answered, closed or cancelled one gets nothing), and writes the steps'
+deliveries, the next deadlines and the audit entries. A claimer that stalled past its lease finds the fence moved
+and writes nothing; a crash rolls the whole batch back and its deadlines are fired again later. What a fired
+deadline does (resend the command, reach whom over what, wait how long, or nothing) is decided in escalation.steps
+without the database; the engine reads what the decision needs and writes what it says.
 """
 
 from __future__ import annotations
@@ -49,6 +42,7 @@ from alerting.people.liveness import ProcessRegistry
 from alerting.store.db import Database, rowcount
 from alerting.store.tables import Alert, Deadline, Delivery, OrgUnit, Target
 from escalation import steps
+from escalation.claims import DeadlineClaims
 from escalation.recipients import contacts_for
 from escalation.shared_tasks import shared_task_row, task_out_already
 
@@ -93,115 +87,18 @@ class EscalationEngine:
         lease: timedelta = timedelta(minutes=1),
     ) -> None:
         self.db, self.clock, self.owner, self.on_sent = db, clock, owner, on_sent
-        self.registry = registry
-        if registry is not None and not owner.endswith(f"/{registry.owner}"):
-            raise ValueError(f"the owner {owner!r} must be '<role>/{registry.owner}'")
-        # what this engine's role puts before a run's name: "escalation/"
-        self._role = owner[: len(owner) - len(registry.owner)] if registry else ""
-        self.batch_size, self.lease = batch_size, lease
+        self.batch_size = batch_size
+        self.claims = DeadlineClaims(
+            db, clock, owner, registry, batch_size=batch_size, lease=lease, on_released=self.wake
+        )
         self.tick_s = 0.05  # wall seconds between the starts of two rounds of the loop, unless a backlog is worked off
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._resumed = False
-        # foreign claims seen at the last look: deadline id -> (claimer, fence), and when that look was
-        self._seen_claims: dict[str, tuple[str, int]] = {}
-        self._seen_at: datetime | None = None
         # plans are snapshots that never change once an alert is out, so parsing one once per alert is enough
         self._plans: dict[int, PlanSet] = {}
 
     def wake(self) -> None:
         self._wake.set()
-
-    async def next_due(self) -> datetime | None:
-        """The earliest pending deadline this engine may claim (other engines' live claims are theirs)."""
-        async with self.db.session() as s:
-            due: datetime | None = await s.scalar(deadlines.earliest_due(self.owner))
-        return due
-
-    # ---- claiming ---------------------------------------------------------------------------
-
-    async def resume(self) -> int:
-        """Release the claims of runs known to be dead (a restarted process's predecessor, at once)."""
-        self._resumed = True
-        return await self.release_dead_claims()
-
-    async def release_dead_claims(self) -> int:
-        """Release the due claims whose claimer the registry knows is dead; their fences move."""
-        if self.registry is None:
-            return 0
-        now = self.clock.now()
-        async with self.db.session() as s:
-            claimers = list(
-                (
-                    await s.execute(
-                        select(col(Deadline.claimed_by)).where(deadlines.claimed_by_others(self.owner, now)).distinct()
-                    )
-                ).scalars()
-            )
-        runs = {str(c)[len(self._role) :]: str(c) for c in claimers if str(c).startswith(self._role)}
-        if not runs:
-            return 0
-        dead = sorted(runs[r] for r in (await self.registry.verdict(list(runs))).dead)
-        if not dead:
-            return 0
-        async with self.db.session() as s:
-            released = await deadlines.release_claims_of(s, dead, now)
-            if released:
-                await audit.record(
-                    s, "escalation.resumed", actor=self.owner, at=now, data={"deadlines": released, "dead": dead}
-                )
-        if released:
-            log.warning("escalation.resumed", deadlines=released, dead=dead)
-            self.wake()
-        return released
-
-    async def claim(self, limit: int | None = None) -> list[Claim]:
-        """Claim up to `limit` due deadlines, oldest first, each with a new fence."""
-        async with self.db.session() as s:
-            # SQLite has one writer: the UPDATE itself is the lock
-            return await deadlines.claim(
-                s, self.owner, self.clock.now(), limit or self.batch_size, skip_locked=not self.db.is_sqlite
-            )
-
-    async def release_stale_claims(self) -> int:
-        """Release other engines' claims that have not moved for a whole lease: their claimer is dead or stuck,
-        and if it comes back, its fence no longer matches. Does nothing until a lease has passed since the last
-        look, so calling it every round costs nothing."""
-        now = self.clock.now()
-        if self._seen_at is not None and now - self._seen_at < self.lease:
-            return 0
-        async with self.db.session() as s:
-            rows = await s.execute(
-                select(col(Deadline.id), col(Deadline.claimed_by), col(Deadline.fence)).where(
-                    deadlines.claimed_by_others(self.owner, now)
-                )
-            )
-            current = {r.id: (str(r.claimed_by), int(r.fence)) for r in rows}
-        if self.registry is not None and current:
-            # a run with a fresh heartbeat is working on its claims, however long one takes
-            runs = {c[len(self._role) :] for c, _ in current.values() if c.startswith(self._role)}
-            alive = {self._role + r for r in (await self.registry.verdict(sorted(runs))).alive}
-            current = {i: seen for i, seen in current.items() if seen[0] not in alive}
-        stale = [(i, seen) for i, seen in self._seen_claims.items() if current.get(i) == seen]
-        released = 0
-        if stale and self._seen_at is not None:
-            async with self.db.session() as s:
-                for deadline_id, (claimer, fence) in stale:
-                    if await deadlines.release_claim(s, deadline_id, claimer, fence):
-                        released += 1
-                        current.pop(deadline_id, None)
-                if released:
-                    await audit.record(
-                        s,
-                        "escalation.claims_expired",
-                        actor=self.owner,
-                        at=now,
-                        data={"deadlines": released, "claimers": sorted({c for _, (c, _) in stale})},
-                    )
-        if released:
-            log.warning("escalation.claims_expired", deadlines=released, lease_s=self.lease.total_seconds())
-        self._seen_claims, self._seen_at = current, now
-        return released
 
     # ---- firing -----------------------------------------------------------------------------
 
@@ -210,12 +107,12 @@ class EscalationEngine:
         return (await self._run_round(limit)).fired
 
     async def _run_round(self, limit: int | None = None) -> Round:
-        if not self._resumed:
-            await self.resume()
+        if not self.claims.resumed:
+            await self.claims.resume()
         size = limit or self.batch_size
         done = Round()
         while True:
-            claims = await self.claim(size)
+            claims = await self.claims.claim(size)
             if not claims:
                 break
             try:
@@ -412,8 +309,8 @@ class EscalationEngine:
             self._wake.clear()  # before looking, so a wake that comes while we look is not lost
             delay: float | None = None
             try:
-                await self.release_stale_claims()
-                due = await self.next_due()
+                await self.claims.release_stale_claims()
+                due = await self.claims.next_due()
                 if due is not None and due <= self.clock.now():
                     gap = self.tick_s - (loop.time() - last_round)
                     if gap > 0:  # deadlines falling due a few ms apart gather into one batch, not a round each

@@ -390,14 +390,14 @@ async def test_a_claim_that_outlived_its_engine_is_released_and_its_stale_holder
     )
     clock.advance(seconds=3)
     stuck = EscalationEngine(db, clock, owner="escalation/host-1/aaaa", lease=timedelta(seconds=30))
-    claims = await stuck.claim()
+    claims = await stuck.claims.claim()
     assert len(claims) == 1  # g1's redial, claimed by an engine that then hangs
 
     other = EscalationEngine(db, clock, owner="escalation/host-2/bbbb", lease=timedelta(seconds=30))
     assert await other.run_due() == 0  # a live claim is its holder's
-    assert await other.release_stale_claims() == 0  # first look
+    assert await other.claims.release_stale_claims() == 0  # first look
     clock.advance(seconds=31)
-    assert await other.release_stale_claims() == 1  # unchanged for a whole lease: released
+    assert await other.claims.release_stale_claims() == 1  # unchanged for a whole lease: released
     assert await other.run_due() == 1
     assert not await stuck.fire(claims[0])  # the old holder wakes up: its fence has moved, it writes nothing
 
@@ -423,7 +423,7 @@ async def test_a_restarted_engine_releases_what_its_dead_predecessor_claimed_at_
     )
     clock.advance(seconds=3)
     dead = await registered_engine(db, clock, "host-1", exited_process())
-    assert len(await dead.claim()) == 1  # and then the process died; its heartbeat is still fresh
+    assert len(await dead.claims.claim()) == 1  # and then the process died; its heartbeat is still fresh
     # another machine cannot tell a dead claimer from a slow one until the heartbeat goes stale
     elsewhere = await registered_engine(db, clock, "host-2", ProcessIdentity("another-machine:1", 4242, 1))
     assert await elsewhere.run_due() == 0
@@ -431,8 +431,8 @@ async def test_a_restarted_engine_releases_what_its_dead_predecessor_claimed_at_
     assert await restarted.run_due() == 1
     events = await step_events(db, issued.alert_id)
     assert [(e.actor, e.data["step"]) for e in events] == [(restarted.owner, 1)]
-    assert restarted.registry is not None and dead.registry is not None
-    assert restarted.registry.slot == dead.registry.slot == 0  # the restart took its predecessor's place
+    assert restarted.claims.registry is not None and dead.claims.registry is not None
+    assert restarted.claims.registry.slot == dead.claims.registry.slot == 0  # the restart took its predecessor's place
 
 
 @pytest.mark.both_databases
@@ -444,26 +444,26 @@ async def test_a_live_sibling_on_the_same_node_keeps_its_claims_past_the_lease(
     )
     clock.advance(seconds=3)
     working = await registered_engine(db, clock, "duty-host")
-    claims = await working.claim()
+    claims = await working.claims.claim()
     assert len(claims) == 1
     sibling = await registered_engine(db, clock, "duty-host")  # a second process on the same machine
-    assert sibling.registry is not None and working.registry is not None
-    assert (working.registry.slot, sibling.registry.slot) == (0, 1)
+    assert sibling.claims.registry is not None and working.claims.registry is not None
+    assert (working.claims.registry.slot, sibling.claims.registry.slot) == (0, 1)
     assert await sibling.run_due() == 0
     for _ in range(3):  # well past the one-minute claim lease, with the holder's heartbeat going on
         clock.advance(seconds=25)
-        assert await working.registry.beat()
-        assert await sibling.release_stale_claims() == 0
-        assert await sibling.release_dead_claims() == 0
+        assert await working.claims.registry.beat()
+        assert await sibling.claims.release_stale_claims() == 0
+        assert await sibling.claims.release_dead_claims() == 0
     assert await sibling.run_due() == 0
     assert await working.fire(claims[0])  # the holder fires it, late but once
 
     # when the holder stops beating (it hangs), the sibling takes over the next claim after the heartbeat ages
     clock.advance(seconds=2)
-    claims = await working.claim()
+    claims = await working.claims.claim()
     assert len(claims) == 1
     clock.advance(seconds=31)
-    assert await sibling.release_dead_claims() == 1
+    assert await sibling.claims.release_dead_claims() == 1
     assert await sibling.run_due() == 1
     assert not await working.fire(claims[0])
     events = await step_events(db, issued.alert_id)

@@ -35,7 +35,7 @@ async def to_the_task_step(engine: AssembledEngine, clock: ManualClock, *, one_b
         if one_batch:
             await engine.escalation.run_due()
         else:  # each deadline in a transaction of its own: the second device finds the task in the store
-            for claim in await engine.escalation.claim():
+            for claim in await engine.escalation.claims.claim():
                 await engine.escalation.fire(claim)
         await engine.dispatcher.drain()
 

@@ -58,7 +58,8 @@ async def test_only_the_unconfirmed_siren_is_asked_again_and_given_time(
                 )
             )
         ).scalars()
-    claims = await engine.escalation.claim()  # nothing due yet: the claim must not be able to fire it later either
+    # nothing due yet: the claim must not be able to fire it later either
+    claims = await engine.escalation.claims.claim()
     assert claims == []
     engine.inbound.resend_window = timedelta(seconds=45)
     await engine.inbound(DevicesReconnected(connected_at=clock.now(), session_kept=False))
