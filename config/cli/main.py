@@ -69,7 +69,9 @@ def sample_data(
 
     async def job(engine: AssembledEngine) -> None:
         directory = generate_sample(seed=seed, villages=villages, grids=grids)
-        result = await import_directory(engine.db, directory, actor="cli:sample-data", at=SystemClock().now())
+        result = await import_directory(
+            engine.db, directory, actor=Actor.command_line("sample-data").text, at=SystemClock().now()
+        )
         console.print(f"Loaded the 巫溪 sample (seed {seed}): {result}")
 
     run(lambda: with_engine(job))
@@ -109,7 +111,7 @@ def import_files(
                 result = await import_directory(
                     engine.db,
                     directory,
-                    actor="cli:import",
+                    actor=Actor.command_line("import").text,
                     at=SystemClock().now(),
                     replace=replace,
                 )
@@ -171,7 +173,7 @@ def alert_send(
                 units=unit,
                 exercise=exercise,
             )
-            issued = await engine.alerts.trigger(req, actor="cli:duty")
+            issued = await engine.alerts.trigger(req, actor=Actor.command_line("duty").text)
             console.print(
                 f"Alert [bold]{issued.alert_id}[/] issued: {issued.targets} recipients, "
                 f"{issued.deliveries} deliveries {issued.by_channel}"
@@ -306,7 +308,7 @@ def alert_update(
 
     async def job(engine: AssembledEngine) -> None:
         change = AlertChange(level=level, title=title, text=text, instructions=instructions)
-        issued = await engine.alerts.update(alert_id, change, actor="cli:duty")
+        issued = await engine.alerts.update(alert_id, change, actor=Actor.command_line("duty").text)
         console.print(
             f"Alert {alert_id} superseded by alert [bold]{issued.alert_id}[/]: {issued.targets} recipients, "
             f"{issued.deliveries} deliveries {issued.by_channel}. The running engine sends them."
@@ -326,7 +328,7 @@ def alert_cancel(
     """
 
     async def job(engine: AssembledEngine) -> None:
-        lifted = await engine.alerts.cancel(alert_id, actor="cli:duty", reason=reason)
+        lifted = await engine.alerts.cancel(alert_id, actor=Actor.command_line("duty").text, reason=reason)
         console.print(
             f"Alert {alert_id} lifted: {lifted.cancelled_deliveries} unsent deliveries stopped, "
             f"{lifted.lift_notices} lift notices queued."
@@ -359,7 +361,7 @@ def ack(
         if target_id is None:
             raise LookupError(f"alert {alert_id} has no recipient with person id {person}")
         result = await engine.acks.answer_on_behalf(
-            alert_id, target_id, by=Actor.officer(f"duty:{by}"), reason=reason, at=SystemClock().now()
+            alert_id, target_id, by=Actor.command_line(f"duty:{by}"), reason=reason, at=SystemClock().now()
         )
         word = "recorded" if result.counted else f"not counted: already {result.state.value}"
         console.print(f"Answer on behalf of {person} {word}.")
