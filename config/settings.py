@@ -18,6 +18,7 @@ from pydantic_settings import (
 )
 
 from alerting.audit.keys import check_key
+from config.cap_settings import CapSettings
 
 
 class TwilioSettings(BaseModel):
@@ -160,7 +161,7 @@ class _Engine(BaseSettings):
 
 # pydantic puts inherited fields first, the last base's first: listed this way, the fields keep the order in which
 # they are read and reported (the engine's, Twilio's, WeCom's, email's, the broadcast gateway's, the log level)
-class Settings(BroadcastSettings, EmailSettings, WeComSettings, TwilioSettings, _Engine):
+class Settings(CapSettings, BroadcastSettings, EmailSettings, WeComSettings, TwilioSettings, _Engine):
     """Every setting, flat: each field is JIAOYING_<FIELD> in the environment and <field> in the TOML file.
     Each provider's settings are a group of their own (above), from which config.channels builds its adapters."""
 

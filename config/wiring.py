@@ -282,5 +282,7 @@ def _core(
         breakers={k.value: b for k, b in breakers.items()},
         directory=FileImporter(db, clock),
         outboxes=[c for c in chosen.values() if isinstance(c, SandboxChannel)],  # what the sandboxes recorded
+        cap_mapping=settings.cap_mapping,
+        cap_identity=settings.cap_identity(),
     )
     return core, inbound

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Table, UniqueConstraint, false
+from sqlalchemy import JSON, BigInteger, Column, Index, LargeBinary, Table, UniqueConstraint, false
 from sqlmodel import Field, SQLModel
 
 from alerting.store.types import UTCDateTime
@@ -309,3 +309,25 @@ class IssueRequest(SQLModel, table=True):
 def core_table(model: type[SQLModel]) -> Table:
     """A model's table for Core statements: bulk inserts and executemany updates that need no ORM objects."""
     return SQLModel.metadata.tables[str(model.__tablename__)]
+
+
+class CapMessage(SQLModel, table=True):
+    """A CAP message taken in (alerting.cap.importer), kept verbatim with its SHA-256. One (sender, identifier) is
+    taken once: the same message again changes nothing. `alert_id` is the alert it issued, updated to or lifted."""
+
+    __tablename__ = "cap_message"
+    __table_args__ = (UniqueConstraint("sender", "identifier", name="uq_cap_message_sender_identifier"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    sender: str = Field(max_length=200)
+    identifier: str = Field(max_length=200)
+    sent: str = Field(max_length=32)  # as the message wrote it, offset included
+    msg_type: str = Field(max_length=16)
+    status: str = Field(max_length=16)
+    version: str = Field(max_length=8)  # what it came in: 1.2, or 1.1 (upgraded before it was validated)
+    sha256: str = Field(max_length=64)
+    body: bytes = Field(sa_column=Column(LargeBinary, nullable=False))  # the bytes as received
+    received_at: datetime = _utc()
+    received_by: str = Field(max_length=100)
+    alert_id: int | None = Field(default=None, foreign_key="alert.id", index=True)
+    outcome: str = Field(default="taking", max_length=16)  # taking, then issued | updated | lifted | unchanged

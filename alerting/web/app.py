@@ -17,6 +17,7 @@ from alerting.web.api import (
     account_routes,
     action_routes,
     alert_routes,
+    cap_routes,
     directory_routes,
     health,
     problems,
@@ -28,6 +29,7 @@ from alerting.web.api import (
 from alerting.web.console import (
     accounts_pages,
     board_pages,
+    cap_pages,
     detail_pages,
     directory_pages,
     issue_pages,
@@ -76,6 +78,7 @@ def create_app(core: Core, *, lifespan: Lifespan | None = None) -> FastAPI:
     for api in (alert_routes, action_routes, unit_routes, directory_routes, review_routes, account_routes):
         app.include_router(api.router)
     app.include_router(sandbox_routes.router)
+    app.include_router(cap_routes.router)
     app.include_router(ack_routes.router)
     app.include_router(health.router)
     app.include_router(webhook_routes.router)
@@ -88,6 +91,7 @@ def create_app(core: Core, *, lifespan: Lifespan | None = None) -> FastAPI:
         review_pages,
         accounts_pages,
         sandbox_pages,
+        cap_pages,
     ):
         app.include_router(console.router)
     app.mount("/static", StaticFiles(directory=str(files("alerting.web") / "static")), name="static")

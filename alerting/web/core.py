@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from alerting.answer.acks import AckService
 from alerting.answer.events import EventSink
+from alerting.cap.export import CapIdentity
+from alerting.cap.mapping import CapMapping
 from alerting.deliver.breaker import CircuitBreaker
 from alerting.deliver.outbox import SandboxOutbox
 from alerting.deliver.port import Webhook
@@ -40,3 +42,5 @@ class Core:
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)  # by channel kind, for /healthz
     directory: DirectoryImporter | None = None  # the console's file import; None hides it
     outboxes: list[SandboxOutbox] = field(default_factory=list)  # sandbox channels' records (模拟发件箱)
+    cap_mapping: CapMapping = field(default_factory=CapMapping)  # how CAP messages map to alerts (settings)
+    cap_identity: CapIdentity = field(default_factory=CapIdentity)  # who CAP exports say they are from

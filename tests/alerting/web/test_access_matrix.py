@@ -8,6 +8,7 @@ nobody signed in, an auditor, a township officer (凤凰镇) reaching for 宁厂
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -113,6 +114,28 @@ def _form(value: dict[str, str]) -> Body:
     return lambda p: {"data": dict(value)}
 
 
+def _cap_message(p: Probe) -> dict[str, Any]:
+    """A CAP drill message for the probe's units (POST /api/v1/cap)."""
+    areas = "".join(f"<geocode><valueName>行政区划代码</valueName><value>{u}</value></geocode>" for u in p.units)
+    xml = (
+        '<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">'
+        f"<identifier>matrix-{'-'.join(p.units)}</identifier><sender>qxt</sender>"
+        "<sent>2026-07-04T08:30:00+08:00</sent><status>Exercise</status><msgType>Alert</msgType><scope>Public</scope>"
+        "<info><category>Met</category><event>暴雨</event><urgency>Immediate</urgency><severity>Severe</severity>"
+        f"<certainty>Likely</certainty><headline>暴雨预警</headline><area><areaDesc>演练</areaDesc>{areas}</area></info>"
+        "</alert>"
+    )
+    return {"content": xml.encode()}
+
+
+def _cap_upload(p: Probe) -> dict[str, Any]:
+    return {"files": {"file": ("cap.xml", _cap_message(p)["content"], "application/cap+xml")}}
+
+
+def _cap_confirmed(p: Probe) -> dict[str, Any]:
+    return {"data": {"message": base64.b64encode(_cap_message(p)["content"]).decode(), "confirm_red": "1"}}
+
+
 NO_CONTENT: Body = lambda p: {}  # noqa: E731
 SEE = Rule()
 ADMIN = Rule(admin=True)
@@ -153,6 +176,10 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/api/v1/accounts/{username}/enable"): Rule(NO_CONTENT, admin=True),
     ("POST", "/api/v1/accounts/{username}/password"): Rule(_json({"password": NEW_PASSWORD}), admin=True),
     ("GET", "/api/v1/sandbox/outbox"): SEE,  # duty and admin only: test_sandbox_outbox
+    ("POST", "/api/v1/cap"): Rule(_cap_message),
+    ("GET", "/api/v1/alerts/{alert_id}/cap"): SEE,
+    ("GET", "/cap/feed.atom"): Rule(public="the public Atom feed of active real warnings (never a drill)"),
+    ("GET", "/cap/alerts/{alert_id}"): Rule(public="an active real warning as CAP 1.2: what the public feed links"),
     # ---- the console (session cookie + CSRF) ----
     ("GET", "/"): Rule(public="only redirects to /console/"),
     ("GET", "/console/sign-in"): Rule(public="the sign-in form"),
@@ -188,6 +215,9 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/console/review/{alert_id:alert}/print"): SEE,
     ("GET", "/console/review/{alert_id:alert}/report.{fmt}"): SEE,
     ("GET", "/console/sandbox/outbox"): SEE,  # duty and admin only: test_sandbox_outbox
+    ("GET", "/console/cap"): SEE,
+    ("POST", "/console/cap/check"): Rule(_cap_upload),
+    ("POST", "/console/cap"): Rule(_cap_confirmed),
     ("GET", "/console/accounts"): ADMIN,
     ("POST", "/console/accounts"): Rule(
         _form(
