@@ -183,3 +183,17 @@ def test_audit_verify_of_an_intact_chain_says_which_checkpoint_it_was_held_to(tm
     assert "Audit chain verified: 1 events, unbroken." in out
     assert f"keyed rows signed with audit key {signing().id}" in out
     assert "latest checkpoint: row 1 at" in out
+
+
+async def test_the_running_engine_checks_every_few_seconds(
+    db: Database, clock: ManualClock, county: SmallCounty, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JIAOYING_AUDIT_CHECKPOINTS", str(tmp_path / "checkpoints.jsonl"))
+    engine = sandbox_engine(db, clock)
+    await engine.start(poll_s=0.05)
+    try:
+        assert engine.scheduler is not None
+        job = engine.scheduler.get_job("checkpoint")
+        assert job is not None and job.trigger.interval.total_seconds() == 5  # well inside the minute
+    finally:
+        await engine.stop()
