@@ -14,7 +14,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler  # APScheduler 3 shi
 from alerting.answer.acks import AckService
 from alerting.answer.inbound import Inbound
 from alerting.audit import configured
-from alerting.audit.checkpoints import Checkpointer, checkpoint_file
+from alerting.audit.checkpoints import Checkpointer, CheckpointFileError, checkpoint_file
 from alerting.audit.keys import Keyring
 from alerting.deliver.breaker import CircuitBreaker
 from alerting.deliver.compose import Composer
@@ -193,7 +193,7 @@ class AssembledEngine:
         if self.checkpointer is not None and self._started:
             try:  # the chain's end as this process leaves it
                 await self.checkpointer.write()
-            except OSError as exc:
+            except CheckpointFileError as exc:
                 log.error("audit.checkpoint_failed", path=str(self.checkpointer.path), error=str(exc))
         for channel in self.channels.values():
             with contextlib.suppress(Exception):
