@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from structlog.testing import capture_logs
 from typer.testing import CliRunner
 
 from alerting.audit import chain as audit
@@ -197,3 +199,19 @@ async def test_the_running_engine_checks_every_few_seconds(
         assert job is not None and job.trigger.interval.total_seconds() == 5  # well inside the minute
     finally:
         await engine.stop()
+
+
+async def test_a_checkpoint_file_gone_bad_does_not_stop_the_engine_from_stopping(
+    db: Database, clock: ManualClock, county: SmallCounty, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "checkpoints"
+    monkeypatch.setenv("JIAOYING_AUDIT_CHECKPOINTS", str(folder / "audit.jsonl"))
+    engine = sandbox_engine(Database(db.url), clock)
+    await engine.start(loops=False)
+    await engine.alerts.trigger(ORANGE, actor="duty:test")  # the chain moved: stop has a checkpoint to write
+    await asyncio.to_thread(shutil.rmtree, folder)
+    await asyncio.to_thread(folder.write_text, "")  # where the folder was, a file: nothing can be written inside
+    with capture_logs() as logged:
+        await engine.stop()  # logged, not raised: the channels and the database are closed all the same
+    failed = [e for e in logged if e["event"] == "audit.checkpoint_failed"]
+    assert failed and "cannot write checkpoints to" in failed[0]["error"]
