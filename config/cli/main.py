@@ -161,6 +161,10 @@ def alert_send(
     Example: [bold]jiaoying alert send --level red --hazard 暴雨 --title 凤凰镇暴雨红色预警
     --text "预计未来3小时降雨超过100毫米" --unit 500238101[/]
     """
+    if send_now:  # this process then signs the answer links itself, as serve would
+        from config.startup import refuse_weak_secret
+
+        refuse_weak_secret(settings(), err)
 
     async def job() -> None:
         engine = build_engine(settings())

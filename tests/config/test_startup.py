@@ -186,3 +186,14 @@ def test_api_keys_as_a_json_list_or_empty_are_read(clean_environment: pytest.Mon
     assert Settings().api_keys == ["k1:duty", "k2:township:500238101"]
     clean_environment.setenv("JIAOYING_API_KEYS", "")
     assert Settings().api_keys == []
+
+
+def test_sending_the_first_wave_from_the_command_line_refuses_the_placeholder_too(tmp_path: Path) -> None:
+    done = jiaoying(
+        tmp_path,
+        *("alert", "send", "--level", "red", "--hazard", "暴雨", "--title", "暴雨红色预警", "--text", "强降雨"),
+        *("--unit", "500238101", "--send-now"),
+    )
+    assert done.returncode == 2, done.stderr
+    assert "still the placeholder" in done.stderr
+    assert not (tmp_path / "jiaoying.db").exists()  # nothing issued, nothing queued
