@@ -7,6 +7,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -17,6 +18,7 @@ from typer.testing import CliRunner
 from alerting.audit import chain as audit
 from alerting.audit import configured
 from alerting.audit.chain import GENESIS, Entry, chain_hash
+from alerting.audit.checkpoints import Checkpointer
 from alerting.audit.keys import AuditKey, AuditKeyMissing
 from alerting.issue.alerts import AlertRequest
 from alerting.model.clock import ManualClock
@@ -83,7 +85,7 @@ async def test_without_a_key_nothing_is_written_and_the_engine_will_not_start(
         await engine.start(loops=False)
 
 
-def test_serve_refuses_without_a_key_in_one_line(tmp_path: object) -> None:
+def test_serve_refuses_without_a_key_in_one_line(tmp_path: Path) -> None:
     env = {
         "JIAOYING_AUDIT_KEY": None,
         "JIAOYING_SECRET_KEY": "a-real-secret-for-this-test-0123456789",
@@ -111,7 +113,7 @@ def test_a_short_key_is_refused_naming_the_setting(given: dict[str, object], nam
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-async def unmigrated(request: pytest.FixtureRequest, tmp_path: object) -> AsyncIterator[str]:
+async def unmigrated(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     """The URL of an empty database, for a test that runs the migrations itself."""
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path}/before.db"
@@ -202,3 +204,23 @@ async def test_insert_of_rows_without_a_key_after_keyed_ones_is_named(
     assert not result.ok
     assert result.first_bad_seq == seq + 1
     assert "unkeyed after keyed rows" in result.reason
+
+
+async def test_checkpoints_signed_before_a_rotation_still_hold(
+    db: Database, clock: ManualClock, county: SmallCounty, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = tmp_path / "checkpoints.jsonl"
+    monkeypatch.setenv("JIAOYING_AUDIT_CHECKPOINTS", str(path))
+    await issue(db, clock)
+    before = await Checkpointer(db, clock, path, AuditKey.from_secret(TEST_AUDIT_KEY)).write()
+    monkeypatch.setenv("JIAOYING_AUDIT_KEY", NEW_KEY)
+    monkeypatch.setenv("JIAOYING_AUDIT_KEYS", json.dumps([TEST_AUDIT_KEY]))
+    await issue(db, clock)
+    clock.advance(minutes=1)
+    after = await Checkpointer(db, clock, path, AuditKey.from_secret(NEW_KEY)).write()
+    assert before is not None and after is not None
+
+    result = await audit.verify(db)
+
+    assert result.ok
+    assert result.checkpoint is not None and result.checkpoint.seq == after.seq
