@@ -13,12 +13,13 @@ from rich.table import Table
 
 from alerting.cap.importer import CapImporter, Preview
 from alerting.model.access import AccountRole, Principal
+from alerting.model.actor import Actor
 from config.cli.common import console, run, with_engine
 from config.wiring import AssembledEngine
 
 cap_app = typer.Typer(help="CAP 1.2 messages (GB/T 35965.1): check and issue them.", no_args_is_help=True)
 
-CLI = Principal(AccountRole.DUTY, "cli:cap", "命令行")
+CLI = Principal(AccountRole.DUTY, Actor.command_line("cap").text, "命令行")
 ACTION_LABEL = {"issue": "发布预警", "update": "更新预警", "cancel": "解除预警", "none": "不做任何改动"}
 
 
