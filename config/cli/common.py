@@ -59,13 +59,16 @@ def refuse_import(errors: Sequence[object]) -> NoReturn:
     raise typer.Exit(2)
 
 
-def settings() -> Settings:
-    """The settings, read now; a bad one is a clear line per setting and exit 2, a mistyped name a warning."""
+def settings(*, quiet: bool = True) -> Settings:
+    """The settings, read now; a bad one is a clear line per setting and exit 2, a mistyped name a warning.
+
+    `quiet`: a one-off command a person reads logs only warnings and errors beside its own output, unless
+    JIAOYING_LOG_LEVEL asks for more; the long-running processes (serve, engine run) log at the level set."""
     try:
         s = Settings()
     except (ValidationError, SettingsError) as exc:
         refuse_bad_settings(exc, err)
-    configure_logging(s.log_level)
+    configure_logging("warning" if quiet and "log_level" not in s.model_fields_set else s.log_level)
     _warn_unknown_variables_once()
     return s
 

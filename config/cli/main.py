@@ -138,7 +138,7 @@ def serve(
     from config.server import serve as serve_forever
     from config.startup import refuse_weak_secret
 
-    s = settings()
+    s = settings(quiet=False)
     refuse_weak_secret(s, err)
     run(lambda: serve_forever(s, host, port))
 
@@ -215,7 +215,7 @@ def alert_status(alert_id: Annotated[int, typer.Argument(help="alert id")]) -> N
             f"[bold]Alert {a.id}[/] {Level(a.level).label}{a.hazard} — {a.title}"
             f"{' [magenta]演练[/]' if a.exercise else ''}  status [bold]{a.status}[/]"
         )
-        console.print(f"Issued {local_text(a.created_at)} by {a.created_by}; targets {a.target_units}")
+        console.print(f"Issued {local_text(a.created_at)} 北京时间 by {a.created_by}; targets {a.target_units}")
         console.print(f"Answered {p.closed}/{p.total}, silent {p.silent}, escalated {p.escalated}")
         table = Table("channel", *[s.value for s in DeliveryState])
         for ch in ChannelKind:
@@ -248,7 +248,7 @@ def alert_list(active: Annotated[bool, typer.Option("--active", help="only activ
 
     async def job(engine: AssembledEngine) -> None:
         alerts = await engine.alerts.list(active_only=active)
-        table = Table("id", "issued", "level", "hazard", "title", "status", "drill")
+        table = Table("id", "issued (北京时间)", "level", "hazard", "title", "status", "drill")
         for a in alerts:
             table.add_row(
                 str(a.id),
@@ -389,7 +389,7 @@ def drills(
     record = run(lambda: with_engine(lambda engine: drill_record(engine.db, year)))
     table = Table(
         "alert",
-        "issued",
+        "issued (北京时间)",
         "level",
         "hazard",
         "title",
@@ -427,7 +427,7 @@ def drills(
         writer.writerow(
             [
                 "预警编号",
-                "发布时间",
+                "发布时间（北京时间）",
                 "级别",
                 "灾种",
                 "标题",

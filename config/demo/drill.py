@@ -124,8 +124,9 @@ async def run_demo(
             actor="demo:值班员",
         )
         console.print(
-            f"Alert {issued.alert_id} issued to {issued.targets} recipients "
-            f"({', '.join(f'{k} {v}' for k, v in sorted(issued.by_channel.items()))})."
+            f"Alert {issued.alert_id} issued to {issued.targets} recipients in {len(TOWNSHIPS)} townships, "
+            f"{issued.deliveries} first sends ({', '.join(f'{k} {v}' for k, v in sorted(issued.by_channel.items()))})"
+            "; escalations add sends as they fire."
         )
         await _watch(engine, issued.alert_id, console, clock, limit_s=45 * 60)
         report = await export(
@@ -179,6 +180,19 @@ async def _watch(
             await asyncio.sleep(0.25)
 
 
+# the table's columns in Chinese, and what each says in English under it
+HEADINGS = (
+    "乡镇 township",
+    "对象 recipients",
+    "发送 sends",
+    "已发 sent",
+    "送达 delivered",
+    "已应 answered",
+    "升级 escalated",
+    "未应 silent",
+)
+
+
 async def _progress_table(
     engine: AssembledEngine, alert_id: int, clock: ScaledClock, started: datetime
 ) -> tuple[Group, str]:
@@ -202,16 +216,8 @@ async def _progress_table(
         ).all()
         alert_status = (await engine.alerts.get(alert_id)).status
     table = Table(title=f"预警 {alert_id} 进度 progress", expand=False)
-    for heading in (
-        "乡镇 township",
-        "计划 planned",
-        "已发 sent",
-        "送达 delivered",
-        "已应 answered",
-        "升级 escalated",
-        "未应 silent",
-    ):
-        table.add_column(heading, justify="right")
+    for heading in HEADINGS:
+        table.add_column(heading.split()[0], justify="right")
     for code in TOWNSHIPS:
         ts = [r for r in targets if r[0] == code]
         ds = Counter({r[1]: r[2] for r in deliveries if r[0] == code})
@@ -219,6 +225,7 @@ async def _progress_table(
         silent = sum(r[3] for r in ts if r[1] == TargetState.OPEN.value)
         table.add_row(
             names.get(code, code),
+            str(sum(r[3] for r in ts)),
             str(sum(ds.values())),
             str(ds[DeliveryState.SENT.value] + ds[DeliveryState.DELIVERED.value]),
             str(ds[DeliveryState.DELIVERED.value]),
@@ -227,8 +234,9 @@ async def _progress_table(
             f"[red]{silent}[/]" if silent else "0",
         )
     elapsed = (clock.now() - started).total_seconds() / 60
+    legend = " · ".join(HEADINGS[1:])
     return Group(
-        table, f"演练时钟 drill clock: +{elapsed:4.1f} min (x{clock.speed:g})   status: {alert_status}"
+        table, legend, f"演练时钟 drill clock: +{elapsed:4.1f} min (x{clock.speed:g})   status: {alert_status}"
     ), alert_status
 
 

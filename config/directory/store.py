@@ -57,7 +57,31 @@ class ImportResult:
         return {k: v for k, v in asdict(self).items() if isinstance(v, int)}
 
     def __str__(self) -> str:
-        return ", ".join(f"{k}={v}" for k, v in self.counts().items())
+        """One sentence a person reads: what was created, updated and removed, leaving out what did not happen."""
+        parts = [
+            _changed("units", self.units_created, self.units_updated),
+            _changed("people", self.people_created, self.people_updated),
+            _changed("devices", self.devices_created, self.devices_updated),
+            _counted(
+                "responsibilities",
+                added=self.responsibilities_added,
+                updated=self.responsibilities_updated,
+                removed=self.responsibilities_removed,
+            ),
+        ]
+        if self.paths_moved:
+            parts.append(f"{self.paths_moved:,} units moved under a new parent")
+        said = "; ".join(p for p in parts if p)
+        return said or "nothing changed"
+
+
+def _changed(what: str, created: int, updated: int) -> str:
+    return _counted(what, created=created, updated=updated)
+
+
+def _counted(what: str, **counts: int) -> str:
+    done = [f"{n:,} {word}" for word, n in counts.items() if n]
+    return f"{what}: {', '.join(done)}" if done else ""
 
 
 def summarise(directory: Directory, existing: Existing, checked: Checked) -> ImportResult:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,10 @@ async def test_demo_closes_every_loop_and_writes_the_report(tmp_path: Path) -> N
     assert result.ok, result.mismatches
     assert "Loop closed as predicted: yes" in output and "Audit chain: verified" in output
     assert "SANDBOX" in output  # the sandbox channels are named, never passed off as real
+    headline = re.search(r"issued to (\d+) recipients", output)
+    last_rows = dict(re.findall(r"│\s*(凤凰镇|宁厂镇|上磺镇)\s*│\s*(\d+)\s*│", output))  # the table's last render
+    assert headline and len(last_rows) == 3
+    assert sum(int(n) for n in last_rows.values()) == int(headline.group(1)), "the headline and the table disagree"
     html = result.report.read_text(encoding="utf-8")
     assert result.report.exists() and "演练" in html
 
