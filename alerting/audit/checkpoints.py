@@ -34,8 +34,10 @@ LIFECYCLE = ("alert.triggered", "alert.updated", "alert.cancelled", "alert.close
 
 
 def checkpoint_file(location: Path) -> Path:
-    """The operator names a file, or a directory to keep `audit-checkpoints.jsonl` in."""
-    return location / FILE_IN_DIRECTORY if location.is_dir() else location
+    """The operator names a file (with an extension: .jsonl, .log), or a directory to keep `audit-checkpoints.jsonl`
+    in, which need not exist yet: a name without an extension is taken for one."""
+    made = location.is_dir() or (not location.exists() and not location.suffix)
+    return location / FILE_IN_DIRECTORY if made else location
 
 
 class CheckpointError(ValueError):
@@ -96,6 +98,8 @@ def read_checkpoints(path: Path, keyring: Keyring) -> list[Checkpoint]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return []
+    except OSError as exc:  # not a file, or not ours to read: nothing to hold the chain to, which must be said
+        raise CheckpointError(f"it cannot be read ({exc.strerror or exc})") from None
     lines = text.split("\n")
     complete = lines[:-1]  # after the last newline: empty, or a line whose write never finished
     return [Checkpoint.from_line(t, n, keyring) for n, t in enumerate(complete, start=1) if t.strip()]

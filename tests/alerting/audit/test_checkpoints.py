@@ -84,6 +84,7 @@ async def test_written_when_the_chain_moved_once_a_minute_and_at_once_for_an_ale
 def test_a_directory_gets_its_own_file_and_a_line_cut_short_is_left_out(tmp_path: Path) -> None:
     assert checkpoint_file(tmp_path) == tmp_path / "audit-checkpoints.jsonl"
     assert checkpoint_file(tmp_path / "mine.log") == tmp_path / "mine.log"
+    assert checkpoint_file(tmp_path / "not-yet") == tmp_path / "not-yet" / "audit-checkpoints.jsonl"
     key = AuditKey.from_secret("checkpoint-test-key-0123456789abcdef")
     from datetime import UTC, datetime
 
