@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from importlib.resources import files
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
@@ -20,6 +20,7 @@ from alerting.web.api import (
     cap_routes,
     directory_routes,
     health,
+    numbers,
     problems,
     review_routes,
     sandbox_routes,
@@ -63,6 +64,7 @@ def create_app(core: Core, *, lifespan: Lifespan | None = None) -> FastAPI:
         docs_url="/docs",
         redoc_url=None,
         lifespan=lifespan,  # type: ignore[arg-type]
+        dependencies=[Depends(numbers.no_nul_characters)],  # before any route's own parameters reach the database
     )
     app.state.core = core
     app.state.sign_in_attempts = signin_pages.attempts_limit()

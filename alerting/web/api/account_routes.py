@@ -10,6 +10,7 @@ from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, Field
 
 from alerting.model.access import AccountRole
+from alerting.model.plain_text import Line
 from alerting.people.accounts import MIN_PASSWORD, AccountError
 from alerting.views.accounts import AccountRow, account_rows
 from alerting.web.api.auth import Admin, CoreDep
@@ -56,7 +57,7 @@ class AccountOut(BaseModel):
 
 class AccountIn(BaseModel):
     username: str = Field(pattern=r"^[A-Za-z0-9_.-]{2,64}$", examples=["ningchang"])
-    display_name: str = Field(default="", max_length=100, examples=["宁厂镇值班员"])
+    display_name: Line = Field(default="", max_length=100, examples=["宁厂镇值班员"])
     role: AccountRole
     unit_code: str | None = Field(default=None, max_length=20, description="a township officer's township code")
     password: str = Password

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field, model_validator
 from alerting.answer.outcomes import AnswerRejected
 from alerting.issue.alerts import AlertNotActive
 from alerting.model.access import Forbidden
-from alerting.model.plain_text import FilledText
+from alerting.model.plain_text import FilledText, Line
 from alerting.views.board import Board
 from alerting.views.board_hub import BoardHub
 from alerting.web import acting
@@ -27,7 +27,7 @@ router = APIRouter(prefix="/api/v1", tags=["board"], responses=documented(401, 4
 
 
 class CallAgainIn(BaseModel):
-    target_ids: list[str] = Field(default_factory=list, max_length=10_000, description="recipients to call again")
+    target_ids: list[Line] = Field(default_factory=list, max_length=10_000, description="recipients to call again")
     all_silent: bool = Field(default=False, description="every silent recipient the key may see, instead")
     dry_run: bool = Field(default=False, description="only count what would go out; nothing is sent or recorded")
 

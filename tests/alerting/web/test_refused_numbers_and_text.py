@@ -239,3 +239,33 @@ async def test_the_console_form_refuses_the_same_with_a_message_on_the_form(
     assert r.status_code == 422
     assert "请填写预警内容" in r.text
     assert await count(db, Alert) == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "field", "location"),
+    [
+        ("/api/v1/units?q=%00", "q", "query"),
+        ("/api/v1/units?parent=5002%00", "parent", "query"),
+        ("/api/v1/units/%00", "code", "path"),
+        ("/api/v1/people?q=%00", "q", "query"),
+        ("/api/v1/devices?q=a%00b", "q", "query"),
+        ("/api/v1/audit?actor=%00", "actor", "query"),
+        ("/api/v1/accounts/%00", "username", "path"),
+    ],
+)
+async def test_a_nul_in_a_path_or_query_is_a_422_naming_it_on_either_database(
+    api: httpx.AsyncClient, url: str, field: str, location: str
+) -> None:
+    # PostgreSQL cannot hold U+0000 in text: before the check, each of these was a 500 there
+    r = await api.get(url, headers=ADMIN)
+    assert "U+0000" in named(assert_problem(r, 422), field, location)
+
+
+async def test_ids_and_names_in_bodies_hold_no_control_characters(api: httpx.AsyncClient, db: Database) -> None:
+    issued = (await api.post("/api/v1/alerts", json=rainstorm(), headers=DUTY)).json()
+    r = await api.post(f"/api/v1/alerts/{issued['id']}/call-again", json={"target_ids": ["\x00"]}, headers=DUTY)
+    assert "U+0000" in named(assert_problem(r, 422), "target_ids.0", "body")
+    account = {"username": "ningchang", "display_name": "宁厂\x00", "role": "duty", "password": "pass-word-0001"}
+    r = await api.post("/api/v1/accounts", json=account, headers=ADMIN)
+    assert "U+0000" in named(assert_problem(r, 422), "display_name", "body")
+    assert (await api.get("/api/v1/accounts/ningchang", headers=ADMIN)).status_code == 404
