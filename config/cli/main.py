@@ -17,6 +17,7 @@ from alerting.model.clock import SystemClock, local_text
 from alerting.model.domain import ChannelKind, DeliveryState, Level, TargetState
 from alerting.web.api.queries import recipients_page
 from config.cli.accounts import account_app
+from config.cli.backup import backup_command, restore_command
 from config.cli.cap import cap_app
 from config.cli.common import console, err, refuse_import, run, settings, with_engine
 from config.cli.policy import policy_app
@@ -38,6 +39,8 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(roster_app, name="roster")
 app.add_typer(policy_app, name="policy")
 app.add_typer(engine_app, name="engine")
+app.command("backup")(backup_command)
+app.command("restore")(restore_command)
 app.add_typer(account_app, name="account")
 app.add_typer(cap_app, name="cap")
 
