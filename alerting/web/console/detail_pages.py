@@ -115,6 +115,8 @@ async def call_again(
     target_id: Annotated[str, Form()] = "",
     back: Annotated[str, Form()] = "",
 ) -> Response:
+    if bad_character(target_id, multiline=False):  # no recipient's id has one, and PostgreSQL could not look it up
+        raise _refused(alert_id, LookupError(target_id))
     try:
         done = await acting.call_again(core, who.principal, alert_id, [target_id] if target_id else None)
     except Forbidden:

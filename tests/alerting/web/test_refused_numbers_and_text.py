@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from alerting.model.access import AccountRole
 from alerting.model.clock import ManualClock
 from alerting.store.db import Database
-from alerting.store.tables import Alert, AuditEvent
+from alerting.store.tables import Alert, AuditEvent, Delivery
 from alerting.web.api.numbers import ROW_NUMBER_MAX
 from alerting.web.core import Core
 from tests.alerting.web.test_api import assert_problem, make_core, rainstorm, serve
@@ -39,7 +39,7 @@ async def api(core: Core) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-async def count(db: Database, table: type[Alert] | type[AuditEvent]) -> int:
+async def count(db: Database, table: type[Alert] | type[AuditEvent] | type[Delivery]) -> int:
     async with db.session() as s:
         return int(await s.scalar(select(func.count()).select_from(table)) or 0)
 
@@ -269,3 +269,19 @@ async def test_ids_and_names_in_bodies_hold_no_control_characters(api: httpx.Asy
     r = await api.post("/api/v1/accounts", json=account, headers=ADMIN)
     assert "U+0000" in named(assert_problem(r, 422), "display_name", "body")
     assert (await api.get("/api/v1/accounts/ningchang", headers=ADMIN)).status_code == 404
+
+
+async def test_the_console_refuses_a_recipient_id_with_a_nul_as_no_such_recipient(
+    core: Core, api: httpx.AsyncClient, db: Database
+) -> None:
+    issued = (await api.post("/api/v1/alerts", json=rainstorm(), headers=DUTY)).json()
+    await core.accounts.create("duty", "duty-password-1", role=AccountRole.DUTY, actor="test")
+    r = await api.post("/console/sign-in", data={"username": "duty", "password": "duty-password-1"})
+    assert r.status_code == 303, r.text
+    found = CSRF.search((await api.get(f"/console/alerts/{issued['id']}")).text)
+    assert found
+    sent = await count(db, Delivery)
+    r = await api.post(f"/console/alerts/{issued['id']}/call-again", data={"csrf": found.group(1), "target_id": "\x00"})
+    assert r.status_code == 404
+    assert "没有编号为" in r.text and "该责任人" in r.text
+    assert await count(db, Delivery) == sent
