@@ -20,6 +20,7 @@ from alerting.web.api import (
     cap_routes,
     directory_routes,
     health,
+    metrics_routes,
     numbers,
     problems,
     review_routes,
@@ -83,6 +84,7 @@ def create_app(core: Core, *, lifespan: Lifespan | None = None) -> FastAPI:
     app.include_router(cap_routes.router)
     app.include_router(ack_routes.router)
     app.include_router(health.router)
+    app.include_router(metrics_routes.router)
     app.include_router(webhook_routes.router)
     for console in (
         signin_pages,

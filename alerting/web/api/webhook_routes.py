@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request, Response
 
 from alerting.deliver.port import WebhookRequest
 from alerting.web.api.auth import CoreDep
+from alerting.web.api.metrics_routes import WEBHOOKS_REFUSED
 
 log = structlog.get_logger()
 
@@ -49,6 +50,7 @@ async def webhook(name: str, request: Request, core: CoreDep, path: str = "") ->
     body = await _body(request)
     if body is None:
         log.warning("webhook.too_large", provider=name, path="/" + path, limit=MAX_WEBHOOK_BYTES)
+        WEBHOOKS_REFUSED.labels(provider=name, status="413").inc()
         return Response(status_code=413)
     is_form = request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded")
     reply = await handler.handle(
@@ -64,6 +66,7 @@ async def webhook(name: str, request: Request, core: CoreDep, path: str = "") ->
     )
     if reply.status >= 400:
         log.warning("webhook.refused", provider=name, path="/" + path, status=reply.status)
+        WEBHOOKS_REFUSED.labels(provider=name, status=str(reply.status)).inc()
     for event in reply.events:
         await core.inbound(event)
     return Response(content=reply.body, status_code=reply.status, media_type=reply.content_type)

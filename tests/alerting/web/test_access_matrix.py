@@ -167,6 +167,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/v1/audit"): SEE,
     ("GET", "/api/v1/alerts/{alert_id}/audit"): SEE,
     ("GET", "/api/v1/audit/verify"): SEE,
+    ("GET", "/metrics"): SEE,
     ("GET", "/api/v1/accounts"): ADMIN,
     ("POST", "/api/v1/accounts"): Rule(
         _json({"username": "newbie", "role": "duty", "password": NEW_PASSWORD}), admin=True
@@ -261,7 +262,7 @@ def rules() -> Iterator[tuple[str, str, Rule]]:
 
 
 def is_api(path: str) -> bool:
-    return path.startswith("/api/")
+    return path.startswith("/api/") or path == "/metrics"  # /metrics takes an API key, like the API
 
 
 def unsafe(method: str) -> bool:
