@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from alerting.model.access import ACCOUNT_ROLE_LABEL, AccountRole
+from alerting.model.plain_text import bad_character
 from alerting.people.accounts import MIN_PASSWORD, USERNAME, AccountError
 
 MAX_NAME = 100
@@ -51,6 +52,8 @@ def check_new_account(
         f.errors["username"] = f"用户名 {f.username} 已被使用"
     if len(f.display_name) > MAX_NAME:
         f.errors["display_name"] = f"姓名最多 {MAX_NAME} 个字"
+    elif (bad := bad_character(f.display_name, multiline=False)) is not None:
+        f.errors["display_name"] = f"姓名不能含有控制字符（第 {bad.position} 个字符是 {bad.code}）"
     if f.role not in AccountRole.__members__.values():
         f.errors["role"] = "请选择角色：" + "、".join(ACCOUNT_ROLE_LABEL.values())
     elif f.role == AccountRole.TOWNSHIP and not f.unit_code:

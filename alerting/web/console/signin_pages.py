@@ -11,6 +11,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from alerting.deliver.pacing import PerClient
+from alerting.model.plain_text import bad_character
 from alerting.people.accounts import SESSION_TTL, SignInFailed
 from alerting.web.api.auth import CoreDep
 from alerting.web.console.web import PREFIX, SESSION_COOKIE, Acting, PageError, cross_site, local_path, redirect, render
@@ -92,6 +93,8 @@ async def sign_in(
         page.headers["Retry-After"] = str(math.ceil(wait))
         return page
     try:
+        if bad_character(username, multiline=False) is not None:  # no account is named so; PostgreSQL would refuse it
+            raise SignInFailed("用户名含有控制字符，请重新输入")
         signed = await core.accounts.sign_in(username, password, client=client)
     except SignInFailed as exc:
         limit.failed(client or "?")
