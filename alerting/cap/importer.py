@@ -7,11 +7,14 @@ bytes as received; the audit entry of the taking carries their SHA-256 and links
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
 import structlog
+from pydantic import ValidationError
 from sqlalchemy import delete, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -196,15 +199,16 @@ class CapImporter:
                 slug="forbidden",
             )
         assert mapped.level is not None
-        request = AlertRequest(
-            level=mapped.level,
-            hazard=mapped.hazard,
-            title=mapped.title,
-            text=mapped.text,
-            instructions=mapped.instructions,
-            units=resolved.units,
-            exercise=mapped.exercise,
-        )
+        with _refused_as_cap(mapped):
+            request = AlertRequest(
+                level=mapped.level,
+                hazard=mapped.hazard,
+                title=mapped.title,
+                text=mapped.text,
+                instructions=mapped.instructions,
+                units=resolved.units,
+                exercise=mapped.exercise,
+            )
         return Preview(message, sha, "issue", mapped, request=request, resolved=resolved)
 
     async def _follow_up(self, s: AsyncSession, message: Message, sha: str, mapped: Mapped, who: Principal) -> Preview:
@@ -242,7 +246,10 @@ class CapImporter:
                 f"the update names other units ({', '.join(resolved.units)}) than the alert {alert.id} warns "
                 f"({', '.join(alert.target_units)}); an update here keeps the area: lift it and issue anew",
             )
-        change = AlertChange(level=mapped.level, title=mapped.title, text=mapped.text, instructions=mapped.instructions)
+        with _refused_as_cap(mapped):
+            change = AlertChange(
+                level=mapped.level, title=mapped.title, text=mapped.text, instructions=mapped.instructions
+            )
         if _unchanged(alert, change):
             note = "the update changes neither level nor texts: it is kept, and nobody is called again"
             return Preview(message, sha, "none", mapped, alert_id=alert.id, resolved=resolved, note=note)
@@ -274,6 +281,13 @@ class CapImporter:
             head = await _newest(s, m.alert_id)
             if await visible_alert(s, who, m.alert_id) is not None:
                 heads[head.id or 0] = head
+        if not heads and not unknown:
+            raise CapRefused(
+                "references",
+                "the alerts these references name lie outside this key's area",
+                status=403,
+                slug="forbidden",
+            )
         if not heads:
             raise CapRefused(
                 "references",
@@ -316,3 +330,17 @@ def _unchanged(alert: Alert, change: AlertChange) -> bool:
         and change.text == alert.text
         and change.instructions == alert.instructions
     )
+
+
+@contextlib.contextmanager
+def _refused_as_cap(mapped: Mapped) -> Iterator[None]:
+    """What the alert's own checks refuse (mapping checks most of it first) is a refusal of the message, naming
+    the info block, never a crash."""
+    try:
+        yield
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise CapRefused(
+            mapped.info.path if mapped.info else "", f"the alert it maps to is refused: {field}: {first['msg']}"
+        ) from exc

@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 from alerting.cap.errors import CapRefused
 from alerting.cap.message import Info, Message, Pair
 from alerting.model.domain import Level
+from alerting.model.plain_text import bad_character
 
 _LEVEL_WORDS = {
     **{lv.value: lv for lv in Level},
@@ -92,7 +93,10 @@ def map_message(message: Message, mapping: CapMapping, hazards: list[str]) -> Ma
     ignored = [f"{i.path} ({i.language})" for i in message.infos if i is not info]
     level, level_from = _level(info, mapping)
     hazard = _hazard(info, mapping, mapping.known_hazards or hazards)
-    title = info.headline.text if info.headline and info.headline.text else f"{hazard}{level.label}预警"
+    # a headline is one line wherever it is shown; a feed pretty-printed over several lines means one
+    title = (
+        " ".join(info.headline.text.split()) if info.headline and info.headline.text else f"{hazard}{level.label}预警"
+    )
     text = info.description.text if info.description and info.description.text else title
     instructions = info.instruction.text if info.instruction else ""
     for located, value, limit in (
@@ -102,6 +106,10 @@ def map_message(message: Message, mapping: CapMapping, hazards: list[str]) -> Ma
     ):
         if located is not None and len(value) > limit:
             raise CapRefused(located.path, f"{len(value)} characters; at most {limit} are taken (nothing is cut)")
+        if located is not None and (bad := bad_character(value, multiline=located is not info.headline)) is not None:
+            raise CapRefused(located.path, f"the text holds {bad}, which no warning may carry")
+    if len(hazard) > HAZARD_MAX:
+        raise CapRefused(info.event.path, f"the hazard {hazard!r} is longer than {HAZARD_MAX} characters")
     codes, more = _codes(info, mapping)
     return Mapped(info, level, level_from, hazard, title, text, instructions, exercise, codes, ignored + more)
 

@@ -26,6 +26,10 @@ _DECLARED = re.compile(rb"""^\s*<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._-]+)
 _EXPAT = {"utf-8", "utf-16", "us-ascii", "ascii", "iso-8859-1", "latin-1"}
 
 
+# CAP nests five deep (alert/info/area/geocode/value); a document far deeper is built to exhaust whatever walks it
+MAX_DEPTH = 16
+
+
 def hostile(message: str) -> CapRefused:
     return CapRefused("", message, status=400, slug="cap-hostile-xml")
 
@@ -53,6 +57,12 @@ def read_xml(data: bytes) -> Element:
         raise CapRefused(
             "", f"not well-formed XML at line {line}, column {column + 1}", status=400, slug="cap-not-xml"
         ) from None
+    stack = [(root, 1)]  # walked without recursion: the depth is what is being checked
+    while stack:
+        element, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise hostile(f"the document nests elements more than {MAX_DEPTH} deep; CAP needs five")
+        stack.extend((child, depth + 1) for child in element)
     for element in root.iter():
         if isinstance(element.tag, str) and element.tag.startswith(XINCLUDE):
             raise hostile("the document uses XInclude; nothing is included, and the message is refused")

@@ -12,6 +12,7 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,6 +20,7 @@ from sqlmodel import col
 
 from alerting.audit import configured
 from alerting.audit.checkpoints import CheckpointError, latest, read_checkpoints
+from alerting.audit.keys import Keyring
 from alerting.model.clock import utc
 from alerting.model.domain import AlertStatus, DeadlineState, TargetState
 from alerting.store.db import Database
@@ -135,8 +137,25 @@ async def _checkpoint_age(now: datetime) -> float | None:
     setup = configured.current()
     if setup.checkpoints is None:
         return None
+    newest = await asyncio.to_thread(_newest_checkpoint, setup.checkpoints, setup.keyring)
+    return None if newest is None else max(0.0, (utc(now) - utc(newest)).total_seconds())
+
+
+# the file grows by a line a minute all season: read and verified again only when it changed, not at every scrape
+_newest_seen: dict[tuple[Path, int, int], datetime | None] = {}
+
+
+def _newest_checkpoint(path: Path, keyring: Keyring) -> datetime | None:
     try:
-        newest = latest(await asyncio.to_thread(read_checkpoints, setup.checkpoints, setup.keyring))
-    except CheckpointError:
-        return None  # `audit verify` names what is wrong with the file; here it only has no age
-    return None if newest is None else max(0.0, (utc(now) - utc(newest.at)).total_seconds())
+        stat = path.stat()
+    except OSError:
+        return None
+    key = (path, stat.st_size, stat.st_mtime_ns)
+    if key not in _newest_seen:
+        try:
+            newest = latest(read_checkpoints(path, keyring))
+        except CheckpointError:
+            newest = None  # `audit verify` names what is wrong with the file; here it only has no age
+        _newest_seen.clear()
+        _newest_seen[key] = newest.at if newest else None
+    return _newest_seen[key]

@@ -192,3 +192,34 @@ async def test_the_same_message_sent_twice_at_once_is_taken_once(
     async with engine.db.session() as s:
         assert len(list((await s.execute(select(Alert))).scalars())) == 1
         assert len(list((await s.execute(select(CapMessage))).scalars())) == 1
+
+
+async def test_a_headline_over_several_lines_is_taken_as_one_line(api: httpx.AsyncClient) -> None:
+    folded = corpus("valid/rainstorm_red.xml").replace(
+        "巫溪县气象台发布凤凰镇暴雨红色预警".encode(), "巫溪县气象台发布\n      凤凰镇暴雨红色预警".encode()
+    )
+    r = await post(api, folded)
+    assert r.status_code == 201, r.text
+    assert r.json()["alert"]["title"] == "巫溪县气象台发布 凤凰镇暴雨红色预警"
+
+
+async def test_a_township_cannot_cancel_what_the_county_issued_elsewhere(api: httpx.AsyncClient) -> None:
+    elsewhere = (
+        corpus("valid/rainstorm_red.xml")
+        .replace(b"500238101000", b"500238102000")
+        .replace(b"<value>500238</value>", b"<value>500238102</value>")
+    )
+    assert (await post(api, elsewhere)).status_code == 201  # the county's key: 宁厂镇
+    cancel = corpus("valid/rainstorm_cancel.xml").replace(
+        b" wuxi.qxt@cq.cma,50023841600000_20260704103000_0,2026-07-04T10:30:00+08:00", b""
+    )  # it names only the message the county took
+    r = await post(api, cancel, key=TOWNSHIP)  # 凤凰镇's key
+    assert r.status_code == 403, r.text
+    assert r.json()["element"] == "references"
+
+
+async def test_a_document_nested_far_deeper_than_cap_is_refused_as_hostile(api: httpx.AsyncClient) -> None:
+    deep = b'<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">' + b"<a>" * 5000 + b"</a>" * 5000 + b"</alert>"
+    r = await post(api, deep)
+    assert r.status_code == 400 and r.json()["type"].endswith("cap-hostile-xml")
+    assert "deep" in r.json()["detail"]
