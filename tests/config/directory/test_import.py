@@ -396,6 +396,6 @@ async def test_the_command_line_adds_by_default_and_replaces_with_replace(
     done = await asyncio.to_thread(runner.invoke, app, ["import", "--replace", str(new_primary)])
     assert done.exit_code == 0, done.output
     said = " ".join(done.output.split())
-    assert "responsibilities_removed=2" in said
+    assert "responsibilities: 1 added, 2 removed" in said
     assert "removed: 凤凰镇 500238101: 钱多 (backup)" in said
     assert await duties(db, "500238101") == [("new", "township_duty", 0)]
