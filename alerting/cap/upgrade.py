@@ -5,6 +5,7 @@ What changed between the two schemas and is rewritten here:
 - times (`sent`, `effective`, `onset`, `expires`): 1.1 took any xs:dateTime, 1.2 only `YYYY-MM-DDThh:mm:ss±hh:mm`.
   `Z` becomes `-00:00` (1.2 spells UTC so), fractions of a second are dropped; a time without a zone is
   refused, since nobody can tell which time it meant;
+- the times inside `references` (`sender,identifier,sent`), the same way;
 - `resource/mimeType` became required: a 1.1 resource without one gets `application/octet-stream`.
 What did not change needs nothing: 1.2 only added values (responseType Avoid and AllClear) and the signature slot.
 `altitude` and `ceiling` became decimals; a 1.1 message with words there is refused by the 1.2 schema.
@@ -35,6 +36,8 @@ def upgraded(root: Element) -> tuple[Element, str]:
             name = local(elem.tag)
             if name in TIMES:
                 elem.text = _time_12(elem.text or "", paths[id(elem)])
+            if name == "references":
+                elem.text = " ".join(_reference_12(r, paths[id(elem)]) for r in (elem.text or "").split())
             if name == "resource" and elem.find(f"{{{CAP11}}}mimeType") is None:
                 _insert_mime_type(elem)
             elem.tag = f"{{{CAP12}}}{name}"
@@ -49,6 +52,14 @@ def _time_12(text: str, where: str) -> str:
     if zone is None:
         raise CapRefused(where, f"the time {text.strip()} has no time zone; CAP 1.2 needs one (e.g. +08:00)")
     return stamp + ("-00:00" if zone == "Z" else zone)
+
+
+def _reference_12(reference: str, where: str) -> str:
+    """`sender,identifier,sent` with its time in the 1.2 form; anything else is left for the rules to name."""
+    parts = reference.split(",")
+    if len(parts) != 3:
+        return reference
+    return ",".join([*parts[:2], _time_12(parts[2], where)])
 
 
 def _insert_mime_type(resource: Element) -> None:

@@ -223,3 +223,21 @@ async def test_a_document_nested_far_deeper_than_cap_is_refused_as_hostile(api: 
     r = await post(api, deep)
     assert r.status_code == 400 and r.json()["type"].endswith("cap-hostile-xml")
     assert "deep" in r.json()["detail"]
+
+
+async def test_a_cap11_cancel_whose_reference_time_says_z_lifts_the_alert(api: httpx.AsyncClient) -> None:
+    heat = corpus("valid/cap11_heat.xml")
+    issued = await post(api, heat)
+    assert issued.status_code == 201, issued.text
+    cancel = (
+        heat.replace(b"<identifier>heat-2026-0801</identifier>", b"<identifier>heat-2026-0801-c</identifier>")
+        .replace(b"<sent>2026-08-01T02:00:00Z</sent>", b"<sent>2026-08-01T09:00:00Z</sent>")
+        .replace(b"<msgType>Alert</msgType>", b"<msgType>Cancel</msgType>")
+        .replace(
+            b"<scope>Public</scope>",
+            b"<scope>Public</scope><references>cq.qxt@cma,heat-2026-0801,2026-08-01T02:00:00Z</references>",
+        )
+    )
+    r = await post(api, cancel)  # CAP 1.1 wrote the reference's time with Z, as its sent
+    assert r.status_code in (200, 201), r.text
+    assert r.json()["outcome"] == "lifted"
