@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from pydantic import BaseModel, Field, field_validator
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -46,15 +46,14 @@ from alerting.model.domain import (
 )
 from alerting.model.plain_text import FilledLine, FilledText, Line, Text
 from alerting.model.plan import Planner, PlanSet, Who
-from alerting.store.db import Database, rowcount
-from alerting.store.tables import Alert, Delivery, Device, OrgUnit, Target, core_table
+from alerting.store.db import Database, insert_rows, rowcount
+from alerting.store.tables import Alert, Delivery, Device, OrgUnit, Target
 
 if TYPE_CHECKING:
     from alerting.issue.once import RequestKey
 
 log = structlog.get_logger()
 
-BATCH = 5000
 FIRST_GRID_WORKERS = 500  # with the critical targets in the first commit: a few hundred sends to start on at once
 PAGE = 1000  # grid workers per later transaction: short, so the dispatcher's writes are not held up
 FIRST_PAGE = Page(0)  # resume_planning starts from the beginning and skips whoever is planned already
@@ -139,14 +138,6 @@ class Lifted:
     alert_id: int
     cancelled_deliveries: int
     lift_notices: int
-
-
-async def _insert_batched(session: AsyncSession, model: Any, rows: list[dict[str, Any]]) -> None:
-    # Core inserts of plain rows: the ORM's bulk path costs more than the database does for these
-    table = core_table(model)
-    conn = await session.connection()
-    for i in range(0, len(rows), BATCH):
-        await conn.execute(insert(table), rows[i : i + BATCH])
 
 
 class AlertService:
@@ -392,8 +383,8 @@ class AlertService:
             deliveries += rows
             if len(steps) > 1:
                 deadlines.append(deadline_rows.pending(alert.id, t.id, 1, now + timedelta(seconds=steps[0].wait_s)))
-        await _insert_batched(s, Target, target_rows)
-        await _insert_batched(s, Delivery, deliveries)
+        await insert_rows(s, Target, target_rows)
+        await insert_rows(s, Delivery, deliveries)
         await deadline_rows.add(s, deadlines)
         return _Written(
             targets=len(targets),
@@ -441,7 +432,7 @@ class AlertService:
                             device_id=r.device_id,
                         )
                     )
-            await _insert_batched(s, Delivery, lifts)
+            await insert_rows(s, Delivery, lifts)
             await audit.record(
                 s,
                 "alert.cancelled",
@@ -500,7 +491,7 @@ class AlertService:
             by_channel = dict(Counter(r["channel"] for r in rows))
             if preview:
                 return CalledAgain(alert_id, len(called), len(rows), by_channel, len(found) - len(called))
-            await _insert_batched(s, Delivery, rows)
+            await insert_rows(s, Delivery, rows)
             await audit.record(
                 s,
                 "alert.called_again",

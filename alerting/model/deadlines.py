@@ -15,17 +15,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, insert, or_, select, tuple_, update
+from sqlalchemy import ColumnElement, Select, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from alerting.model.domain import DeadlineState
 from alerting.model.ids import new_id
-from alerting.store.db import rowcount
+from alerting.store.db import insert_rows, rowcount
 from alerting.store.tables import Deadline, core_table
 
 PENDING, CANCELLED = DeadlineState.PENDING.value, DeadlineState.CANCELLED.value
-BATCH = 1000  # rows per INSERT: large plans go in pages rather than one statement of every row
 
 
 @dataclass(frozen=True)
@@ -52,10 +51,7 @@ def pending(alert_id: int, target_id: str, step: int, due_at: datetime) -> dict[
 
 
 async def add(s: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
-    # Core inserts of plain rows: the ORM's bulk path costs more than the database does for these
-    conn = await s.connection()
-    for i in range(0, len(rows), BATCH):
-        await conn.execute(insert(core_table(Deadline)), rows[i : i + BATCH])
+    await insert_rows(s, Deadline, rows)
 
 
 # ---- claiming: each escalation run (`owner`) takes due deadlines nobody else holds ----------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -11,10 +11,12 @@ from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import CursorResult, Result, event
+from sqlalchemy import CursorResult, Result, event, insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlmodel import SQLModel
 
+from alerting.store.tables import core_table
 from alerting.store.writer import GroupWriter
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -101,6 +103,17 @@ def alembic_config(url: str) -> Config:
 def upgrade(url: str, revision: str = "head") -> None:
     """Bring the schema up to date. Blocking: call it from a thread when a loop is running."""
     command.upgrade(alembic_config(url), revision)
+
+
+INSERT_BATCH = 5000  # rows per INSERT: a large plan goes in as several statements rather than one of every row
+
+
+async def insert_rows(session: AsyncSession, model: type[SQLModel], rows: Sequence[dict[str, Any]]) -> None:
+    """Plain rows through Core inserts: the ORM's bulk path costs more than the database does for these."""
+    table = core_table(model)
+    conn = await session.connection()
+    for i in range(0, len(rows), INSERT_BATCH):
+        await conn.execute(insert(table), rows[i : i + INSERT_BATCH])
 
 
 def rowcount(result: Result[Any]) -> int:

@@ -26,6 +26,7 @@ from alerting.model.domain import AlertStatus, DeadlineState, TargetState
 from alerting.store.db import Database
 from alerting.store.tables import Acknowledgement, Alert, Deadline, Delivery, Target
 from alerting.views.queue import queue_lines
+from alerting.views.report.assemble import percentile
 
 
 @dataclass
@@ -127,10 +128,9 @@ async def _active_alerts(
         if at is not None:
             waited[int(alert_id)].append((utc(at) - active[int(alert_id)][0]).total_seconds())
     for alert_id, times in waited.items():
-        times.sort()
         a = figures.alerts[alert_id]
         a.answer_median_s = statistics.median(times)
-        a.answer_p90_s = times[max(0, -(-9 * len(times) // 10) - 1)]  # nearest rank, like the report
+        a.answer_p90_s = percentile(times, 0.9)  # nearest rank, as the report counts it
 
 
 async def _checkpoint_age(now: datetime) -> float | None:
