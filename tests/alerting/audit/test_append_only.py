@@ -27,8 +27,8 @@ REFUSED = [
     "DELETE FROM audit_head",
     # the head put back to an earlier row: the rows after it would drop out of every check
     "UPDATE audit_head SET seq = 2, hash = (SELECT hash FROM audit_event WHERE seq = 2)",
-    # the head pointed at a hash no row has
-    "UPDATE audit_head SET hash = 'f' || substr(hash, 2)",
+    # the head pointed at a hash no row has ('x' is no hex digit, so the value always changes)
+    "UPDATE audit_head SET hash = 'x' || substr(hash, 2)",
     "UPDATE audit_head SET seq = seq + 1",
 ]
 
