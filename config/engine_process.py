@@ -29,6 +29,7 @@ from alerting.deliver.port import Channel
 from alerting.model.domain import ChannelKind
 from channels.sandbox import SandboxChannel
 from config.logging import configure_logging
+from config.metrics_port import serving_metrics
 from config.settings import Settings
 from config.startup import refuse_bad_settings, refuse_weak_secret, warn_unknown_variables
 from config.wiring import AssembledEngine, build_engine
@@ -49,9 +50,11 @@ async def run_engine(
     sandbox_devices: bool = False,
     poll_s: float = 1.0,
     claim_batch: int | None = None,
+    metrics_at: tuple[str, int] | None = None,
     on_ready: Callable[[AssembledEngine], None] = lambda _: None,
 ) -> None:
-    """Resume what was in flight, then dispatch and escalate until `stop_event` is set; stop cleanly."""
+    """Resume what was in flight, then dispatch and escalate until `stop_event` is set; stop cleanly.
+    With `metrics_at` (host, port) the process's own figures are served there meanwhile."""
     channels: dict[ChannelKind, Channel] = {}
     if sandbox_devices:
         channels[ChannelKind.DEVICE] = SandboxChannel(ChannelKind.DEVICE)
@@ -69,8 +72,11 @@ async def run_engine(
             database=make_url(settings.database_url).render_as_string(hide_password=True),
             sandbox=[k.value for k, c in engine.channels.items() if c.sandbox],
         )
-        on_ready(engine)
-        await stop_event.wait()
+        async with contextlib.AsyncExitStack() as serving:
+            if metrics_at is not None:
+                await serving.enter_async_context(serving_metrics(engine, *metrics_at))
+            on_ready(engine)
+            await stop_event.wait()
         log.info("engine.stopping", owner=engine.escalation.owner)
     finally:
         await engine.stop()
@@ -107,6 +113,15 @@ def run_command(
     claim_batch: Annotated[
         int | None, typer.Option(min=1, help="deadlines and deliveries this process claims at a time")
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=65535, help="serve this process's own Prometheus figures (broker link, breakers) on this port"
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(help="where --metrics-port listens: keep it off the public network (it has no key)")
+    ] = "127.0.0.1",
 ) -> None:
     """Dispatch and escalate on the configured database until SIGTERM or Ctrl-C.
 
@@ -130,12 +145,13 @@ def run_command(
             sandbox_devices=sandbox_devices,
             poll_s=poll,
             claim_batch=claim_batch,
+            metrics_at=None if metrics_port is None else (metrics_host, metrics_port),
             on_ready=ready,
         )
 
     try:
         asyncio.run(_until_signalled(main))
-    except (ValueError, FileNotFoundError, PermissionError) as exc:  # bad settings or policy: one clear line
+    except (ValueError, OSError) as exc:  # bad settings or policy, a port in use: one clear line
         err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)  # a path stays one piece
         raise typer.Exit(2) from None
 

@@ -19,6 +19,7 @@ from alerting.audit.keys import Keyring
 from alerting.deliver.breaker import CircuitBreaker
 from alerting.deliver.compose import Composer
 from alerting.deliver.dispatcher import Dispatcher
+from alerting.deliver.link import links_of
 from alerting.deliver.port import Channel
 from alerting.deliver.tokens import TokenSigner
 from alerting.issue.alerts import AlertService
@@ -280,6 +281,7 @@ def _core(
         inbound=inbound,
         webhooks={w.name: w for c in chosen.values() for w in c.webhooks},
         breakers={k.value: b for k, b in breakers.items()},
+        links=links_of(chosen),
         directory=FileImporter(db, clock),
         outboxes=[c for c in chosen.values() if isinstance(c, SandboxChannel)],  # what the sandboxes recorded
         cap_mapping=settings.cap_mapping,

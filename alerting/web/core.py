@@ -9,6 +9,7 @@ from alerting.answer.events import EventSink
 from alerting.cap.export import CapIdentity
 from alerting.cap.mapping import CapMapping
 from alerting.deliver.breaker import CircuitBreaker
+from alerting.deliver.link import LinkHealth
 from alerting.deliver.outbox import SandboxOutbox
 from alerting.deliver.port import Webhook
 from alerting.deliver.tokens import TokenSigner
@@ -40,6 +41,7 @@ class Core:
     inbound: EventSink | None = None  # where provider callbacks' events go
     webhooks: dict[str, Webhook] = field(default_factory=dict)  # served at /webhooks/{name}/...
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)  # by channel kind, for /healthz
+    links: dict[str, LinkHealth] = field(default_factory=dict)  # standing connections by channel kind, for /metrics
     directory: DirectoryImporter | None = None  # the console's file import; None hides it
     outboxes: list[SandboxOutbox] = field(default_factory=list)  # sandbox channels' records (模拟发件箱)
     cap_mapping: CapMapping = field(default_factory=CapMapping)  # how CAP messages map to alerts (settings)

@@ -44,6 +44,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from alerting.answer.events import DeviceReport, DevicesReconnected, DeviceStatus, EventSink, InboundEvent
+from alerting.deliver.link import LinkHealth
 from alerting.deliver.port import ChannelLimits, DeliveryError, OutboundMessage, Receipt, Webhook
 from alerting.model.clock import Clock, SystemClock, reported_time
 from alerting.model.domain import ChannelKind, Level, Purpose
@@ -333,6 +334,7 @@ class MqttDeviceChannel:
         self._events: EventSink | None = None
         self._client: aiomqtt.Client | None = None
         self._connected = asyncio.Event()
+        self.link = LinkHealth()  # for /metrics: the line to the broker and what was refused on it
         self._caught_up = asyncio.Event()
         self._last_heard = 0.0  # loop time of the last message from the broker
         self._task: asyncio.Task[None] | None = None
@@ -432,6 +434,7 @@ class MqttDeviceChannel:
                             await self._subscribe(client)
                         self._client = client
                         self._connected.set()
+                        self.link.came_up()
                         self._backoff.reset()
                         self._log.info("mqtt.connected", client_id=client_id, persistent=persistent, session_kept=kept)
                         await self._catch_up(client, reader, connected_at, kept=kept)
@@ -447,6 +450,7 @@ class MqttDeviceChannel:
             finally:
                 self._client = None
                 self._connected.clear()
+                self.link.went_down()
             await asyncio.sleep(self._backoff.next_delay())
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
@@ -537,6 +541,7 @@ class MqttDeviceChannel:
             else:
                 return
         except ValueError as exc:
+            self.link.refused("too_large" if len(payload) > MAX_PAYLOAD_BYTES else "malformed")
             self._log.warning(
                 "mqtt.malformed_payload", topic=topic, error=str(exc), payload=payload[:200].decode(errors="replace")
             )

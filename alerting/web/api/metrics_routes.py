@@ -2,7 +2,7 @@
 admin; a scrape config's bearer token), never public: a township key gets 403, as the numbers are the county's.
 
 The county-wide figures come from the store at each scrape (views.metrics); what only this process sees — the
-providers' circuit breakers and the webhooks it refused — is counted here.
+providers' circuit breakers, its connection to the broker, and the webhooks it refused — is counted here.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-from alerting.deliver.breaker import BreakerState
 from alerting.model.access import AccountRole, Principal
 from alerting.views.metrics import StoreFigures, store_figures
+from alerting.views.process_metrics import process_families
 from alerting.web.api.auth import CoreDep, require
 from alerting.web.core import Core
 
@@ -32,7 +32,6 @@ WEBHOOKS_REFUSED = Counter(
     ["provider", "status"],
     registry=PROCESS,
 )
-BREAKER_VALUE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 
 
 class _Scrape(Collector):
@@ -109,12 +108,7 @@ class _Scrape(Collector):
                 [],
                 {(): f.checkpoint_age_s},
             )
-        yield _gauge(
-            "jiaoying_circuit_breaker",
-            "Each provider's circuit as this process sees it: 0 closed, 1 half-open, 2 open",
-            ["channel"],
-            {(str(kind),): float(BREAKER_VALUE[b.state]) for kind, b in self.core.breakers.items()},
-        )
+        yield from process_families(self.core.breakers, self.core.links)
 
 
 def _gauge(name: str, doc: str, labels: list[str], samples: dict[tuple[str, ...], float]) -> GaugeMetricFamily:

@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 from sqlmodel import col
 
+from alerting.deliver.link import LinkHealth
 from alerting.model.actor import Actor
 from alerting.model.clock import ManualClock, utc
 from alerting.model.domain import DeadlineState, DeliveryState, TargetState
@@ -117,3 +118,29 @@ async def test_only_a_county_wide_key_reads_it(api: httpx.AsyncClient) -> None:
         await api.get("/metrics", headers=TOWNSHIP)
     ).status_code == 403  # a township's key: not the county's numbers
     assert (await api.get("/metrics", headers=DUTY)).status_code == 200
+
+
+async def test_what_only_this_process_knows_is_on_the_same_page(
+    engine: AssembledEngine, api: httpx.AsyncClient
+) -> None:
+    # a serve process with its own broker connection: down after two connections, one junk message refused
+    link = LinkHealth()
+    link.came_up()
+    link.went_down()
+    link.came_up()
+    link.went_down()
+    link.refused("malformed")
+    engine.core.links["device"] = link
+    engine.core.breakers["sms"].failed("503 from the provider")
+
+    got = await scrape(api)
+
+    device = (("channel", "device"),)
+    assert got["jiaoying_link_up"][device] == 0
+    assert got["jiaoying_link_connections_total"][device] == 2
+    assert got["jiaoying_inbound_rejected_total"][(*device, ("reason", "malformed"))] == 1
+    assert got["jiaoying_inbound_rejected_total"][(*device, ("reason", "too_large"))] == 0
+    assert got["jiaoying_circuit_breaker"][(("channel", "sms"),)] == 0  # one failure: still closed
+    for _ in range(4):
+        engine.core.breakers["sms"].failed("503 from the provider")
+    assert (await scrape(api))["jiaoying_circuit_breaker"][(("channel", "sms"),)] == 2  # five in a row: open
