@@ -3,7 +3,11 @@ county-wide key may read it."""
 
 from __future__ import annotations
 
+import json
+import re
 from collections import Counter
+from dataclasses import replace
+from pathlib import Path
 
 import httpx
 import pytest
@@ -11,6 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 from sqlmodel import col
 
+from alerting.audit import configured
+from alerting.audit.checkpoints import Checkpointer
 from alerting.deliver.link import LinkHealth
 from alerting.model.actor import Actor
 from alerting.model.clock import ManualClock, utc
@@ -144,3 +150,35 @@ async def test_what_only_this_process_knows_is_on_the_same_page(
     for _ in range(4):
         engine.core.breakers["sms"].failed("503 from the provider")
     assert (await scrape(api))["jiaoying_circuit_breaker"][(("channel", "sms"),)] == 2  # five in a row: open
+
+
+async def test_checkpoint_age_and_the_dashboard_reads_only_what_is_exported(
+    engine: AssembledEngine, api: httpx.AsyncClient, clock: ManualClock, tmp_path: Path
+) -> None:
+    path = tmp_path / "checkpoints.jsonl"
+    with configured.using(replace(configured.current(), checkpoints=path)):
+        await issue(api, [FENGHUANG])
+        key = configured.current().keyring.signing
+        assert key is not None
+        assert "jiaoying_audit_checkpoint_age_seconds" not in await scrape(api)  # none written yet: no age
+        await Checkpointer(engine.db, clock, path, key).write()
+        clock.advance(seconds=90)
+        engine.core.links["device"] = LinkHealth()
+
+        page = (await api.get("/metrics", headers=AUDITOR)).text
+
+    families = list(text_string_to_metric_families(page))
+    ages = [s.value for f in families for s in f.samples if s.name == "jiaoying_audit_checkpoint_age_seconds"]
+    assert ages == [90.0]
+    exported = {s.name for f in families for s in f.samples} | {
+        f"{f.name}_total" if f.type == "counter" else f.name for f in families
+    }
+    dashboard = json.loads((Path(__file__).parents[3] / "deploy" / "grafana" / "jiaoying.json").read_text())
+    asked = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+        for name in re.findall(r"\bjiaoying_[a-z_]+", target["expr"])
+    }
+    assert len(asked) >= 15  # the dashboard shows every part of the loop, not a couple of numbers
+    assert asked <= exported, f"the dashboard asks for what /metrics never gives: {sorted(asked - exported)}"
