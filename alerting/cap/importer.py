@@ -1,7 +1,8 @@
 """Taking a CAP message: check it and say what it would do, or do it (issue, update or lift), exactly once.
 
-A message is taken once per (sender, identifier): its row in cap_message is inserted before anything is issued,
-so a second copy arriving at the same moment finds the first one's row and issues nothing. The row keeps the
+A message is taken once per (sender, identifier), under a unique constraint: its row in cap_message is written in
+the same transaction as the alert it issues, updates or lifts, so a second copy arriving at the same moment fails
+on the first one's row and its alert is rolled back with it, and a crash leaves both or neither. The row keeps the
 bytes as received; the audit entry of the taking carries their SHA-256 and links the message to the alert.
 """
 
@@ -15,7 +16,7 @@ from typing import Literal
 
 import structlog
 from pydantic import ValidationError
-from sqlalchemy import delete, select, tuple_
+from sqlalchemy import select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -27,7 +28,7 @@ from alerting.cap.message import Message, Reference
 from alerting.cap.parse import parse
 from alerting.cap.rules import references
 from alerting.cap.units import Resolved, resolve
-from alerting.issue.alerts import AlertChange, AlertNotActive, AlertRequest, AlertService
+from alerting.issue.alerts import AlertChange, AlertNotActive, AlertRequest, AlertService, Within
 from alerting.issue.warning_texts import hazards
 from alerting.model.access import Principal, check_units, visible_alert
 from alerting.model.clock import Clock
@@ -38,6 +39,7 @@ from alerting.store.tables import Alert, CapMessage
 log = structlog.get_logger()
 
 Action = Literal["issue", "update", "cancel", "none"]
+OUTCOMES: dict[Action, str] = {"issue": "issued", "update": "updated", "cancel": "lifted", "none": "unchanged"}
 MAX_NAME = 200  # sender and identifier as stored
 
 
@@ -102,50 +104,38 @@ class CapImporter:
         if preview.already is not None:
             return Taken(preview, preview.already.alert_id, preview.already.outcome, duplicate=True)
         msg, now = preview.message, self.clock.now()
-        try:
-            async with self.db.session() as s:
-                row = CapMessage(
-                    sender=msg.sender,
-                    identifier=msg.identifier,
-                    sent=msg.sent,
-                    msg_type=msg.msg_type,
-                    status=msg.status,
-                    version=msg.version,
-                    sha256=preview.sha256,
-                    body=data,
-                    received_at=now,
-                    received_by=who.actor,
-                )
-                s.add(row)
-                await s.flush()
-                row_id = row.id
-        except IntegrityError:
-            # the same message, taken meanwhile by another request: answered as a duplicate
-            again = await self.check(data, who)
-            if again.already is None:
-                raise
-            return Taken(again, again.already.alert_id, again.already.outcome, duplicate=True)
-        assert row_id is not None
-        try:
-            alert_id, outcome = await self._act(preview, who)
-        except BaseException:
-            async with self.db.session() as s:  # nothing was done: the message may come again
-                await s.execute(delete(CapMessage).where(col(CapMessage.id) == row_id))
-            raise
-        async with self.db.session() as s:
-            kept = await s.get(CapMessage, row_id)
-            assert kept is not None
-            kept.alert_id, kept.outcome = alert_id, outcome
-            s.add(kept)
+        outcome = OUTCOMES[preview.action]
+        recorded: list[int] = []
+
+        async def record(s: AsyncSession, alert_id: int) -> None:
+            """The message's row and the audit of its taking, in the transaction of what it did to the alert."""
+            row = CapMessage(
+                sender=msg.sender,
+                identifier=msg.identifier,
+                sent=msg.sent,
+                msg_type=msg.msg_type,
+                status=msg.status,
+                version=msg.version,
+                sha256=preview.sha256,
+                body=data,
+                received_at=now,
+                received_by=who.actor,
+                alert_id=alert_id,
+                outcome=outcome,
+            )
+            s.add(row)
+            await s.flush()  # a twin taken meanwhile: IntegrityError, and the alert's work is rolled back with it
+            assert row.id is not None
+            recorded.append(row.id)
             await audit.record(
                 s,
                 "cap.taken",
                 actor=who.actor,
                 at=now,
                 alert_id=alert_id,
-                subject=f"cap:{row_id}",
+                subject=f"cap:{row.id}",
                 data={
-                    "message": row_id,
+                    "message": row.id,
                     "sha256": preview.sha256,
                     "sender": msg.sender,
                     "identifier": msg.identifier,
@@ -159,34 +149,43 @@ class CapImporter:
                     "left_aside": preview.mapped.ignored + (preview.resolved.elsewhere if preview.resolved else []),
                 },
             )
-        log.info("cap.taken", message=row_id, alert_id=alert_id, outcome=outcome, sender=msg.sender)
+
+        try:
+            alert_id = await self._act(preview, who, record)
+        except IntegrityError:
+            # the same message, taken meanwhile by another request: answered as a duplicate
+            again = await self.check(data, who)
+            if again.already is None:
+                raise
+            return Taken(again, again.already.alert_id, again.already.outcome, duplicate=True)
+        log.info("cap.taken", message=recorded[0], alert_id=alert_id, outcome=outcome, sender=msg.sender)
         return Taken(preview, alert_id, outcome)
 
-    async def _act(self, preview: Preview, who: Principal) -> tuple[int | None, str]:
+    async def _act(self, preview: Preview, who: Principal, record: Within) -> int | None:
+        """Issue, update or lift as the preview says, with `record` written in that same transaction."""
         if preview.action == "issue":
             assert preview.request is not None
-            issued = await self.alerts.trigger(preview.request, actor=who.actor)
-            return issued.alert_id, "issued"
+            issued = await self.alerts.trigger(preview.request, actor=who.actor, within=record)
+            return issued.alert_id
         assert preview.alert_id is not None
-        if preview.action == "update":
-            assert preview.change is not None
-            try:
-                issued = await self.alerts.update(preview.alert_id, preview.change, actor=who.actor)
-            except AlertNotActive as exc:
-                raise CapRefused("references", str(exc), status=409, slug="alert-not-active") from exc
-            return issued.alert_id, "updated"
-        if preview.action == "cancel":
+        if preview.action == "none":
+            async with self.db.session() as s:
+                await record(s, preview.alert_id)
+            return preview.alert_id
+        try:
+            if preview.action == "update":
+                assert preview.change is not None
+                issued = await self.alerts.update(preview.alert_id, preview.change, actor=who.actor, within=record)
+                return issued.alert_id
             msg = preview.message
             said = msg.note or (
                 preview.mapped.info.headline.text if preview.mapped.info and preview.mapped.info.headline else ""
             )
             reason = f"CAP Cancel {msg.sender},{msg.identifier}" + (f"：{said}" if said else "")
-            try:
-                await self.alerts.cancel(preview.alert_id, actor=who.actor, reason=reason[:500])
-            except AlertNotActive as exc:
-                raise CapRefused("references", str(exc), status=409, slug="alert-not-active") from exc
-            return preview.alert_id, "lifted"
-        return preview.alert_id, "unchanged"
+            await self.alerts.cancel(preview.alert_id, actor=who.actor, reason=reason[:500], within=record)
+            return preview.alert_id
+        except AlertNotActive as exc:
+            raise CapRefused("references", str(exc), status=409, slug="alert-not-active") from exc
 
     async def _new_alert(self, s: AsyncSession, message: Message, sha: str, mapped: Mapped, who: Principal) -> Preview:
         resolved = await resolve(s, mapped.codes)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -57,6 +57,11 @@ log = structlog.get_logger()
 FIRST_GRID_WORKERS = 500  # with the critical targets in the first commit: a few hundred sends to start on at once
 PAGE = 1000  # grid workers per later transaction: short, so the dispatcher's writes are not held up
 FIRST_PAGE = Page(0)  # resume_planning starts from the beginning and skips whoever is planned already
+
+# What a caller writes in the same transaction as the alert it is about, given that alert's id: a CAP message's
+# record commits with the alert it issued, updated or lifted, or neither does (a crash between the two would
+# leave a message taken that issued nothing, or an alert no later Cancel can name).
+Within = Callable[[AsyncSession, int], Awaitable[None]]
 
 
 class AlertRequest(BaseModel):
@@ -144,12 +149,15 @@ class AlertService:
     def __init__(self, db: Database, clock: Clock, planner: Planner, wake: Callable[[], None] = lambda: None) -> None:
         self.db, self.clock, self.planner, self.wake = db, clock, planner, wake
 
-    async def trigger(self, req: AlertRequest, *, actor: str, once: RequestKey | None = None) -> Issued:
+    async def trigger(
+        self, req: AlertRequest, *, actor: str, once: RequestKey | None = None, within: Within | None = None
+    ) -> Issued:
         """Issue an alert. Its critical first wave (sirens, broadcast zones, responsible persons above the grid and
         the first grid workers) is committed first and starts going out at once; the other grid workers follow
         in pages of their own transactions. A crash between pages loses nothing: `resume_planning` goes on.
 
-        `once`: an Idempotency-Key, taken in the alert's own transaction (issue.once); KeyTaken when it is held."""
+        `once`: an Idempotency-Key, taken in the alert's own transaction (issue.once); KeyTaken when it is held.
+        `within`: written in that first transaction too."""
         now = self.clock.now()
         async with self.db.session() as s:
             if once is not None:
@@ -157,6 +165,8 @@ class AlertService:
             issued, page = await self._issue(s, req, actor=actor, now=now, paged=True)
             if once is not None:
                 await once.settle(s, issued)
+            if within is not None:
+                await within(s, issued.alert_id)
         self.wake()
         paged = page is not None
         while page is not None:
@@ -217,7 +227,7 @@ class AlertService:
             await audit.append(s, entries)
         return Issued(alert_id, written.targets, written.deliveries, written.by_channel, len(written.unreachable)), nxt
 
-    async def update(self, alert_id: int, change: AlertChange, *, actor: str) -> Issued:
+    async def update(self, alert_id: int, change: AlertChange, *, actor: str, within: Within | None = None) -> Issued:
         """An update (e.g. orange raised to red) replaces the alert and keeps the chain.
 
         Whoever already answered is not called again for the same content, unless the level rose; everyone
@@ -266,6 +276,8 @@ class AlertService:
                     "stopped": stopped,
                 },
             )
+            if within is not None:
+                await within(s, issued.alert_id)
         self.wake()
         return issued
 
@@ -394,7 +406,7 @@ class AlertService:
             carried=sum(1 for r in target_rows if r["state"] != TargetState.OPEN.value),
         )
 
-    async def cancel(self, alert_id: int, *, actor: str, reason: str) -> Lifted:
+    async def cancel(self, alert_id: int, *, actor: str, reason: str, within: Within | None = None) -> Lifted:
         """解除: stop everything not yet sent, close pending steps, tell whoever was reached."""
         now = self.clock.now()
         async with self.db.session() as s:
@@ -441,6 +453,8 @@ class AlertService:
                 alert_id=alert_id,
                 data={"reason": reason, "stopped": stopped, "lift_notices": len(lifts)},
             )
+            if within is not None:
+                await within(s, alert_id)
         self.wake()
         return Lifted(alert_id, stopped, len(lifts))
 
