@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from pydantic import BaseModel, Field, field_validator
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -26,7 +26,6 @@ from alerting.issue.planning import (
     person_deliveries,
     resolve_critical,
     resolve_grid_workers,
-    resolve_targets,
     target_row,
 )
 from alerting.model import deadlines as deadline_rows
@@ -57,6 +56,7 @@ log = structlog.get_logger()
 FIRST_GRID_WORKERS = 500  # with the critical targets in the first commit: a few hundred sends to start on at once
 PAGE = 1000  # grid workers per later transaction: short, so the dispatcher's writes are not held up
 FIRST_PAGE = Page(0)  # resume_planning starts from the beginning and skips whoever is planned already
+ANSWERED_STATES = (TargetState.ANSWERED.value, TargetState.ANSWERED_FOR.value)
 
 # What a caller writes in the same transaction as the alert it is about, given that alert's id: a CAP message's
 # record commits with the alert it issued, updated or lifted, or neither does (a crash between the two would
@@ -162,17 +162,14 @@ class AlertService:
         async with self.db.session() as s:
             if once is not None:
                 await once.claim(s, now)  # before anything else: a twin sent at the same moment waits here
-            issued, page = await self._issue(s, req, actor=actor, now=now, paged=True)
+            issued, page = await self._issue(s, req, actor=actor, now=now)
             if once is not None:
                 await once.settle(s, issued)
             if within is not None:
                 await within(s, issued.alert_id)
         self.wake()
         paged = page is not None
-        while page is not None:
-            more, page = await self._plan_page(issued.alert_id, page, now)
-            issued = issued.plus(more)
-            self.wake()
+        issued = await self._plan_rest(issued, page, now)
         if once is not None and paged:
             async with self.db.session() as s:
                 await once.settle(s, issued)
@@ -218,7 +215,9 @@ class AlertService:
                 ).scalars()
             )
             targets = [t for t in targets if t.person_id not in planned]
-            written = await self._write_targets(s, alert, plans, targets, now, None)
+            written = await self._write_targets(
+                s, alert, plans, targets, now, await _carried_answers(s, alert, targets)
+            )
             entries = _unreachable_entries(alert_id, now, written.unreachable)
             if nxt is None:
                 alert.planning_pending = False
@@ -256,8 +255,8 @@ class AlertService:
                 exercise=old.exercise,
             )
             rose = req.level.rank > Level(old.level).rank
-            answered = {} if rose else await _answered_targets(s, alert_id)
-            issued, _ = await self._issue(s, req, actor=actor, now=now, supersedes=old, answered=answered)
+            carried = 0 if rose else await _count_answered(s, alert_id)
+            issued, page = await self._issue(s, req, actor=actor, now=now, supersedes=old)
             stopped = await _stop(s, alert_id, f"superseded by alert {issued.alert_id}")
             old.status, old.ended_at = AlertStatus.SUPERSEDED.value, now
             old.end_reason = f"updated: alert {issued.alert_id}"
@@ -272,13 +271,21 @@ class AlertService:
                     "new_alert": issued.alert_id,
                     "level": req.level.value,
                     "level_rose": rose,
-                    "carried_answers": len(answered),
+                    "carried_answers": carried,
                     "stopped": stopped,
                 },
             )
             if within is not None:
                 await within(s, issued.alert_id)
         self.wake()
+        return await self._plan_rest(issued, page, now)
+
+    async def _plan_rest(self, issued: Issued, page: Page | None, now: datetime) -> Issued:
+        """The grid workers after the first commit, page by page, each page sending as soon as it is written."""
+        while page is not None:
+            more, page = await self._plan_page(issued.alert_id, page, now)
+            issued = issued.plus(more)
+            self.wake()
         return issued
 
     async def _issue(
@@ -289,21 +296,15 @@ class AlertService:
         actor: str,
         now: datetime,
         supersedes: Alert | None = None,
-        answered: Mapping[tuple[str | None, str | None], Target] | None = None,
-        paged: bool = False,
     ) -> tuple[Issued, Page | None]:
-        """Write the alert, its targets, their first wave and their first deadlines. Nothing is sent here.
-
-        `paged`: only the critical targets and the first page of grid workers now; the page after is returned."""
+        """Write the alert, its critical targets (sirens, broadcast zones, every responsible person above the grid)
+        and the first grid workers, their first wave and their first deadlines; return the page of grid workers
+        that comes next (None: nobody is left). Nothing is sent here."""
         plans = self.planner.plan_for(req.level, req.hazard, req.units)
-        page: Page | None = None
-        if paged:
-            targets = await resolve_critical(s, req.units, plans)
-            seen = {t.person_id for t in targets if t.person_id}
-            more, page = await resolve_grid_workers(s, req.units, after=None, seen=seen, limit=FIRST_GRID_WORKERS)
-            targets += more
-        else:
-            targets = await resolve_targets(s, req.units, plans)
+        targets = await resolve_critical(s, req.units, plans)
+        seen = {t.person_id for t in targets if t.person_id}
+        more, page = await resolve_grid_workers(s, req.units, after=None, seen=seen, limit=FIRST_GRID_WORKERS)
+        targets += more
         alert = Alert(
             level=req.level.value,
             hazard=req.hazard,
@@ -322,7 +323,7 @@ class AlertService:
         s.add(alert)
         await s.flush()
         assert alert.id is not None
-        written = await self._write_targets(s, alert, plans, targets, now, answered)
+        written = await self._write_targets(s, alert, plans, targets, now, await _carried_answers(s, alert, targets))
         entries = [
             audit.Entry(
                 "alert.triggered",
@@ -626,11 +627,33 @@ async def _stop(s: AsyncSession, alert_id: int, why: str) -> int:
     return stopped
 
 
-async def _answered_targets(s: AsyncSession, alert_id: int) -> dict[tuple[str | None, str | None], Target]:
+async def _count_answered(s: AsyncSession, alert_id: int) -> int:
+    return int(
+        await s.scalar(
+            select(func.count()).where(col(Target.alert_id) == alert_id, col(Target.state).in_(ANSWERED_STATES))
+        )
+        or 0
+    )
+
+
+async def _carried_answers(
+    s: AsyncSession, alert: Alert, targets: Sequence[PlannedTarget]
+) -> dict[tuple[str | None, str | None], Target]:
+    """For an update, those of `targets` who answered the alert it replaces keep their answer, unless the level
+    rose (then everyone hears it again). Asked per commit (the first wave, then each page), so a county-wide update
+    starts sending before every earlier answer is read."""
+    if alert.supersedes_id is None or not targets:
+        return {}
+    old = await s.get(Alert, alert.supersedes_id)
+    if old is None or Level(alert.level).rank > Level(old.level).rank:
+        return {}
+    persons = [t.person_id for t in targets if t.person_id]
+    devices = [t.device_id for t in targets if t.device_id]
     rows = await s.execute(
         select(Target).where(
-            col(Target.alert_id) == alert_id,
-            col(Target.state).in_([TargetState.ANSWERED.value, TargetState.ANSWERED_FOR.value]),
+            col(Target.alert_id) == old.id,
+            col(Target.state).in_(ANSWERED_STATES),
+            or_(col(Target.person_id).in_(persons), col(Target.device_id).in_(devices)),
         )
     )
     return {(t.person_id, t.device_id): t for t in rows.scalars()}

@@ -252,6 +252,12 @@ def target_row(alert_id: int, t: PlannedTarget) -> dict[str, Any]:
         "priority": t.priority,
         "state": TargetState.OPEN.value,
         "step": 0,
+        # every row names every column: an update writes carried answers into these beside rows without one,
+        # and one insert of rows with different keys is refused
+        "answered_at": None,
+        "answered_by": None,
+        "answer_channel": None,
+        "feedback": None,
     }
 
 

@@ -62,7 +62,7 @@ async def test_the_first_commit_holds_the_critical_first_wave(
 ) -> None:
     engine = sandbox_engine(db, clock)
     async with db.session() as s:
-        issued, page = await engine.alerts._issue(s, RED, actor="duty:test", now=clock.now(), paged=True)
+        issued, page = await engine.alerts._issue(s, RED, actor="duty:test", now=clock.now())
     assert page is not None  # more grid workers to come
     first = await targets_of(db, issued.alert_id)
     roles = {t.role for t in first}
@@ -83,7 +83,7 @@ async def test_a_cancel_between_pages_stops_the_rest_of_the_plan(
 ) -> None:
     engine = sandbox_engine(db, clock)
     async with db.session() as s:
-        issued, page = await engine.alerts._issue(s, RED, actor="duty:test", now=clock.now(), paged=True)
+        issued, page = await engine.alerts._issue(s, RED, actor="duty:test", now=clock.now())
     before = len(await targets_of(db, issued.alert_id))
     await engine.alerts.cancel(issued.alert_id, actor="duty:test", reason="解除")
     assert await engine.alerts.resume_planning() == 0  # a lifted alert has nobody left to call
