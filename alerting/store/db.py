@@ -109,8 +109,17 @@ INSERT_BATCH = 5000  # rows per INSERT: a large plan goes in as several statemen
 
 
 async def insert_rows(session: AsyncSession, model: type[SQLModel], rows: Sequence[dict[str, Any]]) -> None:
-    """Plain rows through Core inserts: the ORM's bulk path costs more than the database does for these."""
+    """Plain rows through Core inserts: the ORM's bulk path costs more than the database does for these.
+
+    Every row must name the same columns: one insert takes its columns from its first row, so a later row with
+    more would lose them without a word, and one with fewer is refused; either way it is refused here, naming it."""
     table = core_table(model)
+    if rows:
+        columns = rows[0].keys()
+        for n, row in enumerate(rows):
+            if row.keys() != columns:
+                differ = sorted(set(row) ^ set(columns))
+                raise ValueError(f"{table.name} row {n} does not name the columns the first row does: {differ}")
     conn = await session.connection()
     for i in range(0, len(rows), INSERT_BATCH):
         await conn.execute(insert(table), rows[i : i + INSERT_BATCH])
