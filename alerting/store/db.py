@@ -74,6 +74,20 @@ class Database:
                 _holding_turn.reset(token)
 
     @asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncSession]:
+        """A session for what a screen shows, which writes nothing. On SQLite it does not queue for this
+        process's write turn: in WAL mode a reader sees the last commit and neither waits for a writer nor holds
+        one up, and a board read queued behind a burst of provider reports showed answers seconds late. BEGIN
+        makes its statements one snapshot (the driver would otherwise run each on its own)."""
+        if self._sqlite_turn is None or _holding_turn.get() or self.engine.url.database in (None, "", ":memory:"):
+            async with self.session() as s:
+                yield s
+            return
+        async with self._sessions() as session, session.begin():
+            await (await session.connection()).exec_driver_sql("BEGIN")
+            yield session
+
+    @asynccontextmanager
     async def writing(self) -> AsyncIterator[AsyncSession]:
         """A session for work that reads and then writes what it read (a hand-over checks the alert is still
         active, then marks the delivery handed). PostgreSQL's jobs lock the rows they read; on SQLite the driver

@@ -282,14 +282,14 @@ async def change_stamp(db: Database) -> int:
     """The end of the audit chain. Every change the board counts (a send, a provider report, an answer, an
     escalation step, a lift) appends to the audit in its own transaction, so while this stays put the board
     would read the same: one single-row read per poll instead of a full board read."""
-    async with db.session() as s:
+    async with db.reading() as s:
         seq = await s.scalar(select(col(AuditHead.seq)).where(col(AuditHead.id) == 1))
     return int(seq or 0)
 
 
 async def read_board(db: Database, principal: Principal, *, now: datetime, silent_limit: int = 20) -> Board:
     """The board as `principal` sees it at `now`. One short transaction; nothing is held between reads."""
-    async with db.session() as s:
+    async with db.reading() as s:
         active = list(
             (
                 await s.execute(

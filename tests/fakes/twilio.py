@@ -40,6 +40,7 @@ from twilio.request_validator import RequestValidator
 from alerting.deliver.port import WebhookRequest
 
 API = "/2010-04-01/Accounts/{account_sid}"
+CALLBACKS_AT_ONCE = 50  # status callbacks in flight to the engine; more wait their turn in the fake
 Resource = Literal["Messages", "Calls"]
 Failure = Literal["retryable", "rate_limited", "permanent"]
 # how the status callbacks of one message or call reach the engine (see Paced)
@@ -226,6 +227,9 @@ class FakeTwilio:
         self._nth: dict[tuple[Resource, str], int] = {}
         self._pending: set[asyncio.Task[None]] = set()
         self._http: httpx.AsyncClient | None = None
+        # below the client's connection limit: requests queued inside httpx's pool cost time quadratic in their
+        # number, and at a few hundred callbacks the fake's own loop (the test's) stalled seconds on them
+        self._posting = asyncio.Semaphore(CALLBACKS_AT_ONCE)
         self.app = FastAPI()
         self.app.add_api_route(API + "/Messages.json", self._messages, methods=["POST"])
         self.app.add_api_route(API + "/Calls.json", self._calls, methods=["POST"])
@@ -661,19 +665,23 @@ class FakeTwilio:
 
     async def _post(self, callback: SentCallback) -> None:
         """POST one callback, form-encoded, to the engine; only ever to a loopback address."""
-        callback.at, callback.wall = time.monotonic(), datetime.now(UTC)
-        self.callbacks.append(callback)
-        if urlsplit(callback.url).hostname not in ("127.0.0.1", "localhost"):
-            callback.error = "not a loopback address: the fake posts nowhere else"
-            return
         if self._http is None:
-            self._http = httpx.AsyncClient(timeout=10.0, trust_env=False)
-        try:
-            answer = await self._http.post(callback.url, content=urlencode(callback.params), headers=callback.headers)
-            callback.answered = answer.status_code
-        except httpx.HTTPError as exc:
-            callback.error = f"{type(exc).__name__}: {exc}"
-        callback.answered_at = time.monotonic()
+            limits = httpx.Limits(max_connections=CALLBACKS_AT_ONCE, max_keepalive_connections=CALLBACKS_AT_ONCE)
+            self._http = httpx.AsyncClient(timeout=10.0, trust_env=False, limits=limits)
+        async with self._posting:
+            callback.at, callback.wall = time.monotonic(), datetime.now(UTC)
+            self.callbacks.append(callback)
+            if urlsplit(callback.url).hostname not in ("127.0.0.1", "localhost"):
+                callback.error = "not a loopback address: the fake posts nowhere else"
+                return
+            try:
+                answer = await self._http.post(
+                    callback.url, content=urlencode(callback.params), headers=callback.headers
+                )
+                callback.answered = answer.status_code
+            except httpx.HTTPError as exc:
+                callback.error = f"{type(exc).__name__}: {exc}"
+            callback.answered_at = time.monotonic()
 
     async def replay(self, callback: SentCallback) -> SentCallback:
         """Post a callback already sent once more, identical (same fields, signature and idempotency token)."""
