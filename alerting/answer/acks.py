@@ -17,13 +17,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerting.answer.apply import Incoming, Resolved, apply_answers_job, record_answers
 from alerting.answer.outcomes import AnswerRejected, AnswerResult, Outcome
+from alerting.audit import chain as audit
 from alerting.model.actor import Actor
-from alerting.model.domain import ChannelKind
+from alerting.model.domain import ChannelKind, TargetState
+from alerting.model.privacy import mask_phone
 from alerting.store.db import Database
-from alerting.store.tables import InboundSeen, Target
+from alerting.store.tables import InboundSeen, Person, Target
 from alerting.store.writer import Coalesced
 
 log = structlog.get_logger()
+
+CALLED_NO_ANSWER = "target.called_no_answer"  # the audit kind of a call the duty officer made that nobody took
 
 
 async def take_once(s: AsyncSession, key: str, at: datetime) -> bool:
@@ -109,6 +113,29 @@ class AckService:
             [result] = await record_answers(s, [answer])
         await self._changed(result)
         return result
+
+    async def called_no_answer(
+        self, alert_id: int, target_id: str, *, by: Actor, at: datetime, note: str = ""
+    ) -> TargetState:
+        """The duty officer phoned a silent recipient and nobody took the call: audited (who, whom, which number,
+        masked), changing nothing else, since a call not taken is no answer. Recorded whatever the target's state
+        now is (the officer did call); the state is returned so the caller can say whether the call was still
+        needed."""
+        async with self.db.session() as s:
+            target = await s.get(Target, target_id)
+            if target is None or target.alert_id != alert_id or target.person_id is None:
+                raise AnswerRejected(f"alert {alert_id} has no person {target_id} to call")
+            person = await s.get(Person, target.person_id)
+            data: dict[str, Any] = {"outcome": "no_answer", "person": target.person_id}
+            data["dialled"] = mask_phone(person.phone if person else None)
+            if note.strip():
+                data["note"] = note.strip()
+            await audit.record(
+                s, CALLED_NO_ANSWER, actor=by.text, at=at, alert_id=alert_id, subject=target_id, data=data
+            )
+            state = TargetState(target.state)
+        log.info("call.no_answer", alert_id=alert_id, target_id=target_id, actor=by.text)
+        return state
 
     async def _changed(self, result: AnswerResult) -> None:
         log.info("ack.recorded", alert_id=result.alert_id, target_id=result.target_id, counted=result.counted)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
+from enum import IntEnum
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -19,13 +20,15 @@ from sqlmodel import col
 from alerting.model.access import Principal, alert_in_scope, in_scope, township_code
 from alerting.model.clock import utc
 from alerting.model.domain import AlertStatus, DeliveryState, Level, Purpose, TargetKind, TargetState
-from alerting.model.privacy import mask_phone
+from alerting.model.plan import PlanSet
+from alerting.model.privacy import mask_phone, sees_whole_numbers
 from alerting.store.db import Database
-from alerting.store.tables import Alert, AuditHead, Delivery, Device, OrgUnit, Person, Target
-from alerting.views.labels import ALERT_STATUS_LABEL, COUNTY_LEVEL, LEVEL_LABEL, label, role_label
+from alerting.store.tables import Alert, AuditHead, Deadline, Delivery, Device, OrgUnit, Person, Target
+from alerting.views.labels import ALARM_LABEL, ALERT_STATUS_LABEL, COUNTY_LEVEL, LEVEL_LABEL, label, role_label
 from alerting.views.units import places
 
 RECENT = timedelta(hours=24)
+NEW_FOR = timedelta(minutes=10)  # an alert issued this recently sounds the board's alarm as new
 REACHED = [DeliveryState.SENT.value, DeliveryState.DELIVERED.value]
 
 # what each column counts; shown as the column's tooltip and in the board's legend
@@ -79,8 +82,33 @@ class SilentRecipient(BaseModel):
     unit_name: str
     place: str = Field(description="township › village › grid of the unit")
     phone: str = Field(description="masked")
+    dial: str | None = Field(
+        default=None, description="the whole number, to call: for duty, township and admin; null for auditors"
+    )
     step: int = Field(description="escalation step reached; 0 = first wave only")
     first_sent_at: datetime | None = Field(description="when the first warning to them went out")
+
+
+class AlarmLevel(IntEnum):
+    """Why the board sounds for an alert, the more urgent the higher; a console silenced at one level sounds again
+    at a higher one."""
+
+    NONE = 0
+    NEW = 1  # issued in the last NEW_FOR
+    LAST_STEP = 2  # someone silent has reached the last escalation step (the county duty room, by default)
+    PAST_LAST_STEP = 3  # someone is still silent after the last step's wait: the loop is open past its end
+
+
+class Alarm(BaseModel):
+    """What the console's alarm (sound, notification, tab title) is raised for: facts read from the store."""
+
+    level: AlarmLevel = Field(description="0 nothing to sound; 1 new alert; 2 someone at the last step; 3 past it")
+    label: str = Field(description="the level in words")
+    text: str = Field(description="one line for the notification and the card")
+    new: bool = Field(description="issued within the last 10 minutes")
+    at_last_step: int = Field(description="silent people who have reached the last escalation step of their plan")
+    past_last_step: int = Field(description="of those, how many are still silent after that step's wait")
+    last_step_who: str = Field(description="whom the last step reaches (县值班室 in the default plans)")
 
 
 class AlertHeading(BaseModel):
@@ -118,6 +146,7 @@ class BoardAlert(AlertHeading):
     townships: list[TownshipProgress]
     silent: list[SilentRecipient] = Field(description="the silent furthest up their escalation first, at most a page")
     silent_total: int
+    alarm: Alarm
 
 
 class EndedAlert(AlertHeading):
@@ -133,6 +162,17 @@ class Board(BaseModel):
     def fingerprint(self) -> str:
         """What the board shows, without the moment it was read: equal fingerprints need no new snapshot."""
         return self.model_dump_json(exclude={"generated_at"})
+
+    def for_viewer(self, who: Principal) -> Board:
+        """The board as this viewer may read it. A scope's read is shared by every role that sees the scope, so it
+        holds the numbers to dial; an auditor's copy has them taken out (the masked ones stay)."""
+        if sees_whole_numbers(who):
+            return self
+        alerts = [
+            a.model_copy(update={"silent": [r.model_copy(update={"dial": None}) for r in a.silent]})
+            for a in self.alerts
+        ]
+        return self.model_copy(update={"alerts": alerts})
 
 
 def _reached_target(target: Any) -> ColumnElement[bool]:
@@ -254,6 +294,7 @@ async def silent_recipients(
             unit_name=unit,
             place=where_is[path],
             phone=mask_phone(phone),
+            dial=phone or None,  # taken out again for a viewer who may not read it (Board.for_viewer)
             step=t.step,
             first_sent_at=first_sent.get(t.id),
         )
@@ -276,6 +317,78 @@ async def first_sent_at(s: AsyncSession, alert_id: int, target_ids: Sequence[str
         .group_by(col(Delivery.target_id))
     )
     return {tid: utc(at) for tid, at in rows if at is not None}
+
+
+async def alarm_of(s: AsyncSession, principal: Principal, alert: Alert, now: datetime) -> Alarm:
+    """Whether the console should sound for this alert, and why, from what the store says now.
+
+    A person is at the last step when their target's step is the last of their unit's plan (a plan of one step
+    has no escalation to reach the end of); they are past it when that step first ran at least its wait ago and
+    they are still silent, or when it left no trace of running (it could reach nobody, and the plan ended). When
+    it first ran is its first fired deadline, or its first delivery when an earlier step that reached nobody ran
+    it at once; the county duty room's message about several people is one delivery, so deliveries alone miss
+    some. Devices are left out: their last step is a manual task to a village head, counted as a person."""
+    new = utc(now) - utc(alert.created_at) < NEW_FOR
+    at_last = past = 0
+    who = ""
+    try:
+        plans: PlanSet | None = PlanSet.stored(alert.plan)
+    except ValueError:
+        plans = None
+    if plans is not None:
+        who = plans.default.person_steps[-1].who.label
+        lowest = max(1, min(len(p.person_steps) - 1 for p in plans.all()))
+        first_fired = (
+            select(func.min(col(Deadline.fired_at)))
+            .where(col(Deadline.target_id) == col(Target.id), col(Deadline.step) == col(Target.step))
+            .scalar_subquery()
+        )
+        first_sent = (
+            select(func.min(col(Delivery.created_at)))
+            .where(
+                col(Delivery.alert_id) == col(Target.alert_id),
+                col(Delivery.target_id) == col(Target.id),
+                col(Delivery.step) == col(Target.step),
+            )
+            .scalar_subquery()
+        )
+        rows = await s.execute(
+            select(col(Target.step), col(OrgUnit.path), first_fired, first_sent)
+            .join(OrgUnit, col(OrgUnit.code) == col(Target.unit_code))
+            .where(
+                col(Target.alert_id) == alert.id,
+                col(Target.kind) == TargetKind.PERSON.value,
+                col(Target.state) == TargetState.OPEN.value,
+                col(Target.step) >= lowest,
+                in_scope(principal, col(Target.unit_code)),
+            )
+        )
+        for step, path, *traces in rows:
+            steps = plans.for_path(path).person_steps
+            last = len(steps) - 1
+            if last < 1 or step < last:
+                continue
+            at_last += 1
+            ran = [utc(t) for t in traces if t is not None]
+            if not ran or utc(now) - min(ran) >= timedelta(seconds=steps[last].wait_s):
+                past += 1
+    if past:
+        level, text = AlarmLevel.PAST_LAST_STEP, f"{past} 人在最后一步（{who}）等待已超时，仍未应答"
+    elif at_last:
+        level, text = AlarmLevel.LAST_STEP, f"{at_last} 人已升级到最后一步（{who}），仍未应答"
+    elif new:
+        level, text = AlarmLevel.NEW, f"新预警：{alert.title}"
+    else:
+        level, text = AlarmLevel.NONE, ""
+    return Alarm(
+        level=level,
+        label=ALARM_LABEL[level],
+        text=text,
+        new=new,
+        at_last_step=at_last,
+        past_last_step=past,
+        last_step_who=who,
+    )
 
 
 async def change_stamp(db: Database) -> int:
@@ -313,6 +426,7 @@ async def read_board(db: Database, principal: Principal, *, now: datetime, silen
                     townships=rows,
                     silent=silent,
                     silent_total=silent_total,
+                    alarm=await alarm_of(s, principal, a, now),
                 )
             )
         ended = (

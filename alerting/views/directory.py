@@ -20,9 +20,9 @@ from sqlalchemy import ColumnElement, and_, exists, func, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from alerting.model.access import AccountRole, Forbidden, Principal
+from alerting.model.access import Forbidden, Principal
 from alerting.model.clock import utc
-from alerting.model.privacy import mask_phone
+from alerting.model.privacy import mask_phone, sees_whole_numbers
 from alerting.store.db import Database
 from alerting.store.tables import Device, DutyShift, OrgUnit, Person, Responsibility
 from alerting.views.labels import DEVICE_KIND_LABEL, UNIT_KIND_LABEL, label, role_label
@@ -97,7 +97,7 @@ class PersonOut(BaseModel):
 
 
 def shows_phones(who: Principal) -> bool:
-    return who.role is not AccountRole.AUDITOR
+    return sees_whole_numbers(who)
 
 
 def phone_for(who: Principal, phone: str | None) -> str | None:

@@ -67,6 +67,21 @@ ROLE_LABEL: dict[str, str] = {**{r.value: r.label for r in Role}, **DEVICE_KIND_
 LEVEL_LABEL: dict[str, str] = {lv.value: lv.label for lv in Level}
 COUNTY_LEVEL = "县级"
 
+# why the board sounds for an alert (views.board.Alarm.level), the more urgent the higher
+ALARM_LABEL: dict[int, str] = {
+    0: "",
+    1: "新预警",
+    2: "已升级到最后一步",
+    3: "最后一步已超时，仍未应答",
+}
+# a phone call the duty officer made to a silent recipient and logged (answer.calls)
+CALL_OUTCOME_LABEL: dict[str, str] = {
+    "answered": "已接通，本人确认收到",
+    "no_answer": "打过电话，未接通",
+}
+# the reason an answer on behalf carries when it was logged as a call that got through
+CALL_ANSWERED_REASON = "值班员电话联系本人，确认收到"
+
 
 def step_label(step: int) -> str:
     """An escalation step as the issue preview names it: the first wave is 首轮, then 第 1 步, 第 2 步…"""
@@ -77,7 +92,10 @@ def step_label(step: int) -> str:
 
 __all__ = [
     "ACCOUNT_ROLE_LABEL",
+    "ALARM_LABEL",
     "ALERT_STATUS_LABEL",
+    "CALL_ANSWERED_REASON",
+    "CALL_OUTCOME_LABEL",
     "CHANNEL_LABEL",
     "COUNTY_LEVEL",
     "DELIVERY_STATE_LABEL",

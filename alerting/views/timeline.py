@@ -19,18 +19,20 @@ from sqlalchemy import ColumnElement, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from alerting.answer.acks import CALLED_NO_ANSWER
 from alerting.model.access import Principal, in_scope, visible_alert
 from alerting.model.actor import Actor
 from alerting.model.clock import utc
 from alerting.model.domain import Purpose, TargetKind, TargetState
 from alerting.model.plan import PlanSet
-from alerting.model.privacy import mask_phone
+from alerting.model.privacy import mask_phone, number_to_dial
 from alerting.store.db import Database
-from alerting.store.tables import Acknowledgement, Alert, Delivery, Device, OrgUnit, Person, Target
+from alerting.store.tables import Acknowledgement, Alert, AuditEvent, Delivery, Device, OrgUnit, Person, Target
 from alerting.views.actors import actor_names
 from alerting.views.board import TownshipProgress, township_progress
 from alerting.views.equipment import DeviceLine, TaskLine, device_lines, task_lines
 from alerting.views.labels import (
+    CALL_OUTCOME_LABEL,
     DELIVERY_STATE_LABEL,
     PURPOSE_LABEL,
     TARGET_STATE_LABEL,
@@ -106,6 +108,15 @@ class AnswerEvent(BaseModel):
     feedback_text: str
 
 
+class CallEvent(BaseModel):
+    """A phone call the duty officer logged that nobody took (one that got through is an answer on behalf)."""
+
+    at: datetime
+    by_name: str
+    outcome_label: str
+    note: str
+
+
 class RecipientTimeline(BaseModel):
     target_id: str
     kind: str
@@ -114,6 +125,7 @@ class RecipientTimeline(BaseModel):
     unit_name: str
     place: str  # township › village › grid
     phone: str
+    dial: str | None  # the whole number, for a viewer who may call it
     state: str
     state_label: str
     step: int
@@ -121,6 +133,7 @@ class RecipientTimeline(BaseModel):
     feedback_text: str
     deliveries: list[DeliveryEvent]
     answers: list[AnswerEvent]
+    calls: list[CallEvent]
 
 
 @dataclass
@@ -188,7 +201,7 @@ async def read_alert(
                 .offset(offset)
             )
         ).all()
-        recipients = await _timelines(s, alert, rows)
+        recipients = await _timelines(s, principal, alert, rows)
         issuer = (await actor_names(s, [alert.created_by]))[alert.created_by]
         devices = await device_lines(s, scope)
         tasks = await task_lines(s, scope)
@@ -251,7 +264,36 @@ def _step_who(plans: PlanSet | None, path: str, kind: str, step: int) -> str:
     return "设备本身" if kind == TargetKind.DEVICE.value and who.value == "target" else who.label
 
 
-async def _timelines(s: AsyncSession, alert: Alert, rows: Any) -> list[RecipientTimeline]:
+async def _calls(s: AsyncSession, alert_id: int, target_ids: list[str]) -> dict[str, list[CallEvent]]:
+    """The calls not taken, from the audit (their only record), per target."""
+    events = list(
+        (
+            await s.execute(
+                select(AuditEvent)
+                .where(
+                    col(AuditEvent.alert_id) == alert_id,
+                    col(AuditEvent.kind) == CALLED_NO_ANSWER,
+                    col(AuditEvent.subject).in_(target_ids),
+                )
+                .order_by(col(AuditEvent.seq))
+            )
+        ).scalars()
+    )
+    names = await actor_names(s, [e.actor for e in events])
+    out: dict[str, list[CallEvent]] = defaultdict(list)
+    for e in events:
+        out[e.subject or ""].append(
+            CallEvent(
+                at=utc(e.at),
+                by_name=names.get(e.actor, e.actor),
+                outcome_label=CALL_OUTCOME_LABEL["no_answer"],
+                note=str(e.data.get("note") or ""),
+            )
+        )
+    return out
+
+
+async def _timelines(s: AsyncSession, who: Principal, alert: Alert, rows: Any) -> list[RecipientTimeline]:
     ids = [t.id for t, *_ in rows]
     if not ids:
         return []
@@ -344,6 +386,7 @@ async def _timelines(s: AsyncSession, alert: Alert, rows: Any) -> list[Recipient
             )
         )
     where_is = await places(s, paths.values())
+    calls = await _calls(s, alert.id or 0, ids)
     return [
         RecipientTimeline(
             target_id=t.id,
@@ -353,6 +396,7 @@ async def _timelines(s: AsyncSession, alert: Alert, rows: Any) -> list[Recipient
             unit_name=unit,
             place=where_is.get(paths.get(t.unit_code, ""), unit),
             phone=mask_phone(phone),
+            dial=number_to_dial(who, phone),
             state=t.state,
             state_label=label(TARGET_STATE_LABEL, t.state),
             step=t.step,
@@ -360,6 +404,7 @@ async def _timelines(s: AsyncSession, alert: Alert, rows: Any) -> list[Recipient
             feedback_text=feedback_text(t.feedback),
             deliveries=by_target.get(t.id, []),
             answers=answers.get(t.id, []),
+            calls=calls.get(t.id, []),
         )
         for t, person, phone, device, unit in rows
     ]

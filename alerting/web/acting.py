@@ -7,13 +7,18 @@ warning is the county's call). An alert that does not reach them at all is, to t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from enum import StrEnum
+
 from sqlmodel import col, select
 
 from alerting.answer.outcomes import AnswerResult
 from alerting.issue.alerts import AlertChange, CalledAgain, Issued, Lifted
 from alerting.model.access import Forbidden, Principal, check_units, in_scope, visible_alert
 from alerting.model.actor import Actor
+from alerting.model.domain import TargetState
 from alerting.store.tables import Alert, Target
+from alerting.views.labels import CALL_ANSWERED_REASON
 from alerting.web.core import Core
 
 
@@ -69,6 +74,41 @@ async def answer_for(core: Core, who: Principal, alert_id: int, target_id: str, 
     return await core.acks.answer_on_behalf(
         alert_id, target_id, by=Actor.officer(who.actor), reason=reason, at=core.clock.now()
     )
+
+
+class CallOutcome(StrEnum):
+    """How a phone call the duty officer made to a silent recipient went."""
+
+    ANSWERED = "answered"  # they took it and confirmed: an answer on their behalf
+    NO_ANSWER = "no_answer"  # 打过电话，未接通: audited, and the loop stays open
+
+
+@dataclass(frozen=True)
+class CallLogged:
+    outcome: CallOutcome
+    counted: bool  # the call closed the recipient's loop (only when answered, and not answered before)
+    state: TargetState  # the recipient's state afterwards
+
+
+async def log_call(
+    core: Core, who: Principal, alert_id: int, target_id: str, outcome: CallOutcome, note: str = ""
+) -> CallLogged:
+    """One step after a call: answered (the same answer on behalf as 代为确认, its reason saying it was by phone)
+    or not taken (an audit entry, shown in the recipient's timeline). Same rules as answering on behalf."""
+    who.require_issuer()
+    await _visible(core, who, alert_id)
+    await _recipient_in_scope(core, who, alert_id, target_id)
+    async with core.db.session() as s:
+        person = await s.scalar(select(col(Target.person_id)).where(col(Target.id) == target_id))
+    if person is None:
+        raise NotVisible(f"recipient {target_id} of alert {alert_id} is a device: there is nobody to phone")
+    by = Actor.officer(who.actor)
+    if outcome is CallOutcome.ANSWERED:
+        reason = CALL_ANSWERED_REASON + (f"（{note.strip()}）" if note.strip() else "")
+        result = await core.acks.answer_on_behalf(alert_id, target_id, by=by, reason=reason, at=core.clock.now())
+        return CallLogged(outcome, result.counted, result.state)
+    state = await core.acks.called_no_answer(alert_id, target_id, by=by, at=core.clock.now(), note=note)
+    return CallLogged(outcome, False, state)
 
 
 async def cancel(core: Core, who: Principal, alert_id: int, reason: str) -> Lifted:

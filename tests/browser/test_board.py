@@ -3,6 +3,7 @@ own; the duty officer answers for someone, calls again and lifts; a township off
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -155,3 +156,40 @@ def test_a_township_officer_sees_and_acts_only_in_their_town(served: Served, sig
     assert refused in (403, 404)
     status = httpx.get(f"{served.url}/api/v1/alerts/{other}", headers=DUTY_KEY, timeout=10).json()["status"]
     assert status == "active"
+
+
+def test_a_new_alert_sounds_on_an_open_board_until_silenced_and_a_call_is_logged_in_one_click(
+    served: Served, sign_in: Callable[[str], Page]
+) -> None:
+    page = sign_in("duty")
+    expect(page.get_by_test_id("live")).to_be_visible()
+    title = f"凤凰镇山洪响铃{int(time.time() * 1000) % 100000}"
+    alert_id = issue(served, title, FENGHUANG)  # issued while the board is open: it comes in without a reload
+
+    card = page.get_by_test_id(f"board-alert-{alert_id}")
+    box = page.get_by_test_id(f"alarm-{alert_id}")
+    expect(box).to_be_visible()
+    expect(box).to_contain_text(f"新预警：{title}")
+    expect(page).to_have_title(re.compile(r"^【新预警】值守看板"))
+    rang = page.wait_for_function("() => Number(document.querySelector('[data-board]').dataset.rings || 0) > 0")
+    assert rang, "the board did not try to sound for a new alert"
+    assert str(alert_id) in page.evaluate("document.querySelector('[data-board]').dataset.alarm").split(",")
+    screenshot(page, "board-alarm")
+
+    box.get_by_role("button", name="静音本条预警").click()
+    expect(box).to_have_class("alarm alarm-1 quiet")
+    expect(box).to_contain_text("已静音")
+    assert str(alert_id) not in page.evaluate("document.querySelector('[data-board]').dataset.alarm").split(",")
+    page.reload()  # silenced stays silenced on this screen
+    expect(page.get_by_test_id(f"alarm-{alert_id}")).to_have_class("alarm alarm-1 quiet")
+
+    # the number is a link to dial; after the call, one click says how it went
+    row = card.locator("tr[data-target]").filter(has=page.get_by_test_id("tel")).first
+    number = row.get_by_test_id("tel").inner_text()
+    assert row.get_by_test_id("tel").get_attribute("href") == f"tel:{number}" and number.startswith("+86")
+    name = row.locator("td strong").inner_text()
+    row.get_by_role("button", name="打过电话，未接通").click()
+    expect(page.get_by_test_id("notice")).to_contain_text("打过电话，未接通")
+    page.goto(f"/console/alerts/{alert_id}?q={name}")
+    expect(page.get_by_test_id("recipient").first.get_by_test_id("call")).to_contain_text("打过电话，未接通")
+    screenshot(page, "call-logged")

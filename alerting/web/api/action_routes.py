@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field, model_validator
 from alerting.answer.outcomes import AnswerRejected
 from alerting.issue.alerts import AlertNotActive
 from alerting.model.access import Forbidden
-from alerting.model.plain_text import FilledText, Line
+from alerting.model.plain_text import FilledText, Line, Text
 from alerting.views.board import Board
 from alerting.views.board_hub import BoardHub
 from alerting.web import acting
@@ -58,6 +58,22 @@ class AnsweredOut(BaseModel):
     alert_status: str
 
 
+class CallLogIn(BaseModel):
+    outcome: acting.CallOutcome = Field(
+        description="answered: they took the call and confirmed (an answer on their behalf); "
+        "no_answer: 打过电话，未接通 (audited, the loop stays open)"
+    )
+    note: Text = Field(default="", max_length=200, examples=["关机"], description="optional, kept in the audit")
+
+
+class CallLoggedOut(BaseModel):
+    alert_id: int
+    target_id: str
+    outcome: acting.CallOutcome
+    counted: bool = Field(description="the call closed the recipient's loop (answered, and not answered before)")
+    state: str = Field(description="the recipient's state afterwards")
+
+
 def _missing(exc: Exception) -> Problem:
     return Problem(404, "not-found", "No such alert or recipient", str(exc))
 
@@ -67,7 +83,7 @@ async def board(request: Request, who: Reader) -> Board:
     """Active alerts with progress per township and the silent furthest up their escalation; alerts ended in
     the last day. The same snapshot the console's live board streams."""
     hub: BoardHub = request.app.state.board_hub  # one read per change, whoever polls
-    return await hub.latest(who)
+    return (await hub.latest(who)).for_viewer(who)  # numbers to dial for whoever may call them
 
 
 @router.post("/alerts/{alert_id}/call-again", response_model=CalledAgainOut, responses=documented(403, 404, 409, 422))
@@ -121,4 +137,25 @@ async def answer_for(alert_id: AlertId, target_id: str, body: AnswerForIn, core:
         counted=result.counted,
         state=result.state.value,
         alert_status=result.alert_status.value,
+    )
+
+
+@router.post(
+    "/alerts/{alert_id}/recipients/{target_id}/call",
+    response_model=CallLoggedOut,
+    responses=documented(403, 404, 422),
+)
+async def log_call(alert_id: AlertId, target_id: str, body: CallLogIn, core: CoreDep, who: Issuer) -> CallLoggedOut:
+    """The duty officer phoned a silent person: log how it went in one step. `answered` is an answer on their
+    behalf (audited as target.answered_for, the reason saying it was by phone); `no_answer` is audited as
+    target.called_no_answer and shown in the recipient's timeline. The same rules as answering on behalf."""
+    try:
+        done = await acting.log_call(core, who, alert_id, target_id, body.outcome, body.note)
+    except Forbidden:
+        raise
+    except (acting.NotVisible, AnswerRejected) as exc:
+        raise _missing(exc) from exc
+    log.info("api.call_logged", alert_id=alert_id, target_id=target_id, outcome=body.outcome.value, actor=who.actor)
+    return CallLoggedOut(
+        alert_id=alert_id, target_id=target_id, outcome=done.outcome, counted=done.counted, state=done.state.value
     )

@@ -35,9 +35,18 @@ def board_hub(core: Core) -> BoardHub:
 @router.get(PREFIX + "/")
 async def board(request: Request, who: Seeing, core: CoreDep) -> Response:
     hub: BoardHub = request.app.state.board_hub
-    snapshot = await hub.latest(who.principal)
+    snapshot = (await hub.latest(who.principal)).for_viewer(who.principal)
     now = snapshot.generated_at
-    return render(request, who, "board", board=snapshot, meaning=MEANING, since=lambda t: since_text(t, now))
+    alarm = max((a.alarm for a in snapshot.alerts), key=lambda a: a.level, default=None)
+    return render(
+        request,
+        who,
+        "board",
+        board=snapshot,
+        alarm=alarm if alarm is not None and alarm.level else None,
+        meaning=MEANING,
+        since=lambda t: since_text(t, now),
+    )
 
 
 async def board_stream(
@@ -83,6 +92,7 @@ async def events(request: Request, who: Seeing, core: CoreDep) -> AsyncIterator[
     log.info("board.stream_opened", actor=who.principal.actor)
     try:
         async for snapshot in board_stream(core, who.principal, still_signed_in, hub=request.app.state.board_hub):
-            yield ServerSentEvent(raw_data=snapshot.model_dump_json(), event="board", retry=3000)
+            shown = snapshot.for_viewer(who.principal)  # an auditor's copy has no numbers to dial
+            yield ServerSentEvent(raw_data=shown.model_dump_json(), event="board", retry=3000)
     finally:
         log.info("board.stream_closed", actor=who.principal.actor)

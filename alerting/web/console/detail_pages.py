@@ -15,7 +15,7 @@ from fastapi.responses import Response
 from alerting.answer.outcomes import AnswerRejected
 from alerting.issue.alerts import AlertChange, AlertNotActive, AlertNotFound, AlertUnchanged
 from alerting.model.access import Forbidden
-from alerting.model.domain import Level
+from alerting.model.domain import Level, TargetState
 from alerting.model.plain_text import BadCharacter, bad_character
 from alerting.views.board import MEANING, since_text, totals
 from alerting.views.labels import ALERT_STATUS_LABEL, channel_label
@@ -156,6 +156,40 @@ async def answer_for(
         notice = "已代为确认，原因已记入审计。"
     else:
         notice = "此人已经应答过（或预警已结束），本次代为确认只作记录。"
+    return redirect(to, notice)
+
+
+@router.post(ALERT + "/recipients/{target_id}/call")
+async def log_call(
+    alert_id: AlertNumber,
+    target_id: str,
+    who: Issuing,
+    core: CoreDep,
+    outcome: Annotated[str, Form()] = "",
+    back: Annotated[str, Form()] = "",
+) -> Response:
+    """One click after phoning a silent person: 已接通 answers for them, 未接通 is audited and the loop stays open."""
+    to = _back(back, alert_id)
+    try:
+        how = acting.CallOutcome(outcome)
+    except ValueError:
+        return redirect(to, "电话记录未完成：请选择“已接通，本人确认收到”或“打过电话，未接通”。")
+    if bad_character(target_id, multiline=False):
+        raise _refused(alert_id, LookupError(target_id))
+    try:
+        done = await acting.log_call(core, who.principal, alert_id, target_id, how)
+    except Forbidden:
+        raise
+    except (acting.NotVisible, AnswerRejected) as exc:
+        raise _refused(alert_id, exc) from exc
+    if how is acting.CallOutcome.NO_ANSWER:
+        notice = "已记录：打过电话，未接通（已记入审计，叫应继续）。"
+        if done.state is not TargetState.OPEN:
+            notice = "已记录：打过电话，未接通。此人此前已应答或已处置。"
+    elif done.counted:
+        notice = "已记录电话接通，已代为确认，已记入审计。"
+    else:
+        notice = "已记录电话接通。此人已经应答过（或预警已结束），本次只作记录。"
     return redirect(to, notice)
 
 

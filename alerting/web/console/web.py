@@ -20,6 +20,7 @@ from alerting.model.access import ACCOUNT_ROLE_LABEL, Principal
 from alerting.views import templating
 from alerting.views.labels import (
     ALERT_STATUS_LABEL,
+    CALL_OUTCOME_LABEL,
     CHANNEL_LABEL,
     LEVEL_LABEL,
     ROLE_LABEL,
@@ -42,7 +43,7 @@ HEADERS = {
     "X-Frame-Options": "DENY",
     "Content-Security-Policy": (
         "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        "media-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     ),
 }
 
@@ -78,6 +79,7 @@ def environment() -> Environment:
         ROLE_LABEL=ROLE_LABEL,  # a responsible person's role (网格员…)
         ACCOUNT_ROLE_LABEL=ACCOUNT_ROLE_LABEL,  # a console account's role (县值班员…)
         step_label=step_label,
+        CALL_OUTCOME_LABEL=CALL_OUTCOME_LABEL,  # a logged phone call's outcome
     )
     return env
 
