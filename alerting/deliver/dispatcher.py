@@ -23,24 +23,24 @@ from datetime import datetime, timedelta
 from typing import cast
 
 import structlog
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, exists, or_, select, update
 from sqlmodel import col
 
 from alerting.audit import chain as audit
 from alerting.deliver.breaker import BreakerState, CircuitBreaker
 from alerting.deliver.compose import Composer
-from alerting.deliver.handover import Ask, Decision, Verdict, hand_over_job
+from alerting.deliver.handover import UNCONDITIONAL, Ask, Decision, Verdict, hand_over_job
 from alerting.deliver.outcomes import Outcome, record_job
 from alerting.deliver.pacing import TokenBucket
 from alerting.deliver.port import Channel, DeliveryError, OutboundMessage
 from alerting.deliver.retry import RetryPolicy
 from alerting.model.clock import Clock
-from alerting.model.domain import ChannelKind, DeliveryState
+from alerting.model.domain import STOPPED_BY, ChannelKind, DeliveryState
 from alerting.model.ids import new_id
 from alerting.people.liveness import ProcessRegistry, node_name
 from alerting.people.liveness import Verdict as Liveness
 from alerting.store.db import Database, rowcount
-from alerting.store.tables import Delivery, core_table
+from alerting.store.tables import Alert, Delivery, core_table
 from alerting.store.writer import Coalesced
 
 log = structlog.get_logger()
@@ -368,9 +368,17 @@ class Dispatcher:
 
 
 def _due(kind: ChannelKind, now: datetime) -> ColumnElement[bool]:
-    """Queued on this channel and due: the queue index (channel, state, priority, next_attempt_at) serves it."""
+    """Queued on this channel and due: the queue index (channel, state, priority, next_attempt_at) serves it.
+
+    A warning of an alert replaced or lifted is left where it is: the hand-over would refuse it, and the stop
+    after the update or lift (issue.stopping) cancels it a page at a time. Claimed meanwhile, the old alert's
+    queue, older than the new alert's first wave, would be claimed and refused batch after batch before it."""
     return and_(
         col(Delivery.channel) == kind.value,
         col(Delivery.state) == DeliveryState.PENDING.value,
         col(Delivery.next_attempt_at) <= now,
+        or_(
+            col(Delivery.purpose).in_(UNCONDITIONAL),
+            ~exists().where(col(Alert.id) == col(Delivery.alert_id), col(Alert.status).in_(STOPPED_BY)),
+        ),
     )

@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from pydantic import BaseModel, Field, field_validator
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from alerting.audit import chain as audit
+from alerting.issue import stopping
 from alerting.issue.planning import (
     DEVICE_CHANNEL,
     Page,
@@ -31,7 +32,7 @@ from alerting.issue.planning import (
 from alerting.model import deadlines as deadline_rows
 from alerting.model.access import Forbidden
 from alerting.model.clock import Clock, utc
-from alerting.model.deliveries import handed_over, not_handed_over
+from alerting.model.deliveries import handed_over
 from alerting.model.domain import (
     PERSON_CHANNELS,
     AlertStatus,
@@ -45,7 +46,7 @@ from alerting.model.domain import (
 )
 from alerting.model.plain_text import FilledLine, FilledText, Line, Text
 from alerting.model.plan import Planner, PlanSet, Who
-from alerting.store.db import Database, insert_rows, rowcount
+from alerting.store.db import Database, insert_rows
 from alerting.store.tables import Alert, Delivery, Device, OrgUnit, Target
 
 if TYPE_CHECKING:
@@ -178,7 +179,10 @@ class AlertService:
 
     async def resume_planning(self) -> int:
         """Finish planning what a process that died mid-issue left: the grid workers of its alerts still
-        unplanned. Safe to run anywhere, any time: whoever is already a target is not planned again."""
+        unplanned, and what an alert it replaced or lifted still had going. Safe to run anywhere, any time: whoever
+        is already a target is not planned again, and what is stopped stays stopped."""
+        for alert_id in await stopping.unfinished(self.db):
+            await self._stop(alert_id, "alert ended (stopped after a restart)", actor="engine/resume")
         async with self.db.session() as s:
             rows = await s.execute(
                 select(col(Alert.id), col(Alert.created_at)).where(
@@ -257,7 +261,6 @@ class AlertService:
             rose = req.level.rank > Level(old.level).rank
             carried = 0 if rose else await _count_answered(s, alert_id)
             issued, page = await self._issue(s, req, actor=actor, now=now, supersedes=old)
-            stopped = await _stop(s, alert_id, f"superseded by alert {issued.alert_id}")
             old.status, old.ended_at = AlertStatus.SUPERSEDED.value, now
             old.end_reason = f"updated: alert {issued.alert_id}"
             s.add(old)
@@ -272,13 +275,21 @@ class AlertService:
                     "level": req.level.value,
                     "level_rose": rose,
                     "carried_answers": carried,
-                    "stopped": stopped,
                 },
             )
             if within is not None:
                 await within(s, issued.alert_id)
         self.wake()
+        await self._stop(alert_id, f"superseded by alert {issued.alert_id}", actor=actor)
         return await self._plan_rest(issued, page, now)
+
+    async def _stop(self, alert_id: int, why: str, *, actor: str) -> int:
+        """After the commit that ended the alert: what it still had going, stopped in pages (issue.stopping)."""
+        cancelled = await stopping.stop(self.db, alert_id, why)
+        async with self.db.session() as s:
+            data = {"stopped": cancelled, "why": why}
+            await audit.record(s, "alert.stopped", actor=actor, at=self.clock.now(), alert_id=alert_id, data=data)
+        return cancelled
 
     async def _plan_rest(self, issued: Issued, page: Page | None, now: datetime) -> Issued:
         """The grid workers after the first commit, page by page, each page sending as soon as it is written."""
@@ -415,7 +426,6 @@ class AlertService:
             if alert.status != AlertStatus.ACTIVE:
                 raise AlertNotActive(f"alert {alert_id} is already {alert.status}")
             alert.status, alert.ended_at, alert.end_reason = AlertStatus.CANCELLED.value, now, reason
-            stopped = await _stop(s, alert_id, "alert cancelled")
             # Everyone a warning was handed over for (still in flight included) hears it is lifted, once per channel.
             reached = await s.execute(
                 select(col(Delivery.target_id), col(Delivery.person_id), col(Delivery.device_id), col(Delivery.channel))
@@ -452,11 +462,12 @@ class AlertService:
                 actor=actor,
                 at=now,
                 alert_id=alert_id,
-                data={"reason": reason, "stopped": stopped, "lift_notices": len(lifts)},
+                data={"reason": reason, "lift_notices": len(lifts)},
             )
             if within is not None:
                 await within(s, alert_id)
-        self.wake()
+        self.wake()  # the lift notices go out while the rest is stopped
+        stopped = await self._stop(alert_id, "alert cancelled", actor=actor)
         return Lifted(alert_id, stopped, len(lifts))
 
     async def call_again(
@@ -603,28 +614,6 @@ async def _locked(s: AsyncSession, alert_id: int) -> Alert:
     if alert is None:
         raise AlertNotFound(alert_id)
     return alert
-
-
-async def _stop(s: AsyncSession, alert_id: int, why: str) -> int:
-    """Nothing more for this alert: unsent warnings cancelled, pending steps dropped, open targets closed off."""
-    stopped = rowcount(
-        await s.execute(
-            update(Delivery)
-            .where(
-                col(Delivery.alert_id) == alert_id,
-                not_handed_over(),
-                col(Delivery.purpose).notin_([Purpose.LIFT.value, Purpose.HELP.value]),
-            )
-            .values(state=DeliveryState.CANCELLED.value, error=why)
-        )
-    )
-    await deadline_rows.cancel_alert(s, alert_id)
-    await s.execute(
-        update(Target)
-        .where(col(Target.alert_id) == alert_id, col(Target.state) == TargetState.OPEN.value)
-        .values(state=TargetState.CANCELLED.value)
-    )
-    return stopped
 
 
 async def _count_answered(s: AsyncSession, alert_id: int) -> int:

@@ -154,13 +154,16 @@ async def fire(s: AsyncSession, owner: str, claims: Sequence[Claim], now: dateti
 # ---- the other writers -------------------------------------------------------------------------------------
 
 
-async def cancel_alert(s: AsyncSession, alert_id: int) -> None:
-    """The alert ended: none of its steps falls due any more."""
-    await s.execute(
+async def cancel_alert(s: AsyncSession, alert_id: int, *, limit: int) -> int:
+    """The alert ended: up to `limit` more of its steps no longer fall due; how many."""
+    page = select(col(Deadline.id)).where(col(Deadline.alert_id) == alert_id, col(Deadline.state) == PENDING)
+    done = await s.execute(
         update(Deadline)
-        .where(col(Deadline.alert_id) == alert_id, col(Deadline.state) == PENDING)
+        .where(col(Deadline.id).in_(page.limit(limit)))
         .values(state=CANCELLED)
+        .execution_options(synchronize_session=False)
     )
+    return rowcount(done)
 
 
 async def cancel_targets(s: AsyncSession, target_ids: Sequence[str]) -> None:

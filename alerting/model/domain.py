@@ -115,6 +115,10 @@ class AlertStatus(StrEnum):
     SUPERSEDED = "superseded"  # replaced by an update
 
 
+# an alert replaced or lifted: what it still had going is stopped (issue.stopping), none of it sent
+STOPPED_BY = (AlertStatus.SUPERSEDED.value, AlertStatus.CANCELLED.value)
+
+
 class TargetState(StrEnum):
     OPEN = "open"
     ANSWERED = "answered"
