@@ -64,9 +64,7 @@ async def test_a_call_not_taken_is_on_record_and_the_loop_stays_open(
     r = await api.post(url, json={"outcome": "answered"}, headers=DUTY)
     assert (r.json()["counted"], r.json()["state"]) == (True, "answered_for")
     async with engine.core.db.session() as s:
-        [entry] = (
-            await s.execute(select(AuditEvent).where(col(AuditEvent.kind) == "target.answered_for"))
-        ).scalars()
+        [entry] = (await s.execute(select(AuditEvent).where(col(AuditEvent.kind) == "target.answered_for"))).scalars()
     assert (entry.subject, entry.data["reason"]) == (g1.id, CALL_ANSWERED_REASON)
 
     r = await api.post(url, json={"outcome": "answered"}, headers=DUTY)  # a second click changes nothing
@@ -90,8 +88,10 @@ async def test_a_call_log_follows_the_rules_of_answering_on_behalf(
     assert r.status_code == 422 and "outcome" in r.text
     async with engine.core.db.session() as s:
         device = (
-            await s.execute(select(Target).where(col(Target.alert_id) == alert_id, col(Target.person_id).is_(None)))
-        ).scalars().first()
+            (await s.execute(select(Target).where(col(Target.alert_id) == alert_id, col(Target.person_id).is_(None))))
+            .scalars()
+            .first()
+        )
     assert device is not None
     r = await api.post(url.format(device.id), json={"outcome": "no_answer"}, headers=DUTY)
     assert r.status_code == 404 and "device" in r.text
