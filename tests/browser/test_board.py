@@ -16,6 +16,7 @@ from tests.browser.shots import screenshot
 
 DUTY_KEY = {"X-API-Key": "browser-duty-key"}
 FENGHUANG, NINGCHANG = "500238101", "500238102"
+FIELDS3 = ("planned", "answered", "silent")
 
 
 def issue(served: Served, title: str, unit: str) -> int:
@@ -80,7 +81,15 @@ def test_the_board_follows_answers_live_and_the_duty_officer_acts(
     answer_on_phone(served, new_context, phones[1])
     expect(answered).to_have_text(str(start + 2))
     expect(card.get_by_test_id("silent-total")).to_have_text(str(silent_before - 2))
+    # the tile map follows the same numbers: 凤凰镇's tile shows its silent count and is banded by its answer share
+    town = f"{alert_id}.{FENGHUANG}"
+    tile = card.locator(f'[data-tile="{town}"]')
+    planned, answered_now, silent_now = (int(card.locator(f'[data-k="{town}.{k}"]').inner_text()) for k in FIELDS3)
+    expect(tile.locator("[data-tile-silent]")).to_have_text(str(silent_now))
+    band = "4" if answered_now >= planned else str(min(3, 4 * answered_now // planned))
+    expect(tile).to_have_class(f"tile band-{band}")
     assert page.evaluate("window.__stillTheSamePage === true"), "the board reloaded instead of updating in place"
+    expect(page.locator("#stale")).to_be_hidden()  # names left the silent list: the card was read again in place
     expect(card.locator("table.townships")).to_contain_text("凤凰镇")
     silent_rows = card.locator("tr[data-target]")  # people the officer can phone first, each with where they are
     expect(silent_rows.first).to_contain_text("首轮")
@@ -162,6 +171,9 @@ def test_a_new_alert_sounds_on_an_open_board_until_silenced_and_a_call_is_logged
     served: Served, sign_in: Callable[[str], Page]
 ) -> None:
     page = sign_in("duty")
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
     expect(page.get_by_test_id("live")).to_be_visible()
     title = f"凤凰镇山洪响铃{int(time.time() * 1000) % 100000}"
     alert_id = issue(served, title, FENGHUANG)  # issued while the board is open: it comes in without a reload
@@ -170,6 +182,7 @@ def test_a_new_alert_sounds_on_an_open_board_until_silenced_and_a_call_is_logged
     box = page.get_by_test_id(f"alarm-{alert_id}")
     expect(box).to_be_visible()
     expect(box).to_contain_text(f"新预警：{title}")
+    expect(page.locator("#stale")).to_be_hidden()  # the new card was put in place: nothing left to reload
     expect(page).to_have_title(re.compile(r"^【新预警】值守看板"))
     rang = page.wait_for_function("() => Number(document.querySelector('[data-board]').dataset.rings || 0) > 0")
     assert rang, "the board did not try to sound for a new alert"
@@ -193,3 +206,4 @@ def test_a_new_alert_sounds_on_an_open_board_until_silenced_and_a_call_is_logged
     page.goto(f"/console/alerts/{alert_id}?q={name}")
     expect(page.get_by_test_id("recipient").first.get_by_test_id("call")).to_contain_text("打过电话，未接通")
     screenshot(page, "call-logged")
+    assert not errors, errors

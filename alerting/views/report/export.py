@@ -26,6 +26,7 @@ from alerting.views import templating
 from alerting.views.labels import DELIVERY_STATE_LABEL, channel_label, label
 from alerting.views.report.build import build_report
 from alerting.views.report.model import AlertReport, RecipientRow
+from alerting.views.tiles import report_tiles
 
 Format = Literal["csv", "json", "html", "xlsx"]
 BOM = "\ufeff"  # without it Excel reads UTF-8 CSV as the local code page and the Chinese comes out garbled
@@ -207,6 +208,7 @@ def _environment() -> Environment:
         answered_by_text=answered_by_text,
         channel_label=channel_label,
         delivery_state_label=lambda v: label(DELIVERY_STATE_LABEL, v),
+        report_tiles=report_tiles,
     )
     return env
 

@@ -27,6 +27,7 @@ from alerting.views.labels import (
     TARGET_STATE_LABEL,
     step_label,
 )
+from alerting.views.tiles import board_tiles, report_tiles
 from alerting.web.api.auth import CoreDep
 from alerting.web.api.numbers import ROW_NUMBER_MAX, valid_alert_id
 from alerting.web.api.problems import problem_response
@@ -80,6 +81,8 @@ def environment() -> Environment:
         ACCOUNT_ROLE_LABEL=ACCOUNT_ROLE_LABEL,  # a console account's role (县值班员…)
         step_label=step_label,
         CALL_OUTCOME_LABEL=CALL_OUTCOME_LABEL,  # a logged phone call's outcome
+        board_tiles=board_tiles,  # the township tile map of an alert on the board
+        report_tiles=report_tiles,  # and of a report
     )
     return env
 

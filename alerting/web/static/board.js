@@ -33,6 +33,15 @@
     el.classList.add("changed");
   };
   const pct = (n, of) => (of ? Math.round((100 * n) / of) : 0);
+  // a township's tile on the map: its colour by the share answered, as views/tiles.py bands it
+  const band = (p) => (!p.planned ? "none" : p.answered >= p.planned ? "4" : String(Math.min(3, Math.floor((4 * p.answered) / p.planned))));
+  const tile = (key, p) => {
+    const el = root.querySelector(`[data-tile="${CSS.escape(key)}"]`);
+    if (!el) return;
+    el.className = `tile band-${band(p)}`;
+    el.querySelector("[data-tile-silent]").textContent = String(p.silent);
+    el.title = `${el.querySelector(".tile-name").textContent}：应叫应 ${p.planned}，已应答 ${p.answered}（${pct(p.answered, p.planned)}%），未应答 ${p.silent}`;
+  };
   const bar = (key, p) => {
     const el = root.querySelector(`[data-bar="${CSS.escape(key)}"]`);
     if (!el) return;
@@ -46,12 +55,15 @@
   // Something the page cannot patch (a new alert, one ended, a new name on a list): the page itself is read
   // again and its cards put in place of these, a new alert's card added. A card the officer is busy in (a reason
   // being typed, a menu open, a button in focus) is left as it is and the banner offers the reload instead.
+  const edited = (el) => {
+    if (el.tagName === "SELECT") return [...el.options].some((o) => o.selected !== o.defaultSelected);
+    if (el.type === "checkbox" || el.type === "radio") return el.checked !== el.defaultChecked;
+    return el.type !== "hidden" && el.value !== el.defaultValue;
+  };
   const busy = (card) =>
     card.contains(document.activeElement) ||
     card.querySelector("details[open]") ||
-    [...card.querySelectorAll("input, select, textarea")].some(
-      (el) => el.type !== "hidden" && el.value && el.defaultValue !== el.value,
-    );
+    [...card.querySelectorAll("input, select, textarea")].some(edited);
   let fetching = null;
   let again = false;
   const swap = (html) => {
@@ -161,8 +173,9 @@
       if (!box) continue;
       box.hidden = !level;
       box.className = `alarm alarm-${level}${quiet ? " quiet" : ""}`;
-      box.querySelector("[data-alarm-label]").textContent = a.alarm.label;
-      box.querySelector("[data-alarm-text]").textContent = a.alarm.text;
+      const text = box.querySelector("[data-alarm-text]");
+      text.textContent = a.alarm.text;
+      text.title = a.alarm.label;
       box.querySelector("[data-silence]").hidden = !level || quiet;
       box.querySelector("[data-silenced]").hidden = !level || !quiet;
     }
@@ -217,6 +230,7 @@
         if (!root.querySelector(`[data-row="${CSS.escape(key)}"]`)) return outdated(); // a new township
         for (const f of FIELDS) put(`${key}.${f}`, t[f]);
         bar(key, t);
+        tile(key, t);
       }
       put(`${a.id}.silent_total`, a.silent_total);
       const list = root.querySelector(`[data-silent-of="${a.id}"]`);

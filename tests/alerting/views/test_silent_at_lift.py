@@ -64,6 +64,9 @@ async def test_every_export_lists_every_recipient_as_silent_at_the_lift(
     silent_rows = re.findall(r'<tr class="silent">(.*?)</tr>', html, flags=re.S)
     assert all(any(name in row for row in silent_rows) for name in everyone)
     assert f'<div class="n">{report.summary.targets}</div>' in html  # the 未应答 card
+    tiles = re.findall(r'<div class="tile band-(\w+)".*?<b data-tile-silent>(\d+)</b>', html, flags=re.S)
+    townships = [t for t in report.townships if t.code is not None]
+    assert tiles == [("0", str(t.targets)) for t in townships], "the tile map: every township red, all silent"
 
     duty = Principal(AccountRole.DUTY, "user:duty", "王值班")
     view = await read_alert(db, duty, alert_id, show=Show.SILENT)
