@@ -103,10 +103,13 @@ def open_recording(ctx: BrowserContext, url: str) -> tuple[Page, list[Request], 
     """Open the link and return the page, every request it made, and the size of the HTML."""
     page = ctx.new_page()
     requests: list[Request] = []
+    refused: list[str] = []
     page.on("request", lambda request: requests.append(request))
+    page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
     response = page.goto(url, wait_until="load")
     assert response is not None and response.status == 200
     page.wait_for_timeout(300)  # anything fetched late (icons, fonts) would show up by now
+    assert not refused, f"the page's own CSP blocked part of it: {refused}"
     return page, requests, len(response.body())
 
 
