@@ -32,7 +32,8 @@ import platform
 import sqlite3
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from rich.console import Console
@@ -84,28 +85,9 @@ class FirstSends:
         return self.first[alert_id, purpose]
 
 
-async def timed(name: str, call: Callable[[], Awaitable[Issued]], sends: FirstSends, alerts: AlertService) -> Timed:
-    woken: list[float] = []
-    wake = alerts.wake
-
-    def noted() -> None:  # the first commit wakes the dispatcher
-        woken.append(time.monotonic())
-        wake()
-
-    alerts.wake = noted
-    t0 = time.monotonic()
-    try:
-        issued = await call()
-    finally:
-        alerts.wake = wake
-    planned = time.monotonic() - t0
-    first = await sends.of(issued.alert_id) - t0
-    return Timed(name, issued.alert_id, issued.targets, issued.deliveries, woken[0] - t0, first, planned)
-
-
-async def timed_lift(alert_id: int, sends: FirstSends, alerts: AlertService) -> Timed:
-    """解除 of the updated alert once it is planned and mostly sent: to its first commit, its first lift notice
-    handed to a channel, and its return (the rest of the alert stopped)."""
+@contextmanager
+def wakes_noted(alerts: AlertService) -> Iterator[list[float]]:
+    """The times the service woke the dispatcher while inside: the first is its first commit."""
     woken: list[float] = []
     wake = alerts.wake
 
@@ -114,11 +96,27 @@ async def timed_lift(alert_id: int, sends: FirstSends, alerts: AlertService) -> 
         wake()
 
     alerts.wake = noted
-    t0 = time.monotonic()
     try:
-        lifted = await alerts.cancel(alert_id, actor="benchmark", reason="基准测试结束")
+        yield woken
     finally:
         alerts.wake = wake
+
+
+async def timed(name: str, call: Callable[[], Awaitable[Issued]], sends: FirstSends, alerts: AlertService) -> Timed:
+    with wakes_noted(alerts) as woken:
+        t0 = time.monotonic()
+        issued = await call()
+    planned = time.monotonic() - t0
+    first = await sends.of(issued.alert_id) - t0
+    return Timed(name, issued.alert_id, issued.targets, issued.deliveries, woken[0] - t0, first, planned)
+
+
+async def timed_lift(alert_id: int, sends: FirstSends, alerts: AlertService) -> Timed:
+    """解除 of the updated alert once it is planned and mostly sent: to its first commit, its first lift notice
+    handed to a channel, and its return (the rest of the alert stopped)."""
+    with wakes_noted(alerts) as woken:
+        t0 = time.monotonic()
+        lifted = await alerts.cancel(alert_id, actor="benchmark", reason="基准测试结束")
     done = time.monotonic() - t0
     first = await sends.of(alert_id, Purpose.LIFT) - t0
     return Timed("lift (解除) of the update", alert_id, 0, lifted.lift_notices, woken[0] - t0, first, done)
