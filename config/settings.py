@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
@@ -89,6 +90,17 @@ class _Engine(BaseSettings):
     audit_keys: list[SecretStr] = Field(default_factory=list)
     # a file, or a directory for audit-checkpoints.jsonl, outside the database: the chain's end, once a minute
     audit_checkpoints: Path | None = None
+    # the county duty room's number, on every answer page so a grid worker in trouble can call it (023-51521234)
+    duty_phone: str | None = None
+
+    @field_validator("duty_phone")
+    @classmethod
+    def _duty_phone_is_a_number(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not re.fullmatch(r"\+?[0-9][0-9 -]{4,24}", value.strip()):
+            raise ValueError(f"duty_phone: {value!r} is not a phone number (digits, spaces, - and a leading +)")
+        return value.strip()
 
     @field_validator("audit_key")
     @classmethod

@@ -286,5 +286,6 @@ def _core(
         outboxes=[c for c in chosen.values() if isinstance(c, SandboxChannel)],  # what the sandboxes recorded
         cap_mapping=settings.cap_mapping,
         cap_identity=settings.cap_identity(),
+        duty_phone=settings.duty_phone,
     )
     return core, inbound

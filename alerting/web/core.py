@@ -46,3 +46,4 @@ class Core:
     outboxes: list[SandboxOutbox] = field(default_factory=list)  # sandbox channels' records (模拟发件箱)
     cap_mapping: CapMapping = field(default_factory=CapMapping)  # how CAP messages map to alerts (settings)
     cap_identity: CapIdentity = field(default_factory=CapIdentity)  # who CAP exports say they are from
+    duty_phone: str | None = None  # the county duty room's number, on the answer page

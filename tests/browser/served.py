@@ -25,6 +25,7 @@ import uvicorn
 from tests.fakes.server import free_port
 from tests.fakes.twilio import FakeTwilio
 
+DUTY_PHONE = "023-51521234"  # the county duty room, on every answer page
 JIAOYING = [str(Path(sys.executable).parent / "jiaoying")]  # the installed command, as a county runs it
 LINK = re.compile(r"https?://\S+/ack/[A-Za-z0-9_-]+")
 
@@ -103,6 +104,7 @@ def serve_sample(workdir: Path) -> Iterator[Served]:
             "JIAOYING_DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'jiaoying.db'}",
             "JIAOYING_PUBLIC_URL": f"http://127.0.0.1:{port}",
             "JIAOYING_SECRET_KEY": "browser-test-secret-key-0123456789",
+            "JIAOYING_DUTY_PHONE": DUTY_PHONE,
             "JIAOYING_MQTT_EMBEDDED_PORT": str(free_port()),
             "JIAOYING_TWILIO_ACCOUNT_SID": twilio.account_sid,
             "JIAOYING_TWILIO_AUTH_TOKEN": twilio.auth_token,

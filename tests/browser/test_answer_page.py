@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Request, expect
 
 from tests.browser.conftest import PHONE
-from tests.browser.served import LINK, Served
+from tests.browser.served import DUTY_PHONE, LINK, Served
 from tests.browser.shots import screenshot
 
 DUTY = {"X-API-Key": "browser-duty-key"}
@@ -138,6 +138,8 @@ def test_a_grid_worker_answers_from_the_sms_link_on_a_phone(
     expect(page.get_by_text("东溪河水位快速上涨")).to_be_visible()
     expect(page.get_by_text("停止一切涉水活动")).to_be_visible()
     expect(page.get_by_text("演练 · 非真实预警")).to_be_visible()
+    expect(page.get_by_role("button", name="需要帮助")).to_be_in_viewport()  # beside 收到, no scrolling
+    expect(page.get_by_role("link", name=DUTY_PHONE)).to_have_attribute("href", f"tel:{DUTY_PHONE}")
     font = page.get_by_text("东溪河水位快速上涨").evaluate("e => parseFloat(getComputedStyle(e).fontSize)")
     assert font >= 20  # large type for a small screen in the rain
     check_one_small_request(page, requests, size)

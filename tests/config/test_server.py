@@ -73,3 +73,10 @@ def test_the_setting_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch)
 def test_a_proxy_that_is_no_address_is_refused_at_start(typo: str) -> None:
     with pytest.raises(ValidationError, match="forwarded_allow_ips"):
         Settings(forwarded_allow_ips=typo)
+
+
+def test_the_duty_room_s_number_is_checked_at_start() -> None:
+    assert Settings(duty_phone=" 023-51521234 ").duty_phone == "023-51521234"
+    assert Settings(duty_phone="").duty_phone is None
+    with pytest.raises(ValidationError, match="duty_phone"):
+        Settings(duty_phone="县值班室")

@@ -121,7 +121,7 @@ async def _open(core: Core, token: str) -> AckView | HTMLResponse:
 
 
 def _show(
-    view: AckView, status: int = 200, *, outcome: Outcome | None = None, form: FeedbackForm | None = None
+    core: Core, view: AckView, status: int = 200, *, outcome: Outcome | None = None, form: FeedbackForm | None = None
 ) -> HTMLResponse:
     return _page(
         "ack",
@@ -138,6 +138,7 @@ def _show(
             AlertStatus.SUPERSEDED: "已被新预警取代",
         }.get(view.alert_status, ""),
         t=local_text,
+        duty_phone=core.duty_phone,
     )
 
 
@@ -152,7 +153,7 @@ async def ack_page(token: str, core: CoreDep) -> HTMLResponse:
     opened = await _open(core, token)
     if isinstance(opened, HTMLResponse):
         return opened
-    return _show(opened)
+    return _show(core, opened)
 
 
 @router.post("/{token}", response_class=HTMLResponse, summary="answer 收到, with optional feedback (HTML form)")
@@ -167,10 +168,10 @@ async def ack_answer(token: str, request: Request, core: CoreDep) -> HTMLRespons
         log_.warning("ack.cross_site_refused", origin=request.headers.get("origin"))
         return notice_page(403)
     if view.purpose is Purpose.LIFT:
-        return _show(view)  # a lifted notice needs no answer; the page says so
+        return _show(core, view)  # a lifted notice needs no answer; the page says so
     form = parse_feedback(await request.form(), task=view.purpose is Purpose.TASK, answering=view.can_answer)
     if not form.valid:
-        return _show(view, 400, outcome=Outcome("invalid", errors=form.errors), form=form)
+        return _show(core, view, 400, outcome=Outcome("invalid", errors=form.errors), form=form)
     try:
         result = await core.acks.answer_delivery(
             view.delivery_id,
@@ -181,10 +182,10 @@ async def ack_answer(token: str, request: Request, core: CoreDep) -> HTMLRespons
         )
     except AlreadyTaken:  # the phone sent it again (a retry after a timeout, a double tap): nothing new to write
         log_.info("ack.page_repeat_ignored")
-        return _show(await load_ack_view(core.db, view.delivery_id) or view, outcome=Outcome("repeat"))
+        return _show(core, await load_ack_view(core.db, view.delivery_id) or view, outcome=Outcome("repeat"))
     except AnswerRejected as exc:
         log_.info("ack.rejected", reason=str(exc))
-        return _show(view)
+        return _show(core, view)
     request.app.state.board_hub.changed()
     after = await load_ack_view(core.db, view.delivery_id) or view
     if result.counted:
@@ -195,4 +196,4 @@ async def ack_answer(token: str, request: Request, core: CoreDep) -> HTMLRespons
         kind = "repeat"
     log_.info("ack.page_answer", outcome=kind, channel=view.channel.value)
     outcome = Outcome(kind, feedback_saved=bool(form.feedback), help_asked=result.help_needed)
-    return _show(after, outcome=outcome)
+    return _show(core, after, outcome=outcome)

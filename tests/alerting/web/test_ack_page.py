@@ -339,3 +339,23 @@ async def test_a_phone_retrying_the_same_answer_writes_nothing_new(
     more = await web.post(url, data={"help_needed": "1", "note": "桥被冲毁"})
     assert "补充情况已记录" in more.text
     assert len(await answers(core.db)) == 2
+
+
+async def test_need_help_is_a_button_of_its_own_and_the_duty_room_s_number_is_on_the_page(
+    web: httpx.AsyncClient, core: Core
+) -> None:
+    alert_id = await issue(web)
+    url = link(core, await delivery(core.db, alert_id, "g1"))
+    page = (await web.get(url)).text
+    assert '<button class="askhelp" type="submit" name="help_needed" value="1">需要帮助</button>' in page
+    assert "tel:" not in page, "no number configured: none shown"
+
+    core.duty_phone = "023-51521234"
+    page = (await web.get(url)).text
+    assert '请拨打县值班室：<a href="tel:023-51521234">023-51521234</a>' in page
+
+    pressed = await web.post(url, data={"help_needed": "1"})  # what the 需要帮助 button sends, nothing else
+    assert pressed.status_code == 200
+    assert "✓ 已确认收到" in pressed.text and "求助已报乡镇值班和县值班室" in pressed.text
+    t = await target_of(core.db, await delivery(core.db, alert_id, "g1"))
+    assert (t.state, (t.feedback or {}).get("help_needed")) == ("answered", True)
