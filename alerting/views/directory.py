@@ -96,14 +96,10 @@ class PersonOut(BaseModel):
     duties: list[PersonDuty] = Field(description="the units they answer for (inside the caller's scope)")
 
 
-def shows_phones(who: Principal) -> bool:
-    return sees_whole_numbers(who)
-
-
 def phone_for(who: Principal, phone: str | None) -> str | None:
     if not phone:
         return None
-    return phone if shows_phones(who) else mask_phone(phone)
+    return phone if sees_whole_numbers(who) else mask_phone(phone)
 
 
 def _like(q: str) -> str:
@@ -350,7 +346,7 @@ async def people_page(
             text = q.strip()
             match = [col(Person.name).ilike(_like(text), escape="\\"), col(Person.id) == text]
             digits = "".join(ch for ch in text if ch.isdigit())
-            if shows_phones(who) and len(digits) >= 4:  # an auditor cannot find a number they may not read
+            if sees_whole_numbers(who) and len(digits) >= 4:  # an auditor cannot find a number they may not read
                 match.append(col(Person.phone).like(_like(digits), escape="\\"))
             where.append(or_(*match))
         if active is not None:
@@ -390,7 +386,7 @@ async def people_page(
                 name=p.name,
                 phone=phone_for(who, p.phone),
                 wecom_userid=p.wecom_userid,
-                email=p.email if shows_phones(who) else None,
+                email=p.email if sees_whole_numbers(who) else None,
                 active=p.active,
                 duties=duties.get(p.id, []),
             )

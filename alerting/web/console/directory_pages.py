@@ -14,13 +14,13 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from starlette.datastructures import UploadFile
 
+from alerting.model.privacy import sees_whole_numbers
 from alerting.people.directory_port import COUNT_LABELS, IMPORT_KINDS, MAX_IMPORT_BYTES, DirectoryImporter, ImportCheck
 from alerting.views.directory import (
     devices_page,
     people_page,
     root_code,
     search_units,
-    shows_phones,
     unit_detail,
 )
 from alerting.views.rosters import rosters
@@ -117,7 +117,7 @@ async def people(
         person_status=status,
         unit=unit or "",
         rows=rows,
-        masked=not shows_phones(who.principal),
+        masked=not sees_whole_numbers(who.principal),
         pages=pager(request, total, offset),
     )
 
@@ -161,7 +161,7 @@ async def roster_page(request: Request, who: Seeing, only: str = "", offset: Off
         only=only,
         rows=rows,
         now=now,
-        masked=not shows_phones(who.principal),
+        masked=not sees_whole_numbers(who.principal),
         pages=pager(request, total, offset),
     )
 
