@@ -92,6 +92,7 @@ class Twilio(TwilioSettings, Provider):
                 webhook=webhook,
                 clock=clock,
                 limits=ChannelLimits(concurrency=concurrency, per_second=rate, burst=max(1, int(rate))),
+                timeout=self.twilio_timeout_s,
             )
             for adapter, concurrency, rate in twilio_channels
         }

@@ -31,6 +31,10 @@ class TwilioSettings(BaseModel):
     twilio_base_url: str = "https://api.twilio.com"
     twilio_sms_per_second: float = 10.0  # the account's message throughput (MPS)
     twilio_calls_per_second: float = 1.0  # Twilio's default CPS for outbound calls
+    # How long one create may take before it counts as failed and is retried. A create that timed out may
+    # still have reached Twilio, so the retry can repeat it: long enough for a slow link, short enough that a
+    # stuck connection does not hold a sending slot for minutes.
+    twilio_timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
 
 
 class WeComSettings(BaseModel):

@@ -10,13 +10,16 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from alerting.deliver.port import Channel
+from alerting.deliver.port import Channel, DeliveryError
 from alerting.model.clock import ManualClock
 from alerting.model.domain import ChannelKind
 from config.channels import PROVIDERS, complete, provider_channels
 from config.cli import main
 from config.settings import Settings
+from tests.channels.contract import make_message
 from tests.fakes import wecom
+from tests.fakes.server import serve_app
+from tests.fakes.twilio import FakeTwilio, Paced
 
 TWILIO = {
     "twilio_account_sid": "AC0123456789abcdef0123456789abcdef",
@@ -175,3 +178,29 @@ def test_a_command_refuses_to_start_half_configured_with_one_line_and_exit_2(
     result = CliRunner().invoke(main.app, ["account", "list"])
     assert result.exit_code == 2, result.output
     assert " ".join(result.stderr.split()) == f"error: {MESSAGES['Twilio needs']}"
+
+
+async def test_a_twilio_create_slower_than_the_configured_timeout_is_a_retryable_timeout_though_it_was_created(
+    built: list[dict[ChannelKind, Channel]],
+) -> None:
+    """JIAOYING_TWILIO_TIMEOUT_S reaches the adapters: Twilio answering later than it is a timeout to retry, and the
+    fake's own log shows why the README warns that such a retry can repeat the text (Twilio did create it)."""
+    fake = FakeTwilio(paced=Paced(latency_s=1.5))
+    async with serve_app(fake.app) as base_url:
+        credentials = {**TWILIO, "twilio_account_sid": fake.account_sid, "twilio_auth_token": fake.auth_token}
+        credentials["twilio_base_url"] = base_url
+        patient = provider_channels(settings(**credentials), ManualClock())
+        hasty = provider_channels(settings(**credentials, twilio_timeout_s=0.3), ManualClock())
+        built.extend([patient, hasty])
+        with pytest.raises(DeliveryError) as failed:
+            await hasty[ChannelKind.SMS].send(make_message(ChannelKind.SMS))
+        receipt = await patient[ChannelKind.SMS].send(make_message(ChannelKind.SMS))
+    assert (failed.value.code, failed.value.retryable) == ("timeout", True)
+    assert receipt.provider_id is not None
+    assert len(fake.created("Messages")) == 2  # the timed-out one was created all the same
+
+
+def test_the_twilio_timeout_must_be_positive_and_bounded() -> None:
+    for bad in (0, -1, 121):
+        with pytest.raises(ValueError, match="twilio_timeout_s"):
+            settings(**TWILIO, twilio_timeout_s=bad)

@@ -105,6 +105,9 @@ def on_duty_host(tmp_path: Path, db: Database, policy_file: Path, fake: GatedTwi
         JIAOYING_TWILIO_FROM_NUMBER="+8613800000000",
         JIAOYING_TWILIO_BASE_URL=url,
         JIAOYING_TWILIO_CALLS_PER_SECOND="50",
+        # The gate holds the first sends while the second engine starts, which on a busy machine can pass the
+        # default 10 s: a timed-out send would be retried, and this test is about who sends, not about timeouts.
+        JIAOYING_TWILIO_TIMEOUT_S="120",
     )
     return engine
 

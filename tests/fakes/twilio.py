@@ -9,9 +9,9 @@ URL the adapter asked to be called at, or forge the signature.
 Opt-in, `FakeTwilio(paced=Paced(...))` is the paced world a county meets on a bad night: a per-second
 limit on creates answered 429 (code 20429, Retry-After) beyond it, latency on every create, and the
 status callbacks Twilio posts back by itself to the StatusCallback each message or call carried,
-signed like Twilio's, in the order a real network delivers them: in order, early (the final report
-before the create's 201), twice, or out of order (a stale report after the final one). What each
-message ends as is drawn from a seed, so a test knows the provider's last word on every delivery;
+signed like Twilio's, in the order a real network delivers them: in order, early (the reports before
+the create's 201, which waits a bounded time for them), twice, or out of order (a stale report after the
+final one). What each message ends as is drawn from a seed, so a test knows the provider's last word on every delivery;
 every create and every callback is logged with its monotonic and wall-clock time and what our engine
 answered, so a test counts at the provider's side. Off by default: existing tests see no change.
 """
@@ -26,6 +26,7 @@ import secrets
 import time
 import xml.etree.ElementTree as ET
 from collections import deque
+from collections.abc import Coroutine
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -41,6 +42,9 @@ from alerting.deliver.port import WebhookRequest
 
 API = "/2010-04-01/Accounts/{account_sid}"
 CALLBACKS_AT_ONCE = 50  # status callbacks in flight to the engine; more wait their turn in the fake
+# An early report is posted before the create is answered, but real Twilio does not hold its 201 until our engine
+# has taken the report: past this the 201 goes anyway (a busy engine must not turn early reports into timeouts).
+EARLY_HOLDS_201_S = 2.0
 Resource = Literal["Messages", "Calls"]
 Failure = Literal["retryable", "rate_limited", "permanent"]
 # how the status callbacks of one message or call reach the engine (see Paced)
@@ -193,7 +197,7 @@ class SentCallback:
     final: bool  # the provider's last meaningful report on this message or call
     stale: bool = False  # older news than a report already sent (out of order)
     replay: bool = False  # an identical repeat of a callback already sent
-    early: bool = False  # posted before the create that made the message was answered
+    early: bool = False  # posted while its create waited for the 201 (which waits EARLY_HOLDS_201_S at most)
     at: float = 0.0  # time.monotonic() when posted
     wall: datetime | None = None
     answered: int = 0  # the HTTP status our engine answered; 0: no answer at all
@@ -571,7 +575,8 @@ class FakeTwilio:
         if mode == "early":
             for step in steps:
                 step.early = True
-                await self._post(step)
+            early = self._schedule(self._post_now(steps))
+            await asyncio.wait({early}, timeout=EARLY_HOLDS_201_S)
             return
         if mode == "out_of_order":  # the final report overtakes the ones before it
             order = [steps[-1], *(replace(step, stale=True) for step in steps[:-1])]
@@ -579,9 +584,17 @@ class FakeTwilio:
             order = [*steps, replace(steps[-1], replay=True)]
         else:
             order = steps
-        task = asyncio.create_task(self._post_later(order))
+        self._schedule(self._post_later(order))
+
+    def _schedule(self, posting: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(posting)
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+        return task
+
+    async def _post_now(self, callbacks: list[SentCallback]) -> None:
+        for callback in callbacks:
+            await self._post(callback)
 
     async def _post_later(self, callbacks: list[SentCallback]) -> None:
         for callback in callbacks:
