@@ -23,6 +23,7 @@ from alerting.deliver.link import links_of
 from alerting.deliver.port import Channel
 from alerting.deliver.tokens import TokenSigner
 from alerting.issue.alerts import AlertService
+from alerting.issue.once import forget_expired
 from alerting.model.clock import Clock, SystemClock
 from alerting.model.domain import ChannelKind
 from alerting.model.plan import Planner
@@ -144,11 +145,21 @@ class AssembledEngine:
                 self.scheduler.add_job(
                     self.checkpointer.tick, "interval", seconds=5, coalesce=True, max_instances=1, id="checkpoint"
                 )
+            self.scheduler.add_job(
+                self._forget_keys, "interval", hours=1, coalesce=True, max_instances=1, id="forget-keys"
+            )
             self.scheduler.start()
             # every beat also takes over what runs found dead meanwhile left behind
             self.registry.on_beat = [self.dispatcher.resume, self.escalation.claims.release_dead_claims]
             self.registry.start()
         self._started = True
+
+    async def _forget_keys(self) -> None:
+        """Idempotency keys past their day: a maintenance chore, so a failure is logged and tried next hour."""
+        try:
+            await forget_expired(self.db, self.clock.now())
+        except Exception:
+            log.exception("alert.keys_forget_failed")
 
     async def _inbound_caught_up(self) -> None:
         """Until every device channel has taken in what its broker kept for us (the escalation holds till then)."""

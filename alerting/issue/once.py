@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from alerting.issue.alerts import AlertRequest, AlertService, Issued
-from alerting.store.db import Database
+from alerting.store.db import Database, rowcount
 from alerting.store.tables import IssueRequest, core_table
 
 log = structlog.get_logger()
@@ -126,6 +126,16 @@ async def earlier(db: Database, key: RequestKey, now: datetime) -> Outcome | Non
         int(done.get("unreachable", 0)),
     )
     return Outcome(issued, repeated=True, at=row.created_at)
+
+
+async def forget_expired(db: Database, now: datetime) -> int:
+    """Delete the keys past their KEY_TTL (a key taken again is deleted then anyway; this keeps the table small)."""
+    async with db.session() as s:
+        gone = await s.execute(delete(REQUESTS).where(REQUESTS.c.expires_at <= now))
+    count = rowcount(gone)
+    if count:
+        log.info("alert.keys_forgotten", count=count)
+    return count
 
 
 async def issue_once(alerts: AlertService, req: AlertRequest, *, actor: str, key: RequestKey) -> Outcome:

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
 from alerting.issue.alerts import AlertRequest, AlertService
-from alerting.issue.once import KEY_TTL, KeyReused, KeyTaken, RequestKey, issue_once
+from alerting.issue.once import KEY_TTL, KeyReused, KeyTaken, RequestKey, forget_expired, issue_once
 from alerting.model.clock import ManualClock
 from alerting.model.domain import Level
 from alerting.store.db import Database
@@ -149,3 +149,17 @@ async def test_an_issue_that_fails_keeps_no_key(alerts: AlertService, db: Databa
 def test_key_taken_is_not_a_user_error() -> None:
     # it never leaves issue_once: a ValueError would be shown to users as their own mistake
     assert not issubclass(KeyTaken, ValueError)
+
+
+async def test_expired_keys_are_forgotten_and_the_live_ones_kept(
+    alerts: AlertService, db: Database, clock: ManualClock
+) -> None:
+    req = rainstorm()
+    await issue_once(alerts, req, actor=DUTY, key=RequestKey.of(DUTY, "yesterday", req))
+    clock.advance(timedelta(hours=2))
+    kept = await issue_once(alerts, req, actor=DUTY, key=RequestKey.of(DUTY, "today", req))
+    clock.advance(KEY_TTL - timedelta(hours=1))  # the first is a day old, the second 23 hours
+    assert await forget_expired(db, clock.now()) == 1
+    assert await count(db, IssueRequest) == 1
+    again = await issue_once(alerts, req, actor=DUTY, key=RequestKey.of(DUTY, "today", req))
+    assert again.repeated and again.issued.alert_id == kept.issued.alert_id
