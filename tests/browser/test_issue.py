@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable
 
 import httpx
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from tests.browser.served import ACCOUNTS, Served
 from tests.browser.shots import screenshot
@@ -153,3 +153,38 @@ def test_the_form_works_without_javascript(browser: Browser, served: Served) -> 
         expect(page.get_by_test_id("by-township")).to_contain_text("凤凰镇")
     finally:
         context.close()
+
+
+def test_the_form_is_reached_by_keyboard_alone(sign_in: Callable[[str], Page]) -> None:
+    page = sign_in("duty")
+    page.goto("/console/alerts/new")
+    page.keyboard.press("Tab")  # the first stop on every page skips the header
+    expect(page.get_by_role("link", name="跳到正文")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.locator("main")).to_be_focused()
+    page.keyboard.press("Tab")  # and the first thing in the form is the warning level
+    assert page.evaluate("document.activeElement.name") == "level"
+    page.keyboard.press("ArrowDown")
+    page.get_by_label("标题", exact=True).fill("")
+    page.get_by_label("标题", exact=True).press("Enter")  # Enter previews, it never issues
+    expect(page.get_by_test_id("form-errors")).to_contain_text("请至少选择一个目标单位")
+
+
+def test_a_phone_sized_screen_keeps_every_link_readable(new_context: Callable[..., BrowserContext]) -> None:
+    page = new_context(phone=True).new_page()
+    page.goto("/console/sign-in")
+    page.get_by_label("用户名").fill("duty")
+    page.get_by_label("密码").fill(ACCOUNTS["duty"][0])
+    page.get_by_role("button", name="登录").click()
+    page.goto("/console/alerts/new")
+    width = page.viewport_size["width"] if page.viewport_size else 0
+    assert width <= 400
+    # nothing sticks out sideways, and no navigation link breaks over two lines
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    links = page.get_by_role("navigation").get_by_role("link")
+    assert links.count() >= 3
+    for i in range(links.count()):
+        box = links.nth(i).evaluate("e => [e.getClientRects().length, e.getBoundingClientRect().height]")
+        assert box[0] == 1 and box[1] < 40, links.nth(i).inner_text()
+    expect(page.get_by_label("标题", exact=True)).to_be_visible()
+    screenshot(page, "issue-form-phone")
